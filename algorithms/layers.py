@@ -1,0 +1,111 @@
+"""QGIS-side reading of the label layer: features → plain coordinates, values and class styles.
+
+The engine takes numpy arrays in the raster's CRS; everything that needs QGIS objects (the layer's
+features, its categorized renderer, the coordinate transform) is done here, once, for every algorithm.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsCoordinateReferenceSystem,
+    QgsCoordinateTransform,
+    QgsFeatureRequest,
+    QgsProcessingException,
+    QgsProject,
+    QgsWkbTypes,
+)
+
+
+@dataclass
+class LabelFeatures:
+    """Label geometries in the raster CRS: points as x/y, polygons as WKB, with raw class values."""
+
+    layer_name: str
+    field_name: str
+    xs: np.ndarray
+    ys: np.ndarray
+    point_values: List
+    polygons_wkb: List[bytes] = field(default_factory=list)
+    polygon_values: List = field(default_factory=list)
+    styles: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # str(value) -> (name, '#rrggbb')
+    skipped_empty: int = 0
+
+
+def renderer_styles(layer) -> Dict[str, Tuple[str, str]]:
+    """Class names and colours from a categorized renderer, keyed by the category value as text."""
+    renderer = layer.renderer() if hasattr(layer, "renderer") else None
+    if not isinstance(renderer, QgsCategorizedSymbolRenderer):
+        return {}
+    styles = {}
+    for cat in renderer.categories():
+        value = cat.value()
+        if value is None or value == "":
+            continue
+        key = _value_key(value)
+        color = cat.symbol().color().name() if cat.symbol() is not None else None
+        styles[key] = (cat.label() or key, color)
+    return styles
+
+
+def _value_key(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenceSystem, feedback,
+                        layer_name: Optional[str] = None, style_layer=None) -> LabelFeatures:
+    """Every feature's class value and geometry, transformed to ``dest_crs``.
+
+    ``source`` is a QgsProcessingFeatureSource or layer; ``style_layer`` the layer whose renderer holds
+    the class names/colours (the source itself carries none).
+    """
+    name = layer_name or (source.sourceName() if hasattr(source, "sourceName") else "labels")
+    fields = source.fields()
+    if not field_name:
+        raise QgsProcessingException(f"No class field given for the label layer '{name}'.")
+    idx = fields.lookupField(field_name)
+    if idx < 0:
+        available = ", ".join(f.name() for f in fields) or "(none)"
+        raise QgsProcessingException(
+            f"The label layer '{name}' has no field '{field_name}'. Available fields: {available}. "
+            "Choose the field that holds the class of each point.")
+    if source.featureCount() == 0:
+        raise QgsProcessingException(
+            f"The label layer '{name}' is empty: draw at least two points per class (e.g. in a layer made "
+            "by 'Create label layer') and run again.")
+    transform = QgsCoordinateTransform(source.sourceCrs(), dest_crs, QgsProject.instance())
+    xs, ys, pvals, polys, polyvals = [], [], [], [], []
+    skipped = 0
+    request = QgsFeatureRequest().setSubsetOfAttributes([idx])
+    for feature in source.getFeatures(request):
+        if feedback is not None and feedback.isCanceled():
+            raise QgsProcessingException("Cancelled while reading the label layer.")
+        value = feature.attribute(idx)
+        geom = feature.geometry()
+        if geom is None or geom.isEmpty() or value is None or (hasattr(value, "isNull") and value.isNull()) \
+                or str(value).strip() == "":
+            skipped += 1
+            continue
+        geom.transform(transform)
+        gtype = QgsWkbTypes.geometryType(geom.wkbType())
+        if gtype == QgsWkbTypes.PointGeometry:
+            points = geom.asMultiPoint() if geom.isMultipart() else [geom.asPoint()]
+            for p in points:
+                xs.append(p.x())
+                ys.append(p.y())
+                pvals.append(value)
+        elif gtype == QgsWkbTypes.PolygonGeometry:
+            polys.append(bytes(geom.asWkb()))
+            polyvals.append(value)
+        else:
+            skipped += 1
+    if skipped and feedback is not None:
+        feedback.pushInfo(f"{skipped} label feature(s) without geometry or class value were skipped.")
+    styles = renderer_styles(style_layer) if style_layer is not None else {}
+    return LabelFeatures(name, field_name, np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),
+                         pvals, polys, polyvals, styles, skipped)

@@ -1,0 +1,106 @@
+"""Typed settings: one :class:`PipelineSettings` flows from an algorithm into the engine.
+
+Every field is JSON-serialisable (``to_dict``/``from_dict``) because the model bundle records the exact
+settings a model was trained with. Defaults are the method's (METHOD.md) unless a comment says why not.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Optional, Tuple
+
+MODALITY_IDS = {"prgb": 1, "pca": 2, "sar": 3, "dsm": 4}
+
+
+@dataclass
+class RepresentationSettings:
+    rgb_bands: Optional[Tuple[int, int, int]] = None  # 1-based HSI band numbers; None = by wavelength
+    rgb_wavelengths_nm: Tuple[float, float, float] = (640.0, 550.0, 460.0)
+    pca_sample_size: int = 200_000  # PCA fitted on at most this many random valid pixels
+    stretch_percentiles: Tuple[float, float] = (2.0, 98.0)
+    sar_db: Optional[bool] = None  # None = detect from metadata / value range
+    sar_polarisation: str = "auto"  # auto | single | dual | quad
+    sar_gamma: float = 0.75
+    sample_size: int = 200_000  # pixels sampled for percentile statistics
+
+
+@dataclass
+class BackboneSettings:
+    checkpoint: Optional[str] = None  # ImageNet ADM 64x64 file; None = compact scene-trained backbone
+    compact_steps: int = 600  # denoising steps that train the compact backbone on the scene's patches
+    compact_batch_size: int = 16
+    compact_lr: float = 2e-3
+    patch_pool: int = 256  # random 64x64 windows read from the scene for backbone training / adaptation
+
+
+@dataclass
+class AdaptSettings:
+    steps: int = 2000
+    lr: float = 3e-3  # paper; the public code used 1e-4 (preset "public")
+    batch_size: int = 32
+    weight_decay: float = 0.0  # applied to trainable tensors only
+    scope: str = "decoder"  # decoder = label_emb + output_blocks.*.emb_layers; all = every emb_layers
+    ema_decay: Optional[float] = None
+    preset: str = "paper"  # paper | public
+
+
+@dataclass
+class FeatureSettings:
+    timesteps: Tuple[int, ...] = (200,)
+    blocks: Optional[Tuple[int, ...]] = None  # decoder block indices; None = backbone's default pair
+    fusion: str = "concat"  # concat | global | local | moe
+    noise_seed: int = 0
+    batch_size: int = 16
+
+
+@dataclass
+class HeadSettings:
+    hidden: Tuple[int, ...] = (128,)
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+    max_epochs: int = 300
+    patience: int = 30
+    val_fraction: float = 0.2  # stratified, drawn from the TRAINING labels only
+    class_weighting: bool = True
+    include_spectrum: bool = True  # the pixel's own (standardised) bands also reach the head
+
+
+@dataclass
+class TileSettings:
+    patch: int = 64
+    stride: int = 32
+
+
+@dataclass
+class PipelineSettings:
+    representation: RepresentationSettings = field(default_factory=RepresentationSettings)
+    backbone: BackboneSettings = field(default_factory=BackboneSettings)
+    adaptation: AdaptSettings = field(default_factory=AdaptSettings)
+    features: FeatureSettings = field(default_factory=FeatureSettings)
+    head: HeadSettings = field(default_factory=HeadSettings)
+    tiles: TileSettings = field(default_factory=TileSettings)
+    modalities: Tuple[str, ...] = ("prgb", "pca", "sar")
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PipelineSettings":
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls, data):
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        default = f.default_factory() if callable(f.default_factory) else f.default  # type: ignore[misc]
+        if is_dataclass(default):
+            value = _from_dict(type(default), value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""QGIS glue: the plugin object (menus, toolbar) and the Processing provider."""
