@@ -13,6 +13,8 @@ from typing import List, Type
 
 ALGORITHM_MODULES = [
     "checkenvironment",
+    "createlabellayer",
+    "downloadbackbone",
 ]
 
 LOG_TAG = "Diffusion Land Cover"

@@ -5,8 +5,7 @@ features, its categorized renderer, the coordinate transform) is done here, once
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from qgis.core import (
@@ -18,21 +17,6 @@ from qgis.core import (
     QgsProject,
     QgsWkbTypes,
 )
-
-
-@dataclass
-class LabelFeatures:
-    """Label geometries in the raster CRS: points as x/y, polygons as WKB, with raw class values."""
-
-    layer_name: str
-    field_name: str
-    xs: np.ndarray
-    ys: np.ndarray
-    point_values: List
-    polygons_wkb: List[bytes] = field(default_factory=list)
-    polygon_values: List = field(default_factory=list)
-    styles: Dict[str, Tuple[str, str]] = field(default_factory=dict)  # str(value) -> (name, '#rrggbb')
-    skipped_empty: int = 0
 
 
 def renderer_styles(layer) -> Dict[str, Tuple[str, str]]:
@@ -58,7 +42,7 @@ def _value_key(value) -> str:
 
 
 def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenceSystem, feedback,
-                        layer_name: Optional[str] = None, style_layer=None) -> LabelFeatures:
+                        layer_name: Optional[str] = None, style_layer=None):
     """Every feature's class value and geometry, transformed to ``dest_crs``.
 
     ``source`` is a QgsProcessingFeatureSource or layer; ``style_layer`` the layer whose renderer holds
@@ -107,5 +91,20 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
     if skipped and feedback is not None:
         feedback.pushInfo(f"{skipped} label feature(s) without geometry or class value were skipped.")
     styles = renderer_styles(style_layer) if style_layer is not None else {}
-    return LabelFeatures(name, field_name, np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),
-                         pvals, polys, polyvals, styles, skipped)
+    from ..engine.jobs import LabelGeometries
+
+    return LabelGeometries(name, field_name, np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),
+                           pvals, polys, polyvals, styles, skipped)
+
+
+def read_labels(alg, parameters, context, feedback, raster_file: str, layer_param: str = "LABELS",
+                field_param: str = "CLASS_FIELD"):
+    """The LABELS/CLASS_FIELD parameters as engine label geometries in the CRS of ``raster_file``."""
+    from qgis.core import QgsRasterLayer
+
+    layer = alg.parameterAsVectorLayer(parameters, layer_param, context)
+    if layer is None:
+        raise QgsProcessingException(f"{layer_param}: no label layer given.")
+    field_name = alg.parameterAsString(parameters, field_param, context)
+    crs = QgsRasterLayer(raster_file, "hsi", "gdal").crs()
+    return read_label_features(layer, field_name, crs, feedback, layer_name=layer.name(), style_layer=layer)

@@ -1,0 +1,149 @@
+"""Parameters shared by the training algorithms, and their translation into one PipelineSettings.
+
+Defined once so that `adaptbackbone`, `trainclassifier` and `trainandclassify` offer the same names,
+defaults (the method's) and help, and build the settings the same way.
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional, Tuple
+
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessing,
+)
+
+from ..engine.settings import PipelineSettings
+
+DEVICES = ["auto", "cpu", "cuda"]
+FUSIONS = ["concat", "global", "local", "moe"]
+SAR_DB = ["auto", "dB", "linear"]
+PRESETS = ["paper", "public"]
+
+
+def add_input_parameters(alg, labels: bool = True) -> None:
+    alg.addParameter(QgsProcessingParameterRasterLayer(
+        "HSI", "Hyperspectral / multispectral raster (3 bands or more)"))
+    alg.addParameter(QgsProcessingParameterRasterLayer(
+        "SAR", "SAR raster (VV/VH dual-pol, HH/HV/VV quad-pol or single-pol; optional)", optional=True))
+    if labels:
+        alg.addParameter(QgsProcessingParameterVectorLayer(
+            "LABELS", "Label points or polygons",
+            [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
+        alg.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS"))
+
+
+def add_backbone_parameters(alg) -> None:
+    alg.addParameter(QgsProcessingParameterFile(
+        "BACKBONE", "ImageNet ADM 64x64 checkpoint (64x64_diffusion.pt; empty = compact backbone trained on "
+        "the scene)", optional=True, fileFilter="PyTorch checkpoint (*.pt *.pth *.safetensors)"))
+    alg.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+    alg.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
+                                                  defaultValue=0, minValue=0))
+
+
+def _advanced(alg, param) -> None:
+    param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    alg.addParameter(param)
+
+
+def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -> None:
+    d = PipelineSettings()
+    integer = QgsProcessingParameterNumber.Integer
+    _advanced(alg, QgsProcessingParameterString(
+        "RGB_BANDS", "Pseudo-RGB bands (1-based 'r,g,b'; empty = nearest 640/550/460 nm)", optional=True))
+    _advanced(alg, QgsProcessingParameterEnum("SAR_UNITS", "SAR values are", SAR_DB, defaultValue=0))
+    if adaptation:
+        _advanced(alg, QgsProcessingParameterNumber(
+            "ADAPT_STEPS", "FiLM adaptation steps (ImageNet backbone)", integer, d.adaptation.steps, minValue=0))
+        _advanced(alg, QgsProcessingParameterEnum("ADAPT_PRESET", "Adaptation preset (paper lr 3e-3, public code "
+                                                  "lr 1e-4)", PRESETS, defaultValue=0))
+        _advanced(alg, QgsProcessingParameterNumber(
+            "ADAPT_BATCH", "Adaptation batch size", integer, d.adaptation.batch_size, minValue=1))
+        _advanced(alg, QgsProcessingParameterNumber(
+            "COMPACT_STEPS", "Training steps of the compact backbone (no checkpoint)", integer,
+            d.backbone.compact_steps, minValue=1))
+    if features:
+        _advanced(alg, QgsProcessingParameterString(
+            "TIMESTEPS", "Diffusion timesteps for the features (comma separated)",
+            ",".join(str(t) for t in d.features.timesteps)))
+        _advanced(alg, QgsProcessingParameterString(
+            "BLOCKS", "Decoder blocks for the features (comma separated; empty = the backbone's default)",
+            optional=True))
+        _advanced(alg, QgsProcessingParameterEnum("FUSION", "Feature fusion", FUSIONS,
+                                                  defaultValue=FUSIONS.index(d.features.fusion)))
+        _advanced(alg, QgsProcessingParameterBoolean(
+            "SPECTRUM", "Give the head each pixel's own bands too (spectral-spatial fusion)",
+            defaultValue=d.head.include_spectrum))
+        _advanced(alg, QgsProcessingParameterNumber("STRIDE", "Tile stride (pixels; patches are 64x64)", integer,
+                                                    d.tiles.stride, minValue=8, maxValue=64))
+
+
+def _ints(text: str, name: str) -> Optional[Tuple[int, ...]]:
+    text = (text or "").strip()
+    if not text:
+        return None
+    parts = [p for p in re.split(r"[,\s;]+", text) if p]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise QgsProcessingException(f"{name} must be whole numbers separated by commas, got '{text}'.")
+
+
+def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
+    """Build the one settings object from whatever shared parameters ``alg`` declared."""
+    s = PipelineSettings()
+    has = lambda name: alg.parameterDefinition(name) is not None  # noqa: E731
+    if has("BACKBONE"):
+        path = alg.parameterAsFile(parameters, "BACKBONE", context)
+        s.backbone.checkpoint = path or None
+        s.device = DEVICES[alg.parameterAsEnum(parameters, "DEVICE", context)]
+        s.seed = alg.parameterAsInt(parameters, "SEED", context)
+    if has("RGB_BANDS"):
+        rgb = _ints(alg.parameterAsString(parameters, "RGB_BANDS", context), "RGB_BANDS")
+        if rgb is not None and len(rgb) != 3:
+            raise QgsProcessingException(f"RGB_BANDS needs exactly three band numbers (red, green, blue), got {rgb}.")
+        s.representation.rgb_bands = rgb
+        units = SAR_DB[alg.parameterAsEnum(parameters, "SAR_UNITS", context)]
+        s.representation.sar_db = None if units == "auto" else units == "dB"
+    if has("ADAPT_STEPS"):
+        s.adaptation.steps = alg.parameterAsInt(parameters, "ADAPT_STEPS", context)
+        s.adaptation.preset = PRESETS[alg.parameterAsEnum(parameters, "ADAPT_PRESET", context)]
+        if s.adaptation.preset == "public":
+            s.adaptation.lr = 1e-4
+        s.adaptation.batch_size = alg.parameterAsInt(parameters, "ADAPT_BATCH", context)
+        s.backbone.compact_steps = alg.parameterAsInt(parameters, "COMPACT_STEPS", context)
+    if has("TIMESTEPS"):
+        timesteps = _ints(alg.parameterAsString(parameters, "TIMESTEPS", context), "TIMESTEPS")
+        if not timesteps or any(t < 0 or t > 999 for t in timesteps):
+            raise QgsProcessingException("TIMESTEPS must be one or more integers between 0 and 999, e.g. '200'.")
+        s.features.timesteps = timesteps
+        s.features.blocks = _ints(alg.parameterAsString(parameters, "BLOCKS", context), "BLOCKS")
+        s.features.fusion = FUSIONS[alg.parameterAsEnum(parameters, "FUSION", context)]
+        s.head.include_spectrum = alg.parameterAsBool(parameters, "SPECTRUM", context)
+        s.tiles.stride = alg.parameterAsInt(parameters, "STRIDE", context)
+    return s
+
+
+def raster_path(alg, parameters, name: str, context, optional: bool = False) -> Optional[str]:
+    """The file behind a raster parameter; GDAL needs a file, not an in-memory provider."""
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None:
+        if optional:
+            return None
+        raise QgsProcessingException(f"{name}: no raster layer given.")
+    source = layer.source()
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"{name}: layer '{layer.name()}' is not a file-based raster ({layer.providerType()}); "
+            "save it as a GeoTIFF first.")
+    return source

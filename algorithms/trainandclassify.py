@@ -1,0 +1,82 @@
+"""difflc:trainandclassify — the one-step run: labels + rasters → styled land-cover map (+ model, report)."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterDestination,
+)
+
+from .base import DiffLcAlgorithm, engine_errors
+from .layers import read_labels
+from .params import (
+    add_backbone_parameters,
+    add_input_parameters,
+    add_method_parameters,
+    raster_path,
+    settings_from_parameters,
+)
+
+HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
+<ol>
+<li>The HSI raster becomes a pseudo-RGB image (bands nearest 640/550/460 nm) and a PCA image (first three
+components); the SAR raster a Pauli-style image (dB converted to linear). Statistics are fitted once and
+stored in the model.</li>
+<li>Backbone: with <b>BACKBONE</b> = the ImageNet ADM 64&times;64 checkpoint, the frozen network is adapted to
+these modalities by training only its FiLM path (label embedding + decoder <i>emb_layers</i>, ~5 % of the
+weights; UniDiff). Without a checkpoint, a compact ADM network is trained on the scene's own unlabelled patches
+(offline, minutes on a CPU).</li>
+<li>Per-pixel diffusion features (timestep &times; decoder block, every modality) plus, by default, the pixel's
+own bands feed a small MLP head trained on the labels, validated on a stratified split of the
+<i>training</i> labels.</li>
+<li>The scene is classified in 64&times;64 tiles (stride 32, probabilities averaged over overlaps), streamed
+window by window: memory does not grow with the scene.</li>
+</ol>
+<p><b>SAR</b> on another grid or CRS is resampled onto the HSI grid on the fly. Label points in any CRS are
+transformed; points outside the raster or on nodata are reported and skipped; each class needs 2 usable
+samples. Class names and colours come from the label layer's categorized style (else the class field).</p>
+<p><b>Outputs</b>: classified GeoTIFF (Byte, nodata 0, colour table, category names, <code>.qml</code>
+style), optional confidence raster (max class probability), optional model file (<code>.difflc</code>,
+reusable by <i>Classify</i>), optional training report (HTML or JSON: validation accuracy on held-out
+training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>"""
+
+
+class TrainAndClassify(DiffLcAlgorithm):
+    NAME = "trainandclassify"
+    DISPLAY_NAME = "Train and classify (one step)"
+    HELP = HELP
+    NEEDS_TORCH = True
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_input_parameters(self)
+        add_backbone_parameters(self)
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)", optional=True,
+            createByDefault=False))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "REPORT", "Training report", fileFilter="HTML (*.html);;JSON (*.json)", optional=True,
+            createByDefault=False))
+        add_method_parameters(self)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        self.require_torch()
+        from ..engine import jobs
+
+        settings = settings_from_parameters(self, parameters, context)
+        hsi = raster_path(self, parameters, "HSI", context)
+        sar = raster_path(self, parameters, "SAR", context, optional=True)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
+        model_path = self.parameterAsFileOutput(parameters, "MODEL", context) or None
+        report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
+        progress = self.progress_for(feedback)
+        with engine_errors():
+            labels = read_labels(self, parameters, context, feedback, hsi)
+            trained = jobs.train(jobs.TrainRequest(hsi, sar, labels, settings, model_path, report),
+                                 progress.sub(0.0, 0.6))
+            result = jobs.classify(trained.bundle, hsi, sar, output, confidence, progress.sub(0.6, 1.0),
+                                   device=settings.device)
+        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "MODEL": model_path,
+                "REPORT": report, "VALIDATION_OA": trained.validation_oa}

@@ -1,0 +1,180 @@
+"""Run every registered method on the protocol's splits; report mean ± std and paired differences.
+
+    python benchmarks/accuracy.py [--scenes chip,enmap] [--seeds N] [--methods rf,svm,...]
+                                  [--out benchmarks/out/accuracy.json]
+
+A method is ``fn(scene: SceneData, split: Split, seed: int) -> np.ndarray`` of class indices 0..K-1 at the
+evaluation pixels (``split.eval_rows/eval_cols`` order). Register more with ``register(name)``; a method
+that predicts a whole map can use ``split.train_label_map(scene.shape)`` as its input and
+``split.predictions_from_map(map)`` for its output. All methods see identical splits, so the differences
+against RF and SVM are paired per seed (t-interval, ``protocol.paired_ci``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import baselines  # noqa: E402
+from benchmarks.protocol import SceneData, Split, load_scene, paired_ci, scene_split  # noqa: E402
+from engine.metrics import classification_metrics  # noqa: E402
+
+Method = Callable[[SceneData, Split, int], np.ndarray]
+METHODS: Dict[str, Method] = {}
+SUMMARY_METRICS = ("overall_accuracy", "average_accuracy", "kappa", "mean_f1", "mean_iou")
+SHORT = {"overall_accuracy": "OA", "average_accuracy": "AA", "kappa": "kappa", "mean_f1": "mF1",
+         "mean_iou": "mIoU"}
+REFERENCES = ("rf", "svm")
+
+
+def register(name: str, fn: Optional[Method] = None):
+    """``register("x", fn)`` or ``@register("x")``; a name can be registered once."""
+    def add(f: Method) -> Method:
+        if name in METHODS and METHODS[name] is not f:
+            raise ValueError(f"method {name!r} is already registered")
+        METHODS[name] = f
+        return f
+
+    return add(fn) if fn is not None else add
+
+
+def from_map_predictor(fn: Callable[[SceneData, np.ndarray, int], np.ndarray]) -> Method:
+    """Adapt ``fn(scene, train_map [H,W] of 0/1..K, seed) -> map [H,W] of 1..K`` (the shape of
+    ``engine.pipeline.fit_predict_arrays``) to a registry method scored at the evaluation pixels."""
+    def method(scene: SceneData, split: Split, seed: int) -> np.ndarray:
+        return split.predictions_from_map(fn(scene, split.train_label_map(scene.shape), seed))
+
+    method.__name__ = getattr(fn, "__name__", "map_method")
+    return method
+
+
+register("rf", baselines.random_forest)
+register("svm", baselines.rbf_svm)
+register("mlp", baselines.mlp)
+
+
+def evaluate(method: Method, scene: SceneData, split: Split, seed: int) -> Dict:
+    t0 = time.perf_counter()
+    pred = np.asarray(method(scene, split, seed))
+    seconds = time.perf_counter() - t0
+    if pred.shape != split.eval_y.shape:
+        raise ValueError(f"method returned {pred.shape} predictions; expected {split.eval_y.shape} "
+                         "(one per evaluation pixel)")
+    m = classification_metrics(split.eval_y, pred, scene.n_classes, scene.class_names)
+    m["seconds"] = seconds
+    m["seed"] = seed
+    return m
+
+
+def run(scenes: Sequence[Union[str, SceneData]], methods: Sequence[str], n_seeds: Optional[int] = None,
+        log=print) -> Dict:
+    """Scenes by name (``protocol.SCENES``) or as loaded :class:`SceneData`; seeds 0..n_seeds-1 or the protocol's."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; registered: {', '.join(METHODS)}")
+    results: Dict = {}
+    for item in scenes:
+        scene = load_scene(item) if isinstance(item, str) else item
+        name = scene.name
+        seeds = list(scene.seeds if n_seeds is None else range(n_seeds))
+        per: Dict[str, List[Dict]] = {m: [] for m in methods}
+        splits = []
+        for seed in seeds:
+            split = scene_split(scene, seed)
+            splits.append({"seed": seed, "n_train": split.n_train, "n_eval": split.n_eval,
+                           "train_per_class": np.bincount(split.train_y, minlength=scene.n_classes).tolist()})
+            for m in methods:
+                r = evaluate(METHODS[m], scene, split, seed)
+                per[m].append(r)
+                log(f"[{name} seed {seed}] {m}: OA {100 * r['overall_accuracy']:.2f} "
+                    f"kappa {100 * r['kappa']:.2f} mIoU {100 * r['mean_iou']:.2f} ({r['seconds']:.1f} s)")
+        results[name] = {"seeds": seeds, "fraction": scene.fraction, "splits": splits, "notes": scene.notes,
+                         "methods": per, "summary": summarise(per)}
+    return results
+
+
+def summarise(per: Dict[str, List[Dict]]) -> Dict:
+    out: Dict = {"mean": {}, "std": {}, "seconds": {}, "paired": {}}
+    for m, runs in per.items():
+        out["mean"][m] = {k: float(np.mean([r[k] for r in runs])) for k in SUMMARY_METRICS}
+        out["std"][m] = {k: float(np.std([r[k] for r in runs], ddof=1)) if len(runs) > 1 else float("nan")
+                         for k in SUMMARY_METRICS}
+        out["seconds"][m] = float(np.sum([r["seconds"] for r in runs]))
+    for ref in REFERENCES:
+        if ref not in per:
+            continue
+        for m, runs in per.items():
+            if m == ref or (m in REFERENCES and REFERENCES.index(m) < REFERENCES.index(ref)):
+                continue  # rf vs svm is already shown as svm vs rf
+            out["paired"].setdefault(m, {})[ref] = {
+                k: paired_ci([r[k] for r in runs], [r[k] for r in per[ref]]).to_dict() for k in SUMMARY_METRICS}
+    return out
+
+
+def markdown(results: Dict) -> str:
+    lines = []
+    for scene, res in results.items():
+        s = res["summary"]
+        n_train = sorted({sp["n_train"] for sp in res["splits"]})
+        lines.append(f"### {scene}: {len(res['seeds'])} seeds, {100 * res['fraction']:g} % training "
+                     f"({'/'.join(map(str, n_train))} px), {res['splits'][0]['n_eval']} evaluation px\n")
+        lines.append("| method | " + " | ".join(SHORT[k] for k in SUMMARY_METRICS) + " | time (s, all seeds) |")
+        lines.append("|---" * (len(SUMMARY_METRICS) + 2) + "|")
+        for m in s["mean"]:
+            cells = [f"{100 * s['mean'][m][k]:.2f} ± {100 * s['std'][m][k]:.2f}" for k in SUMMARY_METRICS]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {s['seconds'][m]:.0f} |")
+        if s["paired"]:
+            lines.append("\nPaired differences (percentage points, mean [95 % CI]; * = CI excludes 0):\n")
+            lines.append("| method | vs | " + " | ".join(f"Δ{SHORT[k]}" for k in SUMMARY_METRICS) + " |")
+            lines.append("|---" * (len(SUMMARY_METRICS) + 2) + "|")
+            for m, refs in s["paired"].items():
+                for ref, d in refs.items():
+                    cells = [f"{100 * d[k]['mean']:+.2f} [{100 * d[k]['low']:+.2f}, {100 * d[k]['high']:+.2f}]"
+                             + ("*" if d[k]["significant"] else "") for k in SUMMARY_METRICS]
+                    lines.append(f"| {m} | {ref} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    return obj
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scenes", default="chip,enmap")
+    p.add_argument("--seeds", type=int, default=None, help="use seeds 0..N-1 (default: the protocol's)")
+    p.add_argument("--methods", default=None, help=f"comma list (default: all registered: {','.join(METHODS)})")
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "accuracy.json"))
+    a = p.parse_args(argv)
+    scenes = [s for s in a.scenes.split(",") if s]
+    methods = [m for m in a.methods.split(",") if m] if a.methods else list(METHODS)
+    t0 = time.perf_counter()
+    results = run(scenes, methods, a.seeds, log=lambda s: print(s, file=sys.stderr, flush=True))
+    print(markdown(results))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_jsonable({"results": results, "seconds": time.perf_counter() - t0}), indent=1))
+    print(f"wrote {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

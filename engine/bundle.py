@@ -1,0 +1,180 @@
+"""Model bundle: one zip file holding ``metadata.json`` and ``weights.safetensors`` — nothing pickled.
+
+A bundle is everything needed to classify another scene (except an ImageNet base checkpoint, which is
+identified by fingerprint). It is written to a temporary file beside the target and moved into place, so a
+failed save never leaves a broken model. Loading never executes code: JSON + safetensors only.
+
+Metadata schema (``format`` = "difflc-model", ``format_version`` = 1)::
+
+    format, format_version, created (ISO 8601 UTC)
+    versions      {engine, torch, numpy, python, gdal?}
+    classes       [{value, name, color}]
+    inputs        {hsi: {band_count, wavelengths_nm | null, bad_bands, descriptions},
+                   sar: {band_count, descriptions, units} | null}
+    representations   RepresentationModel.to_dict()
+    settings          PipelineSettings.to_dict()
+    backbone          {kind: checkpoint | compact, config, fingerprint, checkpoint?/path?}
+    feature_groups    [[modality, timestep, block, channels]], modalities, group_sizes
+    head              head config (classifier.TrainedHead.config)
+    crs_wkt, pixel_size [x, y], seed, training (report)
+Tensors: ``backbone.*`` (compact weights) or ``film.*`` (FiLM delta on the checkpoint), and ``head.*``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+import zipfile
+from typing import Dict, Tuple
+
+FORMAT = "difflc-model"
+FORMAT_VERSION = 1
+METADATA_NAME = "metadata.json"
+WEIGHTS_NAME = "weights.safetensors"
+WAVELENGTH_TOLERANCE_NM = 5.0
+
+
+class BundleError(ValueError):
+    """The file is not a readable model bundle."""
+
+
+class BundleMismatchError(ValueError):
+    """The input rasters do not match what the model was trained on."""
+
+
+def save_bundle(path: str, metadata: Dict, tensors: Dict) -> None:
+    """Write ``metadata`` (JSON-able) and ``tensors`` (name → torch.Tensor) as one bundle file."""
+    from safetensors.torch import save as st_save
+
+    meta = dict(metadata)
+    meta.setdefault("format", FORMAT)
+    meta.setdefault("format_version", FORMAT_VERSION)
+    meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
+    text = json.dumps(meta, indent=2, ensure_ascii=False, allow_nan=True, default=_json_default)
+    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".difflc-", suffix=".tmp")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(METADATA_NAME, text)
+            zf.writestr(WEIGHTS_NAME, blob)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _json_default(o):
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
+
+
+def _open(path: str) -> zipfile.ZipFile:
+    if not os.path.isfile(path):
+        raise BundleError(f"model file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise BundleError(f"{path} is not a Diffusion Land Cover model bundle (not a zip container): choose a "
+                          "file saved by the 'train' algorithm")
+    zf = zipfile.ZipFile(path)
+    names = set(zf.namelist())
+    if METADATA_NAME not in names or WEIGHTS_NAME not in names:
+        zf.close()
+        raise BundleError(f"{path} is a zip file but not a model bundle (needs {METADATA_NAME} and {WEIGHTS_NAME})")
+    return zf
+
+
+def _read_metadata(zf: zipfile.ZipFile, path: str) -> Dict:
+    try:
+        meta = json.loads(zf.read(METADATA_NAME).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"the metadata of {path} is damaged: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BundleError(f"{path} is not a Diffusion Land Cover model bundle (format {meta.get('format')!r})"
+                          if isinstance(meta, dict) else f"{path}: metadata is not an object")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise BundleError(f"{path} was saved in bundle format {version!r}; this plugin reads up to "
+                          f"{FORMAT_VERSION}: update the plugin")
+    return meta
+
+
+def read_bundle_metadata(path: str) -> Dict:
+    """The metadata only (no torch needed): for checks and the model-information algorithm."""
+    with _open(str(path)) as zf:
+        return _read_metadata(zf, str(path))
+
+
+def load_bundle(path: str) -> Tuple[Dict, Dict]:
+    """(metadata, tensors) — safetensors only, never pickle."""
+    from safetensors.torch import load as st_load
+
+    with _open(str(path)) as zf:
+        meta = _read_metadata(zf, str(path))
+        blob = zf.read(WEIGHTS_NAME)
+    try:
+        tensors = st_load(blob)
+    except Exception as exc:  # safetensors raises its own error types
+        raise BundleError(f"the weights of {path} are damaged: {exc}") from None
+    return meta, tensors
+
+
+# -------------------------------------------------------------------------------------------------------
+
+def input_description(info, kind: str = "hsi") -> Dict:
+    """The ``inputs`` entry for a RasterInfo (or a dict with the same keys)."""
+    get = (lambda k, d=None: info.get(k, d)) if isinstance(info, dict) else (lambda k, d=None: getattr(info, k, d))
+    out = {"band_count": int(get("band_count")), "descriptions": list(get("descriptions", []) or [])}
+    if kind == "hsi":
+        out["wavelengths_nm"] = get("wavelengths_nm")
+        out["bad_bands"] = list(get("bad_bands", []) or [])
+    else:
+        out["units"] = list(get("units", []) or [])
+    return out
+
+
+def check_inputs(metadata: Dict, hsi_info, sar_info=None,
+                 tolerance_nm: float = WAVELENGTH_TOLERANCE_NM) -> None:
+    """Raise :class:`BundleMismatchError` when the rasters differ from the training inputs."""
+    inputs = metadata.get("inputs") or {}
+    hsi_t = inputs.get("hsi") or {}
+    hsi = input_description(hsi_info, "hsi")
+    problems = []
+    if hsi_t and hsi["band_count"] != hsi_t.get("band_count"):
+        problems.append(f"the HSI raster has {hsi['band_count']} bands, the model was trained on "
+                        f"{hsi_t.get('band_count')}: use an image from the same sensor/product (same bands)")
+    else:
+        wt, wn = hsi_t.get("wavelengths_nm"), hsi["wavelengths_nm"]
+        if wt and wn:
+            diffs = [(i, a, b) for i, (a, b) in enumerate(zip(wt, wn))
+                     if a is not None and b is not None and abs(a - b) > tolerance_nm]
+            if diffs:
+                i, a, b = max(diffs, key=lambda d: abs(d[1] - d[2]))
+                problems.append(f"{len(diffs)} HSI band wavelength(s) differ from the training image by more "
+                                f"than {tolerance_nm:g} nm (largest: band {i + 1}, {b:.2f} nm here vs {a:.2f} nm "
+                                "at training): use an image from the same sensor or retrain")
+    sar_t = inputs.get("sar")
+    if sar_t and sar_info is None:
+        problems.append("the model was trained with a SAR raster: give a SAR layer "
+                        f"({sar_t.get('band_count')} band(s)) too")
+    elif sar_info is not None and not sar_t and inputs:
+        problems.append("the model was trained without SAR: leave the SAR layer empty")
+    elif sar_info is not None and sar_t:
+        sar = input_description(sar_info, "sar")
+        if sar["band_count"] != sar_t.get("band_count"):
+            problems.append(f"the SAR raster has {sar['band_count']} band(s), the model was trained on "
+                            f"{sar_t.get('band_count')}: use the same polarisations in the same order")
+    if problems:
+        raise BundleMismatchError("the input rasters do not match this model: " + "; ".join(problems))

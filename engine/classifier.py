@@ -1,0 +1,253 @@
+"""Per-pixel head: fusion over feature groups, then the METHOD.md MLP; trained with a stratified validation split
+of the TRAINING labels (the reference validated on test pixels), early stopping and best-weight restore.
+
+Fusions (``group_sizes`` splits the input; the last group may be the raw spectrum):
+- ``concat`` (UniDiff): standardised concatenation straight into the MLP.
+- ``global`` (SatDiFuser global-weighted): each group through a bottleneck Linear(C_g→96)→GroupNorm→
+  Linear(96→D); F = Σ_k softmax(w)_k · B_k(f_k), one learned weight per group.
+- ``local`` (localized-weighted): Z_k = B_k(f_k); per-pixel α = softmax_k(Linear(mean_k Z)/τ); F = Σ α_k Z_k.
+- ``moe`` (mixture of experts, E=8): experts Linear(ΣC→D)+ReLU on the concatenated bottleneck outputs,
+  per-pixel gate Linear(·→E)/τ; dense softmax for the warm-up epochs, then top-2. SatDiFuser's gate is
+  GAP(Conv3×3) over a feature map; this head sees single pixel vectors, so the gate is per pixel.
+Input standardisation (mean/std per dimension of the training split) is stored in the state dict.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .metrics import classification_metrics
+from .progress import Progress
+from .settings import HeadSettings
+
+FUSIONS = ("concat", "global", "local", "moe")
+
+
+def _bottleneck(c_in: int, proj: int, d: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(c_in, proj), nn.GroupNorm(8 if proj % 8 == 0 else 1, proj), nn.ReLU(),
+                         nn.Linear(proj, d))
+
+
+class PixelHead(nn.Module):
+    def __init__(self, group_sizes: Sequence[int], n_classes: int, fusion: str = "concat",
+                 hidden: Sequence[int] = (128,), proj_dim: int = 96, fused_dim: int = 128, n_experts: int = 8,
+                 tau: float = 1.0):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}: use one of {FUSIONS}")
+        self.group_sizes = [int(g) for g in group_sizes]
+        if not self.group_sizes or min(self.group_sizes) <= 0:
+            raise ValueError(f"group_sizes must be positive, got {self.group_sizes}")
+        self.fusion, self.tau = fusion, float(tau)
+        dim = sum(self.group_sizes)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("moe_topk", torch.tensor(0))  # 0 = dense gate (warm-up), k = top-k
+        if fusion == "concat":
+            d = dim
+        elif fusion in ("global", "local"):
+            d = fused_dim
+            self.branches = nn.ModuleList(_bottleneck(g, proj_dim, d) for g in self.group_sizes)
+            if fusion == "global":
+                self.weights = nn.Parameter(torch.zeros(len(self.group_sizes)))
+            else:
+                self.alpha = nn.Linear(d, len(self.group_sizes))
+        else:
+            d = fused_dim
+            self.branches = nn.ModuleList(
+                nn.Sequential(nn.Linear(g, proj_dim), nn.GroupNorm(8 if proj_dim % 8 == 0 else 1, proj_dim),
+                              nn.ReLU()) for g in self.group_sizes)
+            cat = proj_dim * len(self.group_sizes)
+            self.experts = nn.ModuleList(nn.Sequential(nn.Linear(cat, d), nn.ReLU()) for _ in range(n_experts))
+            self.gate = nn.Linear(cat, n_experts)
+        layers: List[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(d, int(h)), nn.ReLU(), nn.BatchNorm1d(int(h))]
+            d = int(h)
+        layers.append(nn.Linear(d, int(n_classes)))
+        self.mlp = nn.Sequential(*layers)
+
+    def fuse(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if self.fusion == "concat":
+            return x
+        parts = torch.split(x, self.group_sizes, dim=1)
+        z = [branch(p) for branch, p in zip(self.branches, parts)]
+        if self.fusion == "global":
+            w = torch.softmax(self.weights, dim=0)
+            return sum(w[k] * z[k] for k in range(len(z)))
+        if self.fusion == "local":
+            stack = torch.stack(z, dim=1)  # [N, K, D]
+            alpha = torch.softmax(self.alpha(stack.mean(dim=1)) / self.tau, dim=1)
+            return (alpha.unsqueeze(-1) * stack).sum(dim=1)
+        cat = torch.cat(z, dim=1)
+        logits = self.gate(cat) / self.tau
+        k = int(self.moe_topk)
+        if k > 0 and k < logits.shape[1]:
+            top = logits.topk(k, dim=1)
+            gate = torch.zeros_like(logits).scatter(1, top.indices, torch.softmax(top.values, dim=1))
+        else:
+            gate = torch.softmax(logits, dim=1)
+        experts = torch.stack([e(cat) for e in self.experts], dim=1)  # [N, E, D]
+        return (gate.unsqueeze(-1) * experts).sum(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.fuse(x))
+
+
+class TrainedHead:
+    """A trained :class:`PixelHead` on the CPU with its training record."""
+
+    def __init__(self, module: PixelHead, config: Dict, history: Optional[List[Dict]] = None,
+                 val_metrics: Optional[Dict] = None):
+        self.module = module.cpu().eval()
+        self.config = config
+        self.history = history or []
+        self.val_metrics = val_metrics
+        self.n_classes = int(config["n_classes"])
+
+    def predict_proba(self, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != sum(self.config["group_sizes"]):
+            raise ValueError(f"head expects [N, {sum(self.config['group_sizes'])}] inputs, got {x.shape}")
+        out = np.empty((x.shape[0], self.n_classes), np.float32)
+        with torch.inference_mode():
+            for s in range(0, x.shape[0], batch):
+                logits = self.module(torch.from_numpy(x[s:s + batch]))
+                out[s:s + batch] = torch.softmax(logits.float(), dim=1).numpy()
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(x).argmax(axis=1)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
+
+
+def _build(config: Dict) -> PixelHead:
+    return PixelHead(config["group_sizes"], config["n_classes"], config["fusion"], tuple(config["hidden"]),
+                     config["proj_dim"], config["fused_dim"], config["n_experts"], config["tau"])
+
+
+def load_head(config: Dict, state_dict: Dict[str, torch.Tensor]) -> TrainedHead:
+    module = _build(config)
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"the stored head weights do not fit its configuration ({config.get('fusion')}, "
+                         f"groups {config.get('group_sizes')}): {exc}") from exc
+    return TrainedHead(module, config)
+
+
+def stratified_split(y: np.ndarray, val_fraction: float, seed: int):
+    """(train_idx, val_idx): per class round(n·f) validation samples, always ≥ 1 left for training."""
+    rng = np.random.default_rng(seed)
+    tr, va = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_val = int(round(len(idx) * val_fraction)) if len(idx) > 1 else 0
+        n_val = min(max(n_val, 1 if val_fraction > 0 and len(idx) > 1 else 0), len(idx) - 1)
+        va.append(idx[:n_val])
+        tr.append(idx[n_val:])
+    return np.sort(np.concatenate(tr)), np.sort(np.concatenate(va))
+
+
+def train_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], settings: HeadSettings, *, seed: int,
+               device="cpu", progress: Optional[Progress] = None, fusion: Optional[str] = None,
+               n_classes: Optional[int] = None, fused_dim: int = 128, proj_dim: int = 96, n_experts: int = 8,
+               tau: float = 1.0, moe_warmup: int = 10) -> TrainedHead:
+    """Train the head; ``fusion`` defaults to ``getattr(settings, "fusion", "concat")``."""
+    progress = progress or Progress()
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    fusion = fusion or getattr(settings, "fusion", "concat")
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"train_head: x must be [N, D] and y [N], got {x.shape} and {y.shape}")
+    if sum(group_sizes) != x.shape[1]:
+        raise ValueError(f"group sizes {list(group_sizes)} sum to {sum(group_sizes)}, features have {x.shape[1]}")
+    if not np.isfinite(x).all():
+        raise ValueError("training features contain NaN/inf: labelled pixels must lie on valid data")
+    k = int(n_classes or (y.max() + 1))
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"class indices must be in 0..{k - 1}")
+    tr, va = stratified_split(y, settings.val_fraction, seed)
+    if tr.size < 2:
+        raise ValueError("need at least 2 labelled pixels to train the head")
+    device = torch.device(device)
+    config = {"group_sizes": [int(g) for g in group_sizes], "n_classes": k, "fusion": fusion,
+              "hidden": [int(h) for h in settings.hidden], "proj_dim": proj_dim, "fused_dim": fused_dim,
+              "n_experts": n_experts, "tau": tau, "moe_warmup": moe_warmup, "seed": int(seed),
+              "settings": asdict(settings), "n_train": int(tr.size), "n_val": int(va.size)}
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        module = _build(config)
+    mean = x[tr].mean(axis=0)
+    std = x[tr].std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)
+    module.mean.copy_(torch.from_numpy(mean))
+    module.std.copy_(torch.from_numpy(std.astype(np.float32)))
+    module.to(device)
+    xt, yt = torch.from_numpy(x[tr]).to(device), torch.from_numpy(y[tr]).to(device)
+    xv, yv = torch.from_numpy(x[va]).to(device), torch.from_numpy(y[va]).to(device)
+    weight = None
+    if settings.class_weighting:
+        counts = np.bincount(y[tr], minlength=k).astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / (k * np.maximum(counts, 1)), 0.0)
+        weight = torch.tensor(w, dtype=torch.float32, device=device)
+    opt = torch.optim.Adam(module.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    bs = max(2, int(settings.batch_size))
+    best_key, best_state, best_epoch, bad = None, None, 0, 0
+    history: List[Dict] = []
+    for epoch in range(int(settings.max_epochs)):
+        if fusion == "moe":
+            module.moe_topk.fill_(0 if epoch < moe_warmup else 2)
+        module.train()
+        perm = torch.randperm(tr.size, generator=gen).to(device)
+        total, seen = 0.0, 0
+        for s in range(0, tr.size, bs):
+            idx = perm[s:s + bs]
+            if idx.numel() < 2:  # BatchNorm cannot train on one sample
+                continue
+            loss = F.cross_entropy(module(xt[idx]), yt[idx], weight=weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * idx.numel()
+            seen += idx.numel()
+        module.eval()
+        rec = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+        with torch.no_grad():
+            if va.size:
+                logits = module(xv)
+                rec["val_loss"] = float(F.cross_entropy(logits, yv, weight=weight))
+                rec["val_accuracy"] = float((logits.argmax(1) == yv).float().mean())
+                key = (rec["val_accuracy"], -rec["val_loss"])
+            else:
+                key = (0.0, -rec["train_loss"])
+        history.append(rec)
+        if best_key is None or key > best_key:
+            best_key, best_epoch, bad = key, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            bad += 1
+        progress.step((epoch + 1) / settings.max_epochs)
+        if bad >= settings.patience and not (fusion == "moe" and epoch < moe_warmup):
+            break
+    module.load_state_dict(best_state)
+    module.cpu().eval()
+    config["best_epoch"] = best_epoch
+    config["epochs_run"] = len(history)
+    head = TrainedHead(module, config, history)
+    if va.size:
+        head.val_metrics = classification_metrics(y[va], head.predict(x[va]), k)
+    progress.log(f"Head ({fusion}): best epoch {best_epoch + 1} of {len(history)}, "
+                 + (f"validation OA {head.val_metrics['overall_accuracy']:.3f} on {va.size} training-label pixels"
+                    if va.size else "no validation pixels"))
+    return head

@@ -1,0 +1,447 @@
+"""GDAL raster I/O: metadata, windowed float reads, on-the-fly warp onto the HSI grid, classified output.
+
+Readers return float32 [bands, rows, cols] with nodata → NaN and band scale/offset applied, so the rest of
+the engine never sees a raw integer or a nodata sentinel. The classified writer streams window by window into
+a temporary file beside the target and moves it into place only on success, so a failed or cancelled run
+never leaves a half-written map (or destroys the previous one).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal, osr
+
+gdal.UseExceptions()
+osr.UseExceptions()
+
+_UNIT_NM = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1000.0, "micrometer": 1000.0,
+            "micrometres": 1000.0, "microns": 1000.0, "micron": 1000.0, "um": 1000.0, "µm": 1000.0,
+            "μm": 1000.0, "millimeters": 1e6, "mm": 1e6}
+_DESC_WAVE = re.compile(r"\(\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ]+)\s*\)")
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    width: int
+    height: int
+    band_count: int
+    geotransform: Tuple[float, ...]
+    crs_wkt: str
+    epsg: Optional[int]
+    nodata: List[Optional[float]]
+    scale: List[float]
+    offset: List[float]
+    wavelengths_nm: Optional[List[float]]
+    fwhm_nm: Optional[List[float]]
+    bad_bands: List[int]  # 0-based
+    descriptions: List[str]
+    units: List[str]
+    dtype: str
+
+    @property
+    def pixel_size(self) -> Tuple[float, float]:
+        return abs(self.geotransform[1]), abs(self.geotransform[5])
+
+    def extent(self) -> Tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) in the raster's CRS."""
+        gt = self.geotransform
+        xs = [gt[0] + gt[1] * c + gt[2] * r for c in (0, self.width) for r in (0, self.height)]
+        ys = [gt[3] + gt[4] * c + gt[5] * r for c in (0, self.width) for r in (0, self.height)]
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def crs_label(self) -> str:
+        return f"EPSG:{self.epsg}" if self.epsg else ("a custom CRS" if self.crs_wkt else "no CRS")
+
+    def meta(self) -> dict:
+        """What :func:`engine.representations.fit_representations` and the bundle need."""
+        return {"band_count": self.band_count, "wavelengths_nm": self.wavelengths_nm,
+                "bad_bands": list(self.bad_bands), "descriptions": list(self.descriptions),
+                "units": list(self.units), "fwhm_nm": self.fwhm_nm}
+
+
+def _to_nm(value: float, unit: Optional[str]) -> float:
+    if unit:
+        factor = _UNIT_NM.get(unit.strip().lower())
+        if factor is not None:
+            return value * factor
+    return value * 1000.0 if value < 30.0 else value  # no/unknown unit: µm if it looks like µm
+
+
+def _envi_list(text: Optional[str]) -> Optional[List[str]]:
+    if not text:
+        return None
+    return [t.strip() for t in text.strip().strip("{}").split(",") if t.strip()]
+
+
+def _band_metadata(band) -> dict:
+    return {k.lower(): v for k, v in (band.GetMetadata() or {}).items()}
+
+
+def read_info(path: str) -> RasterInfo:
+    """Metadata of a raster; a clear ``ValueError`` when GDAL cannot read it."""
+    try:
+        ds = gdal.Open(str(path))
+    except RuntimeError as exc:
+        raise ValueError(f"cannot read raster {path}: {exc}. Check that the file exists and is a raster "
+                         "GDAL can open (GeoTIFF, ENVI, …).") from None
+    if ds is None or ds.RasterCount == 0:
+        raise ValueError(f"cannot read raster {path}: GDAL found no raster bands in it")
+    n = ds.RasterCount
+    envi = {k.lower(): v for k, v in (ds.GetMetadata("ENVI") or {}).items()}
+    envi_waves = _envi_list(envi.get("wavelength"))
+    envi_fwhm = _envi_list(envi.get("fwhm"))
+    envi_bbl = _envi_list(envi.get("bbl"))
+    envi_unit = envi.get("wavelength_units")
+    waves, fwhm, bad, desc, nodata, scale, offset, units = [], [], [], [], [], [], [], []
+    for i in range(1, n + 1):
+        band = ds.GetRasterBand(i)
+        md = _band_metadata(band)
+        imagery = {k.lower(): v for k, v in (band.GetMetadata("IMAGERY") or {}).items()}
+        d = band.GetDescription() or ""
+        desc.append(d)
+        nodata.append(band.GetNoDataValue())
+        scale.append(band.GetScale() if band.GetScale() not in (None, 0) else 1.0)
+        offset.append(band.GetOffset() or 0.0)
+        units.append(band.GetUnitType() or md.get("units", "") or "")
+        unit = md.get("wavelength_units") or md.get("wavelength_unit") or envi_unit
+        w = f = None
+        if "wavelength" in md:
+            w = _to_nm(float(md["wavelength"]), unit)
+        elif envi_waves and len(envi_waves) == n:
+            w = _to_nm(float(envi_waves[i - 1]), envi_unit)
+        elif "central_wavelength_um" in imagery:
+            w = float(imagery["central_wavelength_um"]) * 1000.0
+        else:
+            m = _DESC_WAVE.search(d)
+            if m and m.group(2).lower() in _UNIT_NM:
+                w = _to_nm(float(m.group(1)), m.group(2))
+        if "fwhm" in md:
+            f = _to_nm(float(md["fwhm"]), unit)
+        elif envi_fwhm and len(envi_fwhm) == n:
+            f = _to_nm(float(envi_fwhm[i - 1]), envi_unit)
+        elif "fwhm_um" in imagery:
+            f = float(imagery["fwhm_um"]) * 1000.0
+        waves.append(w)
+        fwhm.append(f)
+        bbl = md.get("bbl")
+        if bbl is None and envi_bbl and len(envi_bbl) == n:
+            bbl = envi_bbl[i - 1]
+        if bbl is not None and float(bbl) == 0:
+            bad.append(i - 1)
+    srs = ds.GetSpatialRef()
+    epsg = None
+    if srs is not None:
+        try:
+            srs.AutoIdentifyEPSG()
+        except RuntimeError:
+            pass
+        code = srs.GetAuthorityCode(None)
+        epsg = int(code) if code and code.isdigit() else None
+    return RasterInfo(
+        path=str(path), width=ds.RasterXSize, height=ds.RasterYSize, band_count=n,
+        geotransform=tuple(ds.GetGeoTransform()), crs_wkt=srs.ExportToWkt() if srs is not None else "",
+        epsg=epsg, nodata=nodata, scale=scale, offset=offset,
+        wavelengths_nm=waves if all(w is not None for w in waves) else None,
+        fwhm_nm=fwhm if all(f is not None for f in fwhm) else None, bad_bands=bad, descriptions=desc,
+        units=units, dtype=gdal.GetDataTypeName(ds.GetRasterBand(1).DataType))
+
+
+# -------------------------------------------------------------------------------------------------------
+# reading
+
+def _same_crs(a: RasterInfo, b: RasterInfo) -> bool:
+    if not a.crs_wkt or not b.crs_wkt:
+        return a.crs_wkt == b.crs_wkt
+    sa, sb = osr.SpatialReference(wkt=a.crs_wkt), osr.SpatialReference(wkt=b.crs_wkt)
+    return bool(sa.IsSame(sb))
+
+
+def same_grid(a: RasterInfo, b: RasterInfo, tol: float = 1e-6) -> bool:
+    if (a.width, a.height) != (b.width, b.height) or not _same_crs(a, b):
+        return False
+    scale = max(abs(a.geotransform[1]), abs(a.geotransform[5]), 1e-12)
+    return all(abs(x - y) <= tol * scale for x, y in zip(a.geotransform, b.geotransform))
+
+
+def _extent_in(info: RasterInfo, target_wkt: str) -> Tuple[float, float, float, float]:
+    src = osr.SpatialReference(wkt=info.crs_wkt)
+    dst = osr.SpatialReference(wkt=target_wkt)
+    for s in (src, dst):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    ct = osr.CoordinateTransformation(src, dst)
+    xmin, ymin, xmax, ymax = info.extent()
+    return tuple(ct.TransformBounds(xmin, ymin, xmax, ymax, 21))
+
+
+def _fmt_extent(e) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in e) + ")"
+
+
+class RasterReader:
+    """Windowed float32 reads; with ``ref`` on another grid, reads through a bilinear warped VRT onto it."""
+
+    def __init__(self, path: str, ref: Optional[RasterInfo] = None, log: Optional[Callable[[str], None]] = None,
+                 name: str = "SAR", ref_name: str = "HSI"):
+        self.info = read_info(path)
+        self._src = gdal.Open(str(path))
+        self.warped = False
+        ds = self._src
+        if ref is not None and not same_grid(self.info, ref):
+            if not self.info.crs_wkt or not ref.crs_wkt:
+                raise ValueError(f"the {name} raster {path} and the {ref_name} raster need a CRS each to be "
+                                 "aligned: assign one (Raster ▸ Projections ▸ Assign Projection)")
+            ext = _extent_in(self.info, ref.crs_wkt)
+            rx = ref.extent()
+            if ext[0] >= rx[2] or ext[2] <= rx[0] or ext[1] >= rx[3] or ext[3] <= rx[1]:
+                raise ValueError(
+                    f"the {name} raster {os.path.basename(str(path))} ({self.info.crs_label()}, extent "
+                    f"{_fmt_extent(self.info.extent())}, i.e. {_fmt_extent(ext)} in the {ref_name} CRS) does not "
+                    f"overlap the {ref_name} raster {os.path.basename(ref.path)} ({ref.crs_label()}, extent "
+                    f"{_fmt_extent(rx)}): choose layers that cover the same area")
+            src_nodata = [v for v in self.info.nodata if v is not None]
+            ds = gdal.Warp("", self._src, format="VRT", dstSRS=ref.crs_wkt,
+                           outputBounds=rx, width=ref.width, height=ref.height, resampleAlg="bilinear",
+                           outputType=gdal.GDT_Float32, dstNodata=float("nan"),
+                           srcNodata=src_nodata[0] if src_nodata else None, multithread=False)
+            # exact ref geotransform (outputBounds can differ in the last bit)
+            ds.SetGeoTransform(ref.geotransform)
+            self.warped = True
+            if log is not None:
+                sx, sy = self.info.pixel_size
+                rx_, ry_ = ref.pixel_size
+                log(f"{name} resampled onto the {ref_name} grid ({self.info.crs_label()} → {ref.crs_label()}, "
+                    f"{sx:.6g}×{sy:.6g} → {rx_:.6g}×{ry_:.6g} pixels, {self.info.width}×{self.info.height} → "
+                    f"{ref.width}×{ref.height}, bilinear)")
+        self._ds = ds
+        self.width, self.height = ds.RasterXSize, ds.RasterYSize
+        self.band_count = ds.RasterCount
+        self._scale = np.asarray(self.info.scale, dtype=np.float32)[:, None, None]
+        self._offset = np.asarray(self.info.offset, dtype=np.float32)[:, None, None]
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        if row < 0 or col < 0 or row + rows > self.height or col + cols > self.width:
+            raise ValueError(f"window ({row}, {col}, {rows}, {cols}) leaves the {self.width}x{self.height} raster")
+        raw = self._ds.ReadAsArray(int(col), int(row), int(cols), int(rows))
+        raw = raw.reshape(self.band_count, rows, cols)
+        out = raw.astype(np.float32)
+        if not self.warped:
+            for b, nd in enumerate(self.info.nodata):
+                if nd is not None:
+                    out[b][np.isnan(out[b]) if math.isnan(nd) else raw[b] == nd] = np.nan
+        if np.any(self._scale != 1) or np.any(self._offset != 0):
+            out = out * self._scale + self._offset
+        return out
+
+
+def scan_bad_bands(reader, progress=None, block_rows: int = 256) -> List[int]:
+    """0-based bands with no valid pixel anywhere (measured by streaming the raster)."""
+    seen = np.zeros(reader.band_count, dtype=bool)
+    for row in range(0, reader.height, block_rows):
+        rows = min(block_rows, reader.height - row)
+        block = reader.read(row, 0, rows, reader.width)
+        seen |= ~np.isnan(block).all(axis=(1, 2))
+        if progress is not None:
+            progress.step((row + rows) / reader.height)
+        if seen.all():
+            break
+    return [int(b) for b in np.flatnonzero(~seen)]
+
+
+_BLOCK_BYTES = 256 * 2**20
+
+
+def sample_valid_pixels(reader, n: int, seed: int, progress=None, block_rows: int = 256,
+                        valid_bands: Optional[Sequence[int]] = None):
+    """Uniform random sample of up to ``n`` valid pixels → (values [bands, n'], rows, cols), sorted by position.
+
+    Streams row blocks (at most ~256 MB each) and keeps the ``n`` pixels with the smallest random keys (a
+    reservoir), so memory is one block plus the sample whatever the scene size. Valid = no NaN in ``valid_bands`` (default: the non-bad
+    bands of ``reader.info`` when it has one, else all bands).
+    """
+    rng = np.random.default_rng(seed)
+    if valid_bands is None:
+        bad = set(getattr(getattr(reader, "info", None), "bad_bands", []) or [])
+        valid_bands = [b for b in range(reader.band_count) if b not in bad]
+    valid_bands = list(valid_bands)
+    # bound one block's memory (a 224-band, 10 000-pixel-wide scene would need 2.3 GB for 256 rows)
+    block_rows = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 4 * reader.band_count * reader.width))))
+    keys = np.zeros(0)
+    vals = np.zeros((reader.band_count, 0), dtype=np.float32)
+    rr = np.zeros(0, dtype=np.int64)
+    cc = np.zeros(0, dtype=np.int64)
+    for row in range(0, reader.height, block_rows):
+        rows = min(block_rows, reader.height - row)
+        block = reader.read(row, 0, rows, reader.width).reshape(reader.band_count, -1)
+        idx = np.flatnonzero(~np.isnan(block[valid_bands]).any(axis=0))
+        k = rng.random(idx.size)
+        if keys.size >= n and idx.size:
+            keep = k < keys.max()
+            idx, k = idx[keep], k[keep]
+        if idx.size:
+            keys = np.concatenate([keys, k])
+            vals = np.concatenate([vals, block[:, idx]], axis=1)
+            rr = np.concatenate([rr, row + idx // reader.width])
+            cc = np.concatenate([cc, idx % reader.width])
+            if keys.size > n:
+                sel = np.argpartition(keys, n - 1)[:n] if n > 0 else np.zeros(0, dtype=np.int64)
+                keys, vals, rr, cc = keys[sel], vals[:, sel], rr[sel], cc[sel]
+        if progress is not None:
+            progress.step((row + rows) / reader.height)
+    order = np.lexsort((cc, rr))
+    return vals[:, order], rr[order], cc[order]
+
+
+# -------------------------------------------------------------------------------------------------------
+# classified output
+
+def write_qml(path: str, classes, band: int = 1) -> None:
+    """A QGIS paletted-renderer style (``<raster>.qml`` is applied automatically when the layer loads)."""
+    root = ET.Element("qgis", {"version": "3.22.0", "styleCategories": "AllStyleCategories"})
+    pipe = ET.SubElement(root, "pipe")
+    renderer = ET.SubElement(pipe, "rasterrenderer", {"type": "paletted", "band": str(band), "opacity": "1",
+                                                      "alphaBand": "-1", "nodataColor": ""})
+    ET.SubElement(renderer, "rasterTransparency")
+    palette = ET.SubElement(renderer, "colorPalette")
+    for c in classes:
+        ET.SubElement(palette, "paletteEntry", {"value": str(int(c.value)), "color": c.color.lower(),
+                                                "alpha": "255", "label": c.name})
+    ET.SubElement(pipe, "brightnesscontrast", {"brightness": "0", "contrast": "0", "gamma": "1"})
+    ET.SubElement(pipe, "huesaturation", {"saturation": "0", "grayscaleMode": "0", "colorizeOn": "0",
+                                          "colorizeRed": "255", "colorizeGreen": "128", "colorizeBlue": "128",
+                                          "colorizeStrength": "100", "invertColors": "0"})
+    ET.SubElement(pipe, "rasterresampler", {"maxOversampling": "2"})
+    ET.SubElement(root, "blendMode").text = "0"
+    tree = ET.ElementTree(root)
+    ET.indent(tree)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n")
+        tree.write(fh, encoding="unicode")
+
+
+def _hex_rgb(color: str) -> Tuple[int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def _tmp_beside(path: str, suffix: str) -> str:
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)) or ".", prefix=".difflc-",
+                               suffix=suffix)
+    os.close(fd)
+    os.remove(tmp)  # GDAL creates it; we only wanted a unique name in the target folder
+    return tmp
+
+
+_CREATE = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+
+
+class ClassifiedWriter:
+    """Streams a classified GeoTIFF (+ optional Float32 confidence) into place on success only.
+
+    Byte (UInt16 when a class value exceeds 254), tiled, DEFLATE, colour table, category names, ``.qml``.
+    Nodata is 0 unless 0 is itself a class value; then it is 255 (Byte) / 65535 (UInt16). Pixels the caller
+    marks with a negative value are written as nodata. Confidence nodata is −1 (NaN is written as −1).
+    """
+
+    def __init__(self, path: str, ref: RasterInfo, classes, confidence_path: Optional[str] = None):
+        self.path, self.ref, self.classes = str(path), ref, list(classes)
+        self.confidence_path = str(confidence_path) if confidence_path else None
+        values = [int(c.value) for c in self.classes]
+        if not values:
+            raise ValueError("no classes to write")
+        if min(values) < 0:
+            raise ValueError(f"class values must be 0 or positive, got {min(values)}")
+        big = max(values) >= 255 or (0 in values and max(values) >= 254)
+        self.dtype = gdal.GDT_UInt16 if big else gdal.GDT_Byte
+        if max(values) > 65534:
+            raise ValueError(f"class value {max(values)} is too large for a UInt16 map (max 65534)")
+        self.nodata = 0 if 0 not in values else (65535 if big else 255)
+        self._ds = self._conf = None
+        self._tmp = self._tmp_conf = None
+
+    def _create(self, path: str, dtype, bands: int = 1):
+        ds = gdal.GetDriverByName("GTiff").Create(path, self.ref.width, self.ref.height, bands, dtype, _CREATE)
+        ds.SetGeoTransform(self.ref.geotransform)
+        if self.ref.crs_wkt:
+            ds.SetProjection(self.ref.crs_wkt)
+        return ds
+
+    def __enter__(self) -> "ClassifiedWriter":
+        self._tmp = _tmp_beside(self.path, ".tif")
+        self._ds = self._create(self._tmp, self.dtype)
+        band = self._ds.GetRasterBand(1)
+        band.SetNoDataValue(self.nodata)
+        top = max(max(c.value for c in self.classes), self.nodata if self.nodata < 65535 else 0)
+        ct = gdal.ColorTable()
+        names = [""] * (int(max(c.value for c in self.classes)) + 1)  # nodata is not a category
+        for v in range(int(top) + 1):
+            ct.SetColorEntry(v, (0, 0, 0, 0))
+        for c in self.classes:
+            ct.SetColorEntry(int(c.value), (*_hex_rgb(c.color), 255))
+            names[int(c.value)] = c.name
+        band.SetRasterColorTable(ct)
+        band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+        band.SetCategoryNames(names)
+        band.SetDescription("class")
+        if self.confidence_path:
+            self._tmp_conf = _tmp_beside(self.confidence_path, ".tif")
+            self._conf = self._create(self._tmp_conf, gdal.GDT_Float32)
+            cb = self._conf.GetRasterBand(1)
+            cb.SetNoDataValue(-1.0)
+            cb.SetDescription("confidence (winning class probability)")
+        return self
+
+    def write(self, row: int, col: int, class_values: np.ndarray, confidence: Optional[np.ndarray] = None) -> None:
+        v = np.asarray(class_values)
+        out = np.where(v < 0, self.nodata, v).astype(np.uint16 if self.dtype == gdal.GDT_UInt16 else np.uint8)
+        self._ds.GetRasterBand(1).WriteArray(out, int(col), int(row))
+        if self._conf is not None:
+            if confidence is None:
+                raise ValueError("a confidence raster was requested: pass confidence to write()")
+            conf = np.asarray(confidence, dtype=np.float32).copy()
+            conf[np.isnan(conf) | (v < 0)] = -1.0
+            self._conf.GetRasterBand(1).WriteArray(conf, int(col), int(row))
+
+    def _cleanup(self) -> None:
+        for tmp in (self._tmp, self._tmp_conf):
+            for p in (tmp, f"{tmp}.aux.xml", f"{tmp}.qml") if tmp else ():
+                if os.path.exists(p):
+                    os.remove(p)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        for ds in (self._ds, self._conf):
+            if ds is not None:
+                ds.FlushCache()
+        self._ds = self._conf = None  # closes the files
+        if exc_type is not None:
+            self._cleanup()
+            return False
+        try:
+            write_qml(f"{self._tmp}.qml", self.classes)
+            _move_into_place(self._tmp, self.path)
+            if self._tmp_conf:
+                _move_into_place(self._tmp_conf, self.confidence_path)
+        except BaseException:
+            self._cleanup()
+            raise
+        return False
+
+
+def _move_into_place(tmp: str, path: str) -> None:
+    """Replace ``path`` and its sidecars by ``tmp`` and its sidecars (stale sidecars of ``path`` removed)."""
+    base = os.path.splitext(path)[0]
+    for ext in (".aux.xml", ".qml"):
+        src = f"{tmp}{ext}"
+        dst = f"{path}{ext}" if ext == ".aux.xml" else f"{base}{ext}"
+        if os.path.exists(src):
+            os.replace(src, dst)
+        elif os.path.exists(dst):
+            os.remove(dst)
+    os.replace(tmp, path)

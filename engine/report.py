@@ -1,0 +1,117 @@
+"""Accuracy report: JSON for machines, one self-contained HTML page (no external assets) for people.
+
+The confusion matrix is drawn as inline SVG so the report needs neither matplotlib nor network access.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import tempfile
+from typing import Dict, Optional
+
+_SUMMARY = [("overall_accuracy", "Overall accuracy (OA)"), ("average_accuracy", "Average accuracy (AA)"),
+            ("kappa", "Cohen's kappa"), ("mean_f1", "Mean F1 (mF1)"), ("mean_iou", "Mean IoU (mIoU)")]
+
+
+def _fmt(v, pct: bool = True) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{100 * v:.2f}" if pct else f"{v:.4f}"
+
+
+def _write_atomic(path: str, text: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".difflc-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def confusion_svg(cm, names, cell: int = 36) -> str:
+    """Heat map of the row-normalised confusion matrix (colour) with the counts written in each cell."""
+    k = len(cm)
+    label_w, top = 150, 130
+    size = cell * k
+    w, h = label_w + size + 20, top + size + 40
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
+             'font-family="sans-serif" font-size="11" role="img" aria-label="confusion matrix">']
+    for i in range(k):
+        total = sum(cm[i]) or 1
+        for j in range(k):
+            frac = cm[i][j] / total
+            shade = int(round(255 - 200 * frac))
+            fill = f"rgb({shade},{shade},255)" if i != j else f"rgb({shade},255,{shade})"
+            x, y = label_w + j * cell, top + i * cell
+            parts.append(f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" fill="{fill}" stroke="#999">'
+                         f'<title>{html.escape(str(names[i]))} → {html.escape(str(names[j]))}: {cm[i][j]} '
+                         f'({100 * frac:.1f} % of the reference)</title></rect>')
+            colour = "#fff" if frac > 0.6 else "#000"
+            parts.append(f'<text x="{x + cell / 2}" y="{y + cell / 2 + 4}" text-anchor="middle" '
+                         f'fill="{colour}">{cm[i][j]}</text>')
+        parts.append(f'<text x="{label_w - 6}" y="{top + i * cell + cell / 2 + 4}" text-anchor="end">'
+                     f'{html.escape(str(names[i])[:22])}</text>')
+    for j in range(k):
+        x = label_w + j * cell + cell / 2
+        parts.append(f'<text transform="translate({x + 4},{top - 6}) rotate(-60)">'
+                     f'{html.escape(str(names[j])[:22])}</text>')
+    parts.append(f'<text x="{label_w + size / 2}" y="{top + size + 28}" text-anchor="middle" '
+                 'font-weight="bold">predicted</text>')
+    parts.append(f'<text transform="translate(14,{top + size / 2}) rotate(-90)" text-anchor="middle" '
+                 'font-weight="bold">reference</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None) -> str:
+    e = html.escape
+    per = metrics.get("per_class", [])
+    names = [p["name"] for p in per]
+    cm = metrics.get("confusion_matrix", [])
+    rows = "".join(f"<tr><th>{e(label)}</th><td>{_fmt(metrics.get(key))}</td></tr>" for key, label in _SUMMARY)
+    rows += f"<tr><th>Reference samples (n)</th><td>{metrics.get('n_samples', '–')}</td></tr>"
+    cls = "".join(
+        f"<tr><th>{e(str(p['name']))}</th><td>{p['reference']}</td><td>{p['predicted']}</td>"
+        f"<td>{_fmt(p['precision'])}</td><td>{_fmt(p['recall'])}</td><td>{_fmt(p['f1'])}</td>"
+        f"<td>{_fmt(p['iou'])}</td></tr>" for p in per)
+    head = "".join(f"<th>{e(str(n))}</th>" for n in names)
+    body = "".join(f"<tr><th>{e(str(names[i]))}</th>" + "".join(f"<td>{v}</td>" for v in row) +
+                   f"<td><b>{sum(row)}</b></td></tr>" for i, row in enumerate(cm))
+    totals = "".join(f"<td><b>{sum(r[j] for r in cm)}</b></td>" for j in range(len(cm)))
+    extra_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(json.dumps(v) if not isinstance(v, str) else v)}</td></tr>"
+                         for k, v in (extra or {}).items())
+    extra_html = f"<h2>Run</h2><table>{extra_rows}</table>" if extra_rows else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: right; }}
+th {{ background: #f2f2f2; text-align: left; }}
+</style></head><body>
+<h1>{e(title)}</h1>
+<h2>Summary</h2><table>{rows}</table>
+<h2>Per class (%)</h2>
+<table><tr><th>class</th><th>reference</th><th>predicted</th><th>precision</th><th>recall</th><th>F1</th><th>IoU</th></tr>{cls}</table>
+<h2>Confusion matrix (rows: reference, columns: prediction)</h2>
+<table id="confusion-matrix"><tr><th></th>{head}<th>total</th></tr>{body}<tr><th>total</th>{totals}<td></td></tr></table>
+{confusion_svg(cm, names) if cm else ""}
+{extra_html}
+</body></html>
+"""
+
+
+def write_accuracy_report(metrics: Dict, html_path: Optional[str] = None, json_path: Optional[str] = None,
+                          title: str = "Accuracy assessment", extra: Optional[Dict] = None) -> None:
+    """Write the metrics (from :mod:`engine.metrics`) as JSON and/or HTML, each via temp file + move."""
+    if json_path:
+        payload = {"title": title, **metrics, "extra": extra or {}}
+        _write_atomic(json_path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+    if html_path:
+        _write_atomic(html_path, render_html(metrics, title, extra))

@@ -1,0 +1,102 @@
+"""Streaming tiled prediction: coverage, averaging, order, memory independent of height, cancel."""
+import numpy as np
+import pytest
+
+from engine.progress import Cancelled, Progress
+from engine.settings import TileSettings
+from engine.tiling import predict_tiled, tile_origins
+
+
+def test_tile_origins_cover_and_flush():
+    assert tile_origins(160, 64, 32) == [0, 32, 64, 96]
+    assert tile_origins(150, 64, 32) == [0, 32, 64, 86]
+    assert tile_origins(40, 64, 32) == [0]
+    assert tile_origins(64, 64, 32) == [0]
+    for length in (65, 97, 200, 513):
+        o = tile_origins(length, 64, 32)
+        covered = np.zeros(length, bool)
+        for s in o:
+            covered[s:s + 64] = True
+        assert covered.all() and o[-1] == length - 64
+    with pytest.raises(ValueError):
+        tile_origins(100, 32, 64)
+
+
+def _run(scene, predict, k, tiles=TileSettings(64, 32), progress=None):
+    rows = []
+
+    def write(row, probs):
+        rows.append((row, probs.copy()))
+
+    def read(r, c, h, w):
+        assert r >= 0 and c >= 0 and r + h <= scene.shape[1] and c + w <= scene.shape[2]
+        return scene[:, r:r + h, c:c + w].copy()
+
+    stats = predict_tiled(scene.shape[1], scene.shape[2], read, predict, k, write, tiles, progress=progress,
+                          batch_size=3)
+    return rows, stats
+
+
+def pixelwise(batch):  # softmax of the channels: a per-pixel function
+    e = np.exp(batch - batch.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("shape", [(150, 173), (40, 50), (64, 100)])
+def test_pixelwise_equals_untiled_and_rows_once_in_order(shape):
+    rng = np.random.default_rng(0)
+    scene = rng.normal(size=(3, *shape)).astype(np.float32)
+    rows, _ = _run(scene, pixelwise, 3)
+    starts = [r for r, _ in rows]
+    assert starts[0] == 0 and starts == sorted(starts)
+    got = np.concatenate([p for _, p in rows], axis=1)
+    assert got.shape == (3, *shape)
+    assert sum(p.shape[1] for _, p in rows) == shape[0]
+    for (r, p), nxt in zip(rows, starts[1:] + [shape[0]]):
+        assert r + p.shape[1] == nxt
+    np.testing.assert_allclose(got, pixelwise(scene[None])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_spatial_predict_equals_explicit_window_average():
+    rng = np.random.default_rng(1)
+    h, w, p, s = 130, 110, 64, 32
+    scene = rng.normal(size=(2, h, w)).astype(np.float32)
+    ramp = np.linspace(0.0, 1.0, p * p, dtype=np.float32).reshape(p, p)
+
+    def spatial(batch):  # depends on the position in the window and on the window's mean
+        m = batch.mean(axis=(1, 2, 3), keepdims=True)
+        a = batch[:, :1] * ramp + m
+        return np.concatenate([a, -a], axis=1)
+
+    rows, _ = _run(scene, spatial, 2)
+    got = np.concatenate([pr for _, pr in rows], axis=1)
+    total = np.zeros((2, h, w))
+    count = np.zeros((h, w))
+    for r in tile_origins(h, p, s):
+        for c in tile_origins(w, p, s):
+            total[:, r:r + p, c:c + p] += spatial(scene[None, :, r:r + p, c:c + p])[0]
+            count[r:r + p, c:c + p] += 1
+    np.testing.assert_allclose(got, total / count, rtol=1e-5, atol=1e-5)
+
+
+def test_buffer_independent_of_height_and_nan_passes_through():
+    for h in (100, 700):
+        scene = np.ones((2, h, 90), np.float32)
+        scene[:, 10, 20] = np.nan
+        rows, stats = _run(scene, pixelwise, 2)
+        assert stats.buffer_shape == (2, 64, 90)
+        assert stats.max_block_shape == (2, 64, 90)
+        got = np.concatenate([pr for _, pr in rows], axis=1)
+        assert np.isnan(got[:, 10, 20]).all() and np.isfinite(np.delete(got.reshape(2, -1), 10 * 90 + 20, 1)).all()
+
+
+def test_cancel_raises():
+    calls = {"n": 0}
+
+    def cancelled():
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    scene = np.zeros((1, 300, 70), np.float32)
+    with pytest.raises(Cancelled):
+        _run(scene, pixelwise, 1, progress=Progress(is_canceled=cancelled))
