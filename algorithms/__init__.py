@@ -15,6 +15,12 @@ ALGORITHM_MODULES = [
     "checkenvironment",
     "createlabellayer",
     "downloadbackbone",
+    "buildrepresentations",
+    "adaptbackbone",
+    "trainclassifier",
+    "classify",
+    "trainandclassify",
+    "accuracy",
 ]
 
 LOG_TAG = "Diffusion Land Cover"

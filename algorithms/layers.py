@@ -50,10 +50,13 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
     """
     name = layer_name or (source.sourceName() if hasattr(source, "sourceName") else "labels")
     fields = source.fields()
-    if not field_name:
+    if field_name is None:  # geometry only (e.g. pixels to exclude): every feature gets the value 1
+        idx = -1
+    elif not field_name:
         raise QgsProcessingException(f"No class field given for the label layer '{name}'.")
-    idx = fields.lookupField(field_name)
-    if idx < 0:
+    else:
+        idx = fields.lookupField(field_name)
+    if field_name is not None and idx < 0:
         available = ", ".join(f.name() for f in fields) or "(none)"
         raise QgsProcessingException(
             f"The label layer '{name}' has no field '{field_name}'. Available fields: {available}. "
@@ -65,16 +68,22 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
     transform = QgsCoordinateTransform(source.sourceCrs(), dest_crs, QgsProject.instance())
     xs, ys, pvals, polys, polyvals = [], [], [], [], []
     skipped = 0
-    request = QgsFeatureRequest().setSubsetOfAttributes([idx])
+    # names from a 'class_name' field (the createlabellayer convention) when no style gives them
+    name_idx = fields.lookupField("class_name") if field_name not in (None, "class_name") else -1
+    names_from_field: Dict[str, str] = {}
+    attrs = [i for i in (idx, name_idx) if i >= 0]
+    request = QgsFeatureRequest().setSubsetOfAttributes(attrs)
     for feature in source.getFeatures(request):
         if feedback is not None and feedback.isCanceled():
             raise QgsProcessingException("Cancelled while reading the label layer.")
-        value = feature.attribute(idx)
+        value = feature.attribute(idx) if idx >= 0 else 1
         geom = feature.geometry()
         if geom is None or geom.isEmpty() or value is None or (hasattr(value, "isNull") and value.isNull()) \
                 or str(value).strip() == "":
             skipped += 1
             continue
+        if name_idx >= 0 and feature.attribute(name_idx) not in (None, ""):
+            names_from_field.setdefault(_value_key(value), str(feature.attribute(name_idx)))
         geom.transform(transform)
         gtype = QgsWkbTypes.geometryType(geom.wkbType())
         if gtype == QgsWkbTypes.PointGeometry:
@@ -90,7 +99,8 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
             skipped += 1
     if skipped and feedback is not None:
         feedback.pushInfo(f"{skipped} label feature(s) without geometry or class value were skipped.")
-    styles = renderer_styles(style_layer) if style_layer is not None else {}
+    styles = {k: (n, None) for k, n in names_from_field.items()}
+    styles.update(renderer_styles(style_layer) if style_layer is not None else {})
     from ..engine.jobs import LabelGeometries
 
     return LabelGeometries(name, field_name, np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),

@@ -60,18 +60,32 @@ def measure(name: str, device: str, repeats: int, train_steps: int) -> dict:
     res = {"config": name, "device": device, "dtype": "bf16 autocast" if device == "cuda" else "fp32",
            "batch": batch, "blocks": list(blocks), "repeats": repeats,
            "params": sum(p.numel() for p in model.parameters())}
-    for mode, fn in (("full", lambda: model(x, t, y)),
-                     ("truncated", lambda: model.forward_features(x, t, y, blocks))):
-        if device == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        with torch.inference_mode(), amp:
-            med, times = _time(fn, device, repeats)
+    fns = {"full": lambda: model(x, t, y), "truncated": lambda: model.forward_features(x, t, y, blocks)}
+    times = {mode: [] for mode in fns}
+    peaks = {mode: 0 for mode in fns}
+    with torch.inference_mode(), amp:
+        for fn in fns.values():  # warm-up
+            fn()
+        # Interleave full and truncated runs so load changes on a shared machine hit both alike.
+        for _ in range(repeats):
+            for mode, fn in fns.items():
+                if device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[mode].append(time.perf_counter() - t0)
+                if device == "cuda":
+                    peaks[mode] = max(peaks[mode], torch.cuda.max_memory_allocated() / 2**20)
+    for mode in fns:
+        med = statistics.median(times[mode])
         res[f"{mode}_s_per_batch"] = med
         res[f"{mode}_patches_per_s"] = batch / med
-        res[f"{mode}_times"] = times
+        res[f"{mode}_best_patches_per_s"] = batch / min(times[mode])
+        res[f"{mode}_times"] = times[mode]
         if device == "cuda":
-            res[f"{mode}_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+            res[f"{mode}_peak_mib"] = peaks[mode]
     if train_steps and name == "compact_64":
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -96,13 +110,15 @@ def _row(r):
         f"{r['full_peak_mib']:.0f} / {r['truncated_peak_mib']:.0f}"
     train = f"{r['train_step_b16_s'] * 1000:.0f}" if "train_step_b16_s" in r else "—"
     return (f"| {r['config']} | {r['params'] / 1e6:.2f} M | {r['device']} {r['dtype']} | {r['batch']} | "
-            f"{tuple(r['blocks'])} | {r['full_patches_per_s']:.2f} | {r['truncated_patches_per_s']:.2f} | "
+            f"{tuple(r['blocks'])} | {r['full_patches_per_s']:.2f} ({r['full_best_patches_per_s']:.2f}) | "
+            f"{r['truncated_patches_per_s']:.2f} ({r['truncated_best_patches_per_s']:.2f}) | "
             f"{r['truncated_patches_per_s'] / r['full_patches_per_s']:.2f}x | {train} | {mem} |")
 
 
 def table(results) -> str:
-    head = ("| config | params | device / precision | batch | blocks | full fwd patches/s | truncated patches/s "
-            "| speed-up | train step b16 (ms) | peak memory MiB (CPU: process RSS; CUDA: full / truncated) |\n"
+    head = ("| config | params | device / precision | batch | blocks | full fwd patches/s median (best) "
+            "| truncated patches/s median (best) "
+            "| speed-up (medians) | train step b16 (ms, median) | peak memory MiB (CPU: process RSS; CUDA: full / truncated) |\n"
             "|---|---|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [_row(r) for r in results])
 

@@ -162,7 +162,24 @@ def train_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], setting
                device="cpu", progress: Optional[Progress] = None, fusion: Optional[str] = None,
                n_classes: Optional[int] = None, fused_dim: int = 128, proj_dim: int = 96, n_experts: int = 8,
                tau: float = 1.0, moe_warmup: int = 10) -> TrainedHead:
-    """Train the head; ``fusion`` defaults to ``getattr(settings, "fusion", "concat")``."""
+    """Train the head; ``fusion`` defaults to ``getattr(settings, "fusion", "concat")``.
+
+    On the CPU the head trains single-threaded: its matrices are tiny, and with the machine shared, intra-op
+    threads wait on each other (measured 10-80x slower under load with 2 threads).
+    """
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        return _train_head(x, y, group_sizes, settings, seed=seed, device=device, progress=progress,
+                           fusion=fusion, n_classes=n_classes, fused_dim=fused_dim, proj_dim=proj_dim,
+                           n_experts=n_experts, tau=tau, moe_warmup=moe_warmup)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_head(x, y, group_sizes, settings, *, seed, device, progress, fusion, n_classes, fused_dim, proj_dim,
+                n_experts, tau, moe_warmup) -> TrainedHead:
     progress = progress or Progress()
     x = np.asarray(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)

@@ -10,7 +10,7 @@ timestep in ``settings.timesteps`` order, then block in ``blocks`` order.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 import torch

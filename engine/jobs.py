@@ -10,11 +10,13 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .labels import ClassInfo, LabelSamples, collect_point_labels, collect_polygon_labels
+from .labels import (ClassInfo, LabelSamples, collect_point_labels, collect_polygon_labels, default_colors,
+                     reader_valid_fn)
 from .progress import Progress
 from .raster_io import RasterInfo, RasterReader, read_info, scan_bad_bands
 from .readers import StackedReader
@@ -71,35 +73,31 @@ def _class_infos(labels: LabelGeometries) -> List[ClassInfo]:
         except (TypeError, ValueError):
             numeric = False
             break
-    infos = []
+    pairs = []  # (code, style key)
     if numeric:
-        for key, (name, color) in labels.styles.items():
+        for key in labels.styles:
             try:
-                value = int(float(key))
+                pairs.append((int(float(key)), key))
             except ValueError:
                 continue
-            if color:
-                infos.append(ClassInfo(value, name or f"class {value}", color))
     else:
         names = sorted({str(v).strip() for v in values if str(v).strip()})
-        for i, text in enumerate(names):
-            if text in labels.styles and labels.styles[text][1]:
-                infos.append(ClassInfo(i + 1, labels.styles[text][0] or text, labels.styles[text][1]))
-    return infos
+        pairs = [(i + 1, text) for i, text in enumerate(names) if text in labels.styles]
+    pairs.sort()
+    palette = default_colors(len(pairs))
+    return [ClassInfo(code, labels.styles[key][0] or key, labels.styles[key][1] or palette[i])
+            for i, (code, key) in enumerate(pairs)]
 
 
 def label_samples(labels: LabelGeometries, inputs: Inputs) -> LabelSamples:
     """Training pixels on the HSI grid; pixels where the HSI (or SAR) is nodata are skipped and counted."""
     info = inputs.hsi_info
     reader = inputs.reader
-    good = [b for b in range(reader.hsi_bands) if b not in set(info.bad_bands)]
 
-    def valid(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        out = np.zeros(rows.size, dtype=bool)
-        for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
-            px = reader.read(r, c, 1, 1)[:, 0, 0]
-            out[i] = not (np.isnan(px[good]).any() or np.isnan(px[reader.hsi_bands:]).any())
-        return out
+    # pixels with NaN in a usable HSI band or in any SAR band cannot train; read in row blocks
+    valid = reader_valid_fn(SimpleNamespace(info=SimpleNamespace(bad_bands=list(info.bad_bands)),
+                                            band_count=reader.band_count, height=reader.height,
+                                            read=reader.read))
 
     infos = _class_infos(labels)
     name = f"the label layer '{labels.layer_name}'"
@@ -143,6 +141,7 @@ class TrainRequest:
     settings: PipelineSettings
     model_path: Optional[str] = None  # None: the bundle goes to a temporary file
     report_path: Optional[str] = None  # .html or .json: validation metrics on held-out training labels
+    adapted: Optional[str] = None  # backbone file written by adapt_backbone (skips Stage A)
 
 
 @dataclass
@@ -156,7 +155,6 @@ class TrainOutcome:
 def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOutcome:
     from .bundle import input_description, save_bundle
     from .pipeline import TrainingPixels, bundle_payload, fit
-    from .report import write_accuracy_report
 
     progress = progress or Progress()
     inputs = open_inputs(request.hsi, request.sar, progress, scan_bands=True)
@@ -164,8 +162,10 @@ def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOu
     samples = label_samples(request.labels, inputs)
     progress.log(_label_report_text(samples.report))
     pixels = TrainingPixels(samples.rows, samples.cols, samples.class_index, samples.n_classes)
+    backbone = load_adapted_backbone(request.adapted, request.settings.device, request.settings.backbone.checkpoint,
+                                     inputs.reader.sar is not None) if request.adapted else None
     model = fit(inputs.reader, inputs.hsi_info.meta(), inputs.sar_info.meta() if inputs.sar_info else None,
-                pixels, request.settings, progress.sub(0.0, 0.97))
+                pixels, request.settings, progress.sub(0.0, 0.97), backbone=backbone)
     metadata, tensors = bundle_payload(model)
     metadata.update({
         "classes": [c.to_dict() for c in samples.classes],
@@ -240,3 +240,207 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
 
         predict_scene(model, inputs.reader, write, progress)
     return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage A on its own, and the representations for inspection
+
+ADAPTED_FORMAT = "difflc-backbone"
+
+
+def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, output: str,
+                   progress: Optional[Progress] = None) -> Dict:
+    """Stage A alone: writes the FiLM delta (or the compact backbone) with its identity, for trainclassifier."""
+    from .bundle import save_bundle
+    from .device import seed_everything
+    from .pipeline import fit_scene_representations, prepare_backbone
+
+    progress = progress or Progress()
+    seed_everything(settings.seed)
+    inputs = open_inputs(hsi, sar, progress.sub(0.0, 0.02), scan_bands=True)
+    reps = fit_scene_representations(inputs.reader, inputs.hsi_info.meta(),
+                                     inputs.sar_info.meta() if inputs.sar_info else None, settings,
+                                     progress.sub(0.02, 0.07))
+    prepared = prepare_backbone(inputs.reader, reps, settings, progress.sub(0.07, 0.99))
+    metadata = {"format": ADAPTED_FORMAT, "backbone": prepared.info, "settings": settings.to_dict(),
+                "source": {"hsi": os.path.abspath(hsi), "sar": os.path.abspath(sar) if sar else None}}
+    save_bundle(output, metadata, prepared.tensors)
+    progress.report(1.0)
+    return prepared.info
+
+
+def load_adapted_backbone(path: str, device: str, checkpoint: Optional[str], has_sar: bool):
+    from .bundle import load_bundle
+    from .device import resolve_device
+    from .pipeline import PreparedBackbone, restore_backbone
+
+    metadata, tensors = load_bundle(path)
+    if metadata.get("format") != ADAPTED_FORMAT:
+        raise ValueError(f"{path} is not an adapted backbone written by 'Adapt backbone' (format "
+                         f"{metadata.get('format')!r})")
+    info = metadata["backbone"]
+    if "sar" in info.get("modalities", []) and not has_sar:
+        raise ValueError(f"the adapted backbone {os.path.basename(path)} was adapted with SAR: give a SAR layer, "
+                         "or adapt again without one")
+    model = restore_backbone(info, tensors, resolve_device(device), checkpoint)
+    return PreparedBackbone(model, info, tensors)
+
+
+def build_representations(hsi: str, sar: Optional[str], settings: PipelineSettings, outputs: Dict[str, str],
+                          progress: Optional[Progress] = None) -> Dict[str, str]:
+    """Write the pRGB / PCA / SAR images (3-band Float32 in [-1, 1]) for inspection, streamed by row blocks."""
+    from osgeo import gdal
+
+    from .pipeline import fit_scene_representations
+    from .raster_io import _tmp_beside
+
+    progress = progress or Progress()
+    inputs = open_inputs(hsi, sar, progress.sub(0.0, 0.05), scan_bands=True)
+    reps = fit_scene_representations(inputs.reader, inputs.hsi_info.meta(),
+                                     inputs.sar_info.meta() if inputs.sar_info else None, settings,
+                                     progress.sub(0.05, 0.2))
+    wanted = {m: p for m, p in outputs.items() if p and (m != "sar" or inputs.sar_info is not None)}
+    info = inputs.hsi_info
+    opts = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+    tmp, ds = {}, {}
+    try:
+        for m, path in wanted.items():
+            tmp[m] = _tmp_beside(path, ".tif")
+            ds[m] = gdal.GetDriverByName("GTiff").Create(tmp[m], info.width, info.height, 3, gdal.GDT_Float32, opts)
+            ds[m].SetGeoTransform(info.geotransform)
+            ds[m].SetProjection(info.crs_wkt)
+            for b, name in enumerate(_channel_names(m), start=1):
+                band = ds[m].GetRasterBand(b)
+                band.SetNoDataValue(float("nan"))
+                band.SetDescription(name)
+        block = 256
+        for row in range(0, info.height, block):
+            rows = min(block, info.height - row)
+            hsi_block, sar_block = inputs.reader.split(inputs.reader.read(row, 0, rows, info.width))
+            images = reps.apply(hsi_block, sar_block)
+            for m in wanted:
+                for b in range(3):
+                    ds[m].GetRasterBand(b + 1).WriteArray(images[m][b], 0, row)
+            progress.sub(0.2, 1.0).step((row + rows) / info.height)
+        for m in wanted:
+            ds[m].FlushCache()
+        ds.clear()
+        for m, path in wanted.items():
+            os.replace(tmp[m], path)
+    except BaseException:
+        ds.clear()
+        for t in tmp.values():
+            if os.path.exists(t):
+                os.remove(t)
+        raise
+    return wanted
+
+
+def _channel_names(modality: str) -> List[str]:
+    return {"prgb": ["red", "green", "blue"], "pca": ["PC1", "PC2", "PC3"],
+            "sar": ["Pauli R", "Pauli G", "Pauli B"]}.get(modality, ["1", "2", "3"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# accuracy assessment
+
+def _classified_classes(info_path: str) -> Dict[int, str]:
+    from osgeo import gdal
+
+    ds = gdal.Open(info_path)
+    band = ds.GetRasterBand(1)
+    names = band.GetCategoryNames() or []
+    nodata = band.GetNoDataValue()
+    return {i: n for i, n in enumerate(names) if n and (nodata is None or i != int(nodata))}
+
+
+def assess(classified: str, reference_raster: Optional[str] = None,
+           reference_labels: Optional[LabelGeometries] = None, exclude: Optional[LabelGeometries] = None,
+           ignore_values: Sequence[int] = (), html: Optional[str] = None, json_path: Optional[str] = None,
+           progress: Optional[Progress] = None) -> Dict:
+    """Confusion matrix and metrics of a classified raster against a reference raster or labelled features.
+
+    Classes are matched by value. Pixels under ``exclude`` (e.g. the training points) and reference values in
+    ``ignore_values`` are left out, so the map is judged on independent pixels only.
+    """
+    from .metrics import metrics_from_confusion
+    from .report import write_accuracy_report
+
+    progress = progress or Progress()
+    if (reference_raster is None) == (reference_labels is None):
+        raise ValueError("give exactly one reference: a reference raster or a reference label layer")
+    cls = RasterReader(classified)
+    info = cls.info
+    names = _classified_classes(classified)
+    excluded = np.zeros(0, dtype=np.int64)
+    if exclude is not None:
+        rows, cols = _feature_pixels(exclude, info)
+        excluded = np.unique(rows * info.width + cols)
+    pairs: Dict[Tuple[int, int], int] = {}
+
+    def add(ref: np.ndarray, pred: np.ndarray, flat_index: np.ndarray) -> None:
+        ok = ~np.isnan(ref) & ~np.isnan(pred)
+        if ignore_values:
+            ok &= ~np.isin(ref, list(ignore_values))
+        if excluded.size:
+            ok &= ~np.isin(flat_index, excluded)
+        if not ok.any():
+            return
+        codes = np.stack([ref[ok].astype(np.int64), pred[ok].astype(np.int64)], axis=1)
+        uniq, counts = np.unique(codes, axis=0, return_counts=True)
+        for (a, b), n in zip(uniq.tolist(), counts.tolist()):
+            pairs[(a, b)] = pairs.get((a, b), 0) + n
+
+    if reference_raster is not None:
+        ref_reader = RasterReader(reference_raster, ref=info, log=progress.log, name="reference", ref_name="classified",
+                                  resample="nearest")
+        block = 256
+        for row in range(0, info.height, block):
+            rows = min(block, info.height - row)
+            ref = ref_reader.read(row, 0, rows, info.width)[0]
+            pred = cls.read(row, 0, rows, info.width)[0]
+            flat = (np.arange(row, row + rows)[:, None] * info.width + np.arange(info.width)[None, :])
+            add(ref.ravel(), pred.ravel(), flat.ravel())
+            progress.step((row + rows) / info.height)
+    else:
+        rows, cols, values = _feature_pixels(reference_labels, info, with_values=True)
+        inside = (rows >= 0) & (rows < info.height) & (cols >= 0) & (cols < info.width)
+        rows, cols, values = rows[inside], cols[inside], values[inside]
+        pred = np.array([cls.read(int(r), int(c), 1, 1)[0, 0, 0] for r, c in zip(rows, cols)], dtype=np.float64)
+        add(values.astype(np.float64), pred, rows * info.width + cols)
+    if not pairs:
+        raise ValueError("no pixel has both a reference class and a classified value: check that the reference "
+                         "covers the map, its CRS, and the ignored values")
+    values = sorted({a for a, _ in pairs} | {b for _, b in pairs} | set(names))
+    index = {v: i for i, v in enumerate(values)}
+    cm = np.zeros((len(values), len(values)), dtype=np.int64)
+    for (a, b), n in pairs.items():
+        cm[index[a], index[b]] += n
+    labels = [names.get(v, f"class {v}") for v in values]
+    metrics = metrics_from_confusion(cm, labels)
+    metrics["class_values"] = values
+    extra = {"classified": os.path.abspath(classified),
+             "reference": os.path.abspath(reference_raster) if reference_raster else reference_labels.layer_name,
+             "excluded_pixels": int(excluded.size)}
+    write_accuracy_report(metrics, html_path=html, json_path=json_path, title="Accuracy assessment", extra=extra)
+    return metrics
+
+
+def _feature_pixels(labels: LabelGeometries, info: RasterInfo, with_values: bool = False):
+    """Pixels under the label features (points: their pixel; polygons: every pixel centre inside)."""
+    from .labels import map_to_pixel, rasterize_polygons
+
+    rows, cols = map_to_pixel(labels.xs, labels.ys, info.geotransform)
+    values = list(labels.point_values)
+    if labels.polygons_wkb:
+        pr, pc, which = rasterize_polygons(labels.polygons_wkb, labels.polygon_values, info)
+        rows, cols = np.concatenate([rows, pr]), np.concatenate([cols, pc])
+        values += [labels.polygon_values[i] for i in which]
+    if not with_values:
+        return rows, cols
+    try:
+        vals = np.array([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"the reference field '{labels.field_name}' of '{labels.layer_name}' must hold the class "
+                         "values of the map (integers), not text")
+    return rows, cols, vals

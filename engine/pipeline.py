@@ -110,16 +110,111 @@ def read_patch_pool(reader: StackedReader, reps, modalities: Sequence[str], n: i
 # ---------------------------------------------------------------------------------------------------------
 # fit
 
-def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels: TrainingPixels,
-        settings: PipelineSettings, progress: Optional[Progress] = None) -> FittedModel:
-    import torch
+@dataclass
+class PreparedBackbone:
+    """A backbone ready for features, with what identifies it and what a file must carry to rebuild it."""
 
+    model: object
+    info: Dict
+    tensors: Dict
+
+
+def fit_scene_representations(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict],
+                              settings: PipelineSettings, progress: Progress):
+    """Representation statistics (band choice, PCA, percentiles) from a streamed sample of valid pixels."""
+    from .representations import fit_representations
+
+    hsi_bad = set(hsi_meta.get("bad_bands") or [])
+    good = [b for b in range(reader.hsi_bands) if b not in hsi_bad]
+    sample = sample_valid_pixels(reader, settings.representation.sample_size, settings.seed, valid_bands=good,
+                                 progress=progress)
+    if sample.shape[1] < 10:
+        raise ValueError("fewer than 10 valid pixels in the HSI raster: check its nodata value and bands")
+    hsi_sample = sample[:reader.hsi_bands]
+    sar_sample = sample[reader.hsi_bands:] if reader.sar is not None else None
+    if sar_sample is not None:
+        ok = ~np.isnan(sar_sample).any(axis=0)
+        if ok.sum() < 10:
+            raise ValueError("the SAR raster has fewer than 10 valid pixels where the HSI is valid: check that "
+                             "both layers cover the same area and the SAR nodata value")
+        hsi_sample, sar_sample = hsi_sample[:, ok], sar_sample[:, ok]
+    reps = fit_representations(hsi_sample, sar_sample, hsi_meta, sar_meta, settings.representation,
+                               seed=settings.seed)
+    progress.log(f"Representations fitted on {hsi_sample.shape[1]} sampled pixels")
+    return reps
+
+
+def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, progress: Progress) -> PreparedBackbone:
+    """The ImageNet ADM checkpoint adapted through its FiLM path, or a compact backbone trained on the scene."""
     from .adaptation import adapt, apply_delta, train_compact_backbone
     from .backbone import load_backbone, weights_fingerprint
+    from .device import resolve_device
+
+    device = resolve_device(settings.device)
+    modalities = active_modalities(settings, reader.sar is not None)
+    pool = read_patch_pool(reader, reps, modalities, settings.backbone.patch_pool, settings.tiles.patch,
+                           settings.seed, progress.sub(0.0, 0.1))
+    sampler = PoolSampler(pool)
+    work = progress.sub(0.1, 1.0)
+    if settings.backbone.checkpoint:
+        progress.log(f"Backbone: ImageNet ADM checkpoint {settings.backbone.checkpoint}")
+        model = load_backbone(settings.backbone.checkpoint, device=device)
+        info = {"kind": "checkpoint", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model),
+                "checkpoint": str(settings.backbone.checkpoint), "modalities": modalities}
+        tensors: Dict = {}
+        if settings.adaptation.steps > 0:
+            if device.type == "cpu":
+                progress.log("Note: FiLM adaptation of the 296 M-parameter ImageNet network on a CPU is slow; "
+                             "a CUDA GPU or fewer ADAPT_STEPS shortens it")
+            result = adapt(model, sampler, settings.adaptation, seed=settings.seed, device=device, progress=work)
+            apply_delta(model, result.delta)
+            tensors = {f"film.{k}": v for k, v in result.delta.items()}
+            info["adaptation"] = {"steps": settings.adaptation.steps, "final_loss": _tail_mean(result.losses)}
+    else:
+        progress.log(f"Backbone: compact ADM trained on this scene's own patches "
+                     f"({settings.backbone.compact_steps} steps; no ImageNet checkpoint given)")
+        model = train_compact_backbone(sampler, settings.backbone, seed=settings.seed, device=device, progress=work)
+        tensors = {f"backbone.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+        info = {"kind": "compact", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model),
+                "modalities": modalities,
+                "final_loss": _tail_mean(getattr(model, "train_losses", []))}
+    model.eval()
+    return PreparedBackbone(model, info, tensors)
+
+
+def restore_backbone(info: Dict, tensors: Dict, device, checkpoint: Optional[str] = None):
+    """Rebuild the backbone described by ``info`` from the file's tensors (and the base checkpoint)."""
+    from .adaptation import apply_delta
+    from .backbone import UNetConfig, build_backbone, load_backbone, weights_fingerprint
+
+    if info["kind"] == "compact":
+        model = build_backbone(UNetConfig.from_dict(info["config"]))
+        state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        model.load_state_dict(state, strict=True)
+        model.to(device)
+    else:
+        path = checkpoint or info.get("checkpoint")
+        if not path:
+            raise ValueError("this model was built on the ImageNet ADM checkpoint: give its path (BACKBONE)")
+        model = load_backbone(path, device=device)
+        if weights_fingerprint(model) != info["fingerprint"]:
+            raise ValueError(
+                f"the backbone file {path} is not the one this model was adapted from (weights fingerprint "
+                f"differs): use the same 64x64_diffusion.pt as at training time")
+        delta = {k[len("film."):]: v for k, v in tensors.items() if k.startswith("film.")}
+        if delta:
+            apply_delta(model, delta)
+    model.eval()
+    return model
+
+
+def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels: TrainingPixels,
+        settings: PipelineSettings, progress: Optional[Progress] = None,
+        backbone: Optional[PreparedBackbone] = None) -> FittedModel:
+    """The whole method on one scene; ``backbone`` skips Stage A when an adapted one is given."""
     from .classifier import train_head
     from .device import resolve_device, seed_everything
     from .features import FeatureExtractor
-    from .representations import fit_representations
 
     progress = progress or Progress()
     t0 = time.perf_counter()
@@ -127,53 +222,15 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
     device = resolve_device(settings.device)
     progress.log(f"Device: {device}")
     modalities = active_modalities(settings, reader.sar is not None)
-    patch = settings.tiles.patch
-
-    # 1. representation statistics from a streamed sample of valid pixels
-    hsi_bad = set(hsi_meta.get("bad_bands") or [])
-    good = [b for b in range(reader.hsi_bands) if b not in hsi_bad]
-    sample = sample_valid_pixels(reader, settings.representation.sample_size, settings.seed, valid_bands=good,
-                                 progress=progress.sub(0.0, 0.05))
-    if sample.shape[1] < 10:
-        raise ValueError("fewer than 10 valid pixels in the HSI raster: check its nodata value and bands")
-    hsi_sample, sar_sample = sample[:reader.hsi_bands], sample[reader.hsi_bands:] if reader.sar else None
-    if sar_sample is not None:
-        ok = ~np.isnan(sar_sample).any(axis=0)
-        hsi_sample, sar_sample = hsi_sample[:, ok], sar_sample[:, ok]
-    reps = fit_representations(hsi_sample, sar_sample, hsi_meta, sar_meta, settings.representation,
-                               seed=settings.seed)
-    progress.log(f"Representations fitted on {hsi_sample.shape[1]} sampled pixels: {', '.join(modalities)}")
-
-    # 2. backbone: the ImageNet ADM checkpoint adapted through its FiLM path, or a compact scene-trained one
-    pool = read_patch_pool(reader, reps, modalities, settings.backbone.patch_pool, patch, settings.seed,
-                           progress.sub(0.05, 0.1))
-    sampler = PoolSampler(pool)
-    if settings.backbone.checkpoint:
-        progress.log(f"Backbone: ImageNet ADM checkpoint {settings.backbone.checkpoint}")
-        model = load_backbone(settings.backbone.checkpoint, device=device)
-        fingerprint = weights_fingerprint(model)
-        info = {"kind": "checkpoint", "config": model.config.to_dict(), "fingerprint": fingerprint,
-                "checkpoint": str(settings.backbone.checkpoint)}
-        if settings.adaptation.steps > 0:
-            result = adapt(model, sampler, settings.adaptation, seed=settings.seed, device=device,
-                           progress=progress.sub(0.1, 0.55))
-            apply_delta(model, result.delta)
-            tensors = {f"film.{k}": v for k, v in result.delta.items()}
-            info["adaptation"] = {"steps": settings.adaptation.steps, "final_loss": _tail_mean(result.losses)}
-        else:
-            tensors = {}
+    reps = fit_scene_representations(reader, hsi_meta, sar_meta, settings, progress.sub(0.0, 0.05))
+    if backbone is None:
+        backbone = prepare_backbone(reader, reps, settings, progress.sub(0.05, 0.55))
     else:
-        progress.log(f"Backbone: compact ADM trained on this scene's own patches "
-                     f"({settings.backbone.compact_steps} steps; no ImageNet checkpoint given)")
-        model = train_compact_backbone(sampler, settings.backbone, seed=settings.seed, device=device,
-                                       progress=progress.sub(0.1, 0.55))
-        tensors = {f"backbone.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-        info = {"kind": "compact", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model)}
-    del pool, sampler
-    model.eval()
+        progress.log(f"Backbone: given ({backbone.info['kind']}, fingerprint {backbone.info['fingerprint'][:12]})")
+        backbone.model.to(device)
 
-    # 3. features at the labelled pixels, each from the window that holds it most centrally
-    extractor = FeatureExtractor(model, settings.features, modalities, device)
+    # features at the labelled pixels, each from the window that holds it most centrally
+    extractor = FeatureExtractor(backbone.model, settings.features, modalities, device)
     x = labelled_features(reader, reps, extractor, labels, settings, progress.sub(0.55, 0.85))
     group_sizes = [g[3] for g in extractor.groups]
     if settings.head.include_spectrum:
@@ -181,13 +238,15 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
     progress.log(f"Training features: {x.shape[0]} pixels x {x.shape[1]} values "
                  f"({len(extractor.groups)} diffusion groups{' + spectrum' if settings.head.include_spectrum else ''})")
 
-    # 4. the pixel head, validated on a split of the training labels only
+    # the pixel head, validated on a split of the training labels only
     head = train_head(x, labels.class_index, group_sizes, settings.head, seed=settings.seed, device="cpu",
-                      progress=progress.sub(0.85, 1.0))
+                      progress=progress.sub(0.85, 1.0), fusion=settings.features.fusion,
+                      n_classes=labels.n_classes)
     report = {"train_pixels": int(x.shape[0]), "feature_dim": int(x.shape[1]),
               "validation": getattr(head, "val_metrics", None), "seconds": round(time.perf_counter() - t0, 1),
               "device": str(device)}
-    return FittedModel(settings, reps, model, info, tensors, extractor, head, group_sizes, report)
+    return FittedModel(settings, reps, backbone.model, backbone.info, backbone.tensors, extractor, head,
+                       group_sizes, report)
 
 
 def _tail_mean(values: Sequence[float], n: int = 20) -> Optional[float]:
@@ -318,8 +377,6 @@ def bundle_payload(model: FittedModel) -> Tuple[Dict, Dict]:
 def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
                 checkpoint: Optional[str] = None) -> FittedModel:
     """Rebuild a :class:`FittedModel`; an ImageNet-based model needs its base checkpoint (verified by hash)."""
-    from .adaptation import apply_delta
-    from .backbone import UNetConfig, build_backbone, load_backbone, weights_fingerprint
     from .classifier import load_head
     from .device import resolve_device
     from .features import FeatureExtractor
@@ -329,24 +386,7 @@ def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
     settings.device = device
     dev = resolve_device(device)
     info = metadata["backbone"]
-    if info["kind"] == "compact":
-        model = build_backbone(UNetConfig.from_dict(info["config"]))
-        state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        model.load_state_dict(state, strict=True)
-        model.to(dev)
-    else:
-        path = checkpoint or info.get("checkpoint")
-        if not path:
-            raise ValueError("this model was built on the ImageNet ADM checkpoint: give its path (BACKBONE)")
-        model = load_backbone(path, device=dev)
-        if weights_fingerprint(model) != info["fingerprint"]:
-            raise ValueError(
-                f"the backbone file {path} is not the one this model was adapted from (weights fingerprint "
-                f"differs): use the same 64x64_diffusion.pt as at training time")
-        delta = {k[len("film."):]: v for k, v in tensors.items() if k.startswith("film.")}
-        if delta:
-            apply_delta(model, delta)
-    model.eval()
+    model = restore_backbone(info, tensors, dev, checkpoint)
     extractor = FeatureExtractor(model, settings.features, list(metadata["modalities"]), dev)
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     head = load_head(metadata["head"], head_state)

@@ -189,7 +189,7 @@ class RasterReader:
     """Windowed float32 reads; with ``ref`` on another grid, reads through a bilinear warped VRT onto it."""
 
     def __init__(self, path: str, ref: Optional[RasterInfo] = None, log: Optional[Callable[[str], None]] = None,
-                 name: str = "SAR", ref_name: str = "HSI"):
+                 name: str = "SAR", ref_name: str = "HSI", resample: str = "bilinear"):
         self.info = read_info(path)
         self._src = gdal.Open(str(path))
         self.warped = False
@@ -208,7 +208,7 @@ class RasterReader:
                     f"{_fmt_extent(rx)}): choose layers that cover the same area")
             src_nodata = [v for v in self.info.nodata if v is not None]
             ds = gdal.Warp("", self._src, format="VRT", dstSRS=ref.crs_wkt,
-                           outputBounds=rx, width=ref.width, height=ref.height, resampleAlg="bilinear",
+                           outputBounds=rx, width=ref.width, height=ref.height, resampleAlg=resample,
                            outputType=gdal.GDT_Float32, dstNodata=float("nan"),
                            srcNodata=src_nodata[0] if src_nodata else None, multithread=False)
             # exact ref geotransform (outputBounds can differ in the last bit)
@@ -219,7 +219,7 @@ class RasterReader:
                 rx_, ry_ = ref.pixel_size
                 log(f"{name} resampled onto the {ref_name} grid ({self.info.crs_label()} → {ref.crs_label()}, "
                     f"{sx:.6g}×{sy:.6g} → {rx_:.6g}×{ry_:.6g} pixels, {self.info.width}×{self.info.height} → "
-                    f"{ref.width}×{ref.height}, bilinear)")
+                    f"{ref.width}×{ref.height}, {resample})")
         self._ds = ds
         self.width, self.height = ds.RasterXSize, ds.RasterYSize
         self.band_count = ds.RasterCount

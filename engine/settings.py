@@ -26,8 +26,10 @@ class RepresentationSettings:
 @dataclass
 class BackboneSettings:
     checkpoint: Optional[str] = None  # ImageNet ADM 64x64 file; None = compact scene-trained backbone
-    compact_steps: int = 600  # denoising steps that train the compact backbone on the scene's patches
-    compact_batch_size: int = 16
+    # denoising steps / batch that train the compact backbone on the scene's patches: sized so a 512x512 scene
+    # trains in minutes on a 2-core CPU (METHOD.md section 4: an untrained network is nearly as good)
+    compact_steps: int = 300
+    compact_batch_size: int = 8
     compact_lr: float = 2e-3
     patch_pool: int = 256  # random 64x64 windows read from the scene for backbone training / adaptation
 

@@ -1,0 +1,89 @@
+"""difflc:accuracy — a classified raster against reference data: confusion matrix and metrics report."""
+from __future__ import annotations
+
+import re
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+)
+
+from .base import DiffLcAlgorithm, engine_errors
+from .layers import read_label_features
+from .params import raster_path
+
+HELP = """<p>Compares a classified raster with reference data and reports the confusion matrix (rows =
+reference, columns = map), overall accuracy (OA), average accuracy (AA = mean per-class recall), Cohen's
+kappa, per-class precision / recall / F1 / IoU, mean F1 and mean IoU, as a self-contained HTML page (table +
+heat-map plot) and/or JSON.</p>
+<p>Reference: a raster (resampled by nearest neighbour onto the map grid when needed) or a point/polygon layer
+with a class field holding the map's class values. <b>EXCLUDE</b>: features whose pixels are left out, e.g. the
+training points, so the map is judged on independent pixels only. <b>IGNORE</b>: reference values that mean
+"no reference" (e.g. <code>-1</code> or <code>0</code>). Classes are matched by value; names come from the
+map's category names.</p>"""
+
+
+class Accuracy(DiffLcAlgorithm):
+    NAME = "accuracy"
+    DISPLAY_NAME = "Accuracy assessment"
+    HELP = HELP
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("CLASSIFIED", "Classified raster"))
+        self.addParameter(QgsProcessingParameterRasterLayer("REFERENCE", "Reference raster", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            "REFERENCE_LABELS", "Reference points/polygons (instead of a raster)",
+            [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterField(
+            "REFERENCE_FIELD", "Reference class field", parentLayerParameterName="REFERENCE_LABELS", optional=True))
+        self.addParameter(QgsProcessingParameterVectorLayer(
+            "EXCLUDE", "Leave out pixels under these features (e.g. training points)",
+            [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            "IGNORE", "Reference values meaning 'no reference' (comma separated)", optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "HTML", "Report (HTML)", fileFilter="HTML (*.html)", optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "JSON", "Report (JSON)", fileFilter="JSON (*.json)", optional=True, createByDefault=False))
+        for name, text in (("OA", "Overall accuracy"), ("KAPPA", "Kappa"), ("MIOU", "Mean IoU"),
+                           ("MF1", "Mean F1"), ("AA", "Average accuracy")):
+            self.addOutput(QgsProcessingOutputNumber(name, text))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        from ..engine import jobs
+
+        classified = raster_path(self, parameters, "CLASSIFIED", context)
+        crs = self.parameterAsRasterLayer(parameters, "CLASSIFIED", context).crs()
+        reference = raster_path(self, parameters, "REFERENCE", context, optional=True)
+        ref_layer = self.parameterAsVectorLayer(parameters, "REFERENCE_LABELS", context)
+        if (reference is None) == (ref_layer is None):
+            raise QgsProcessingException("Give exactly one reference: REFERENCE (raster) or REFERENCE_LABELS (layer).")
+        ref_labels = None
+        if ref_layer is not None:
+            field = self.parameterAsString(parameters, "REFERENCE_FIELD", context)
+            ref_labels = read_label_features(ref_layer, field, crs, feedback, layer_name=ref_layer.name())
+        exclude_layer = self.parameterAsVectorLayer(parameters, "EXCLUDE", context)
+        exclude = None
+        if exclude_layer is not None:
+            exclude = read_label_features(exclude_layer, None, crs, feedback, layer_name=exclude_layer.name())
+        ignore_text = self.parameterAsString(parameters, "IGNORE", context) or ""
+        try:
+            ignore = [int(v) for v in re.split(r"[,;\s]+", ignore_text.strip()) if v]
+        except ValueError:
+            raise QgsProcessingException(f"IGNORE must be integers separated by commas, got '{ignore_text}'.")
+        html = self.parameterAsFileOutput(parameters, "HTML", context) or None
+        json_path = self.parameterAsFileOutput(parameters, "JSON", context) or None
+        with engine_errors():
+            m = jobs.assess(classified, reference, ref_labels, exclude, ignore, html, json_path,
+                            self.progress_for(feedback))
+        feedback.pushInfo(f"OA {100 * m['overall_accuracy']:.2f} %  kappa {m['kappa']:.4f}  "
+                          f"mIoU {100 * m['mean_iou']:.2f} %  mF1 {100 * m['mean_f1']:.2f} %  "
+                          f"AA {100 * m['average_accuracy']:.2f} %  ({m['n_samples']} pixels)")
+        return {"HTML": html, "JSON": json_path, "OA": m["overall_accuracy"], "KAPPA": m["kappa"],
+                "MIOU": m["mean_iou"], "MF1": m["mean_f1"], "AA": m["average_accuracy"]}

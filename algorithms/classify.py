@@ -1,0 +1,56 @@
+"""difflc:classify — a trained model file + rasters → styled classified raster (+ confidence)."""
+from __future__ import annotations
+
+from qgis.core import (
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterDestination,
+)
+
+from .base import DiffLcAlgorithm, engine_errors
+from .params import DEVICES, add_input_parameters, raster_path
+
+HELP = """<p>Classifies a scene with a model file written by <i>Train classifier</i> or <i>Train and
+classify</i>. The stored representation statistics (band choice, PCA basis, percentile stretches), backbone
+and head are applied unchanged, so another scene of the same sensor gets exactly the training transform.</p>
+<p>The rasters must match the model: the same number of HSI bands (wavelengths within 5 nm when both carry
+them) and SAR given exactly when the model was trained with SAR; otherwise the run stops and says what
+differs. A model built on the ImageNet checkpoint needs that checkpoint (<b>BACKBONE</b>, verified by its
+fingerprint). The scene is streamed in 64&times;64 tiles; memory does not grow with its size.</p>"""
+
+
+class Classify(DiffLcAlgorithm):
+    NAME = "classify"
+    DISPLAY_NAME = "Classify with a trained model"
+    HELP = HELP
+    NEEDS_TORCH = True
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
+        add_input_parameters(self, labels=False)
+        self.addParameter(QgsProcessingParameterFile(
+            "BACKBONE", "ImageNet ADM checkpoint (only for models built on it; empty = path stored in the model)",
+            optional=True, fileFilter="PyTorch checkpoint (*.pt *.pth *.safetensors)"))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        self.require_torch()
+        from ..engine import jobs
+
+        model = self.parameterAsFile(parameters, "MODEL", context)
+        hsi = raster_path(self, parameters, "HSI", context)
+        sar = raster_path(self, parameters, "SAR", context, optional=True)
+        output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
+        confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
+        device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
+        checkpoint = self.parameterAsFile(parameters, "BACKBONE", context) or None
+        with engine_errors():
+            result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
+                                   device=device, checkpoint=checkpoint)
+        for name, count in result.class_pixels.items():
+            feedback.pushInfo(f"{name}: {count} pixels")
+        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence}

@@ -1,0 +1,59 @@
+"""difflc:trainclassifier — Stage B: features + pixel head on the labels → model file."""
+from __future__ import annotations
+
+from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
+
+from .base import DiffLcAlgorithm, engine_errors
+from .layers import read_labels
+from .params import (
+    add_backbone_parameters,
+    add_input_parameters,
+    add_method_parameters,
+    raster_path,
+    settings_from_parameters,
+)
+
+HELP = """<p>Trains the pixel classifier and writes a self-describing model file (<code>.difflc</code>: a zip
+of JSON metadata and safetensors weights, safe to load): classes with names and colours, input bands and
+wavelengths, every representation statistic, feature settings, backbone identity, CRS, pixel size, seed and
+versions. Use it with <i>Classify</i> on this or another scene of the same sensor.</p>
+<p>With <b>ADAPTED</b> (from <i>Adapt backbone</i>) Stage A is not repeated; otherwise the backbone is prepared
+here (FiLM adaptation of the ImageNet checkpoint given as <b>BACKBONE</b>, or a compact backbone trained on the
+scene). Validation metrics come from a stratified split of the training labels and are logged (and written
+to <b>REPORT</b>).</p>"""
+
+
+class TrainClassifier(DiffLcAlgorithm):
+    NAME = "trainclassifier"
+    DISPLAY_NAME = "Train classifier"
+    HELP = HELP
+    NEEDS_TORCH = True
+
+    def initAlgorithm(self, config=None):  # noqa: N802
+        add_input_parameters(self)
+        add_backbone_parameters(self)
+        self.addParameter(QgsProcessingParameterFile(
+            "ADAPTED", "Adapted backbone (from 'Adapt backbone'; optional)", optional=True,
+            fileFilter="Adapted backbone (*.difflcbb)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "REPORT", "Training report", fileFilter="HTML (*.html);;JSON (*.json)", optional=True,
+            createByDefault=False))
+        add_method_parameters(self)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        self.require_torch()
+        from ..engine import jobs
+
+        settings = settings_from_parameters(self, parameters, context)
+        hsi = raster_path(self, parameters, "HSI", context)
+        sar = raster_path(self, parameters, "SAR", context, optional=True)
+        model_path = self.parameterAsFileOutput(parameters, "MODEL", context)
+        report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
+        adapted = self.parameterAsFile(parameters, "ADAPTED", context) or None
+        with engine_errors():
+            labels = read_labels(self, parameters, context, feedback, hsi)
+            trained = jobs.train(jobs.TrainRequest(hsi, sar, labels, settings, model_path, report, adapted),
+                                 self.progress_for(feedback))
+        return {"MODEL": trained.bundle, "REPORT": report, "VALIDATION_OA": trained.validation_oa}
