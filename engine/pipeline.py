@@ -126,8 +126,8 @@ def fit_scene_representations(reader: StackedReader, hsi_meta: Dict, sar_meta: O
 
     hsi_bad = set(hsi_meta.get("bad_bands") or [])
     good = [b for b in range(reader.hsi_bands) if b not in hsi_bad]
-    sample = sample_valid_pixels(reader, settings.representation.sample_size, settings.seed, valid_bands=good,
-                                 progress=progress)
+    sample, _, _ = sample_valid_pixels(reader, settings.representation.sample_size, settings.seed,
+                                       valid_bands=good, progress=progress)
     if sample.shape[1] < 10:
         raise ValueError("fewer than 10 valid pixels in the HSI raster: check its nodata value and bands")
     hsi_sample = sample[:reader.hsi_bands]

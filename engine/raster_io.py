@@ -18,6 +18,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, osr
 
+from .readers import sample_valid_pixels  # noqa: F401  (re-exported: the streaming sampler lives there)
+
 gdal.UseExceptions()
 osr.UseExceptions()
 
@@ -255,48 +257,6 @@ def scan_bad_bands(reader, progress=None, block_rows: int = 256) -> List[int]:
     return [int(b) for b in np.flatnonzero(~seen)]
 
 
-_BLOCK_BYTES = 256 * 2**20
-
-
-def sample_valid_pixels(reader, n: int, seed: int, progress=None, block_rows: int = 256,
-                        valid_bands: Optional[Sequence[int]] = None):
-    """Uniform random sample of up to ``n`` valid pixels → (values [bands, n'], rows, cols), sorted by position.
-
-    Streams row blocks (at most ~256 MB each) and keeps the ``n`` pixels with the smallest random keys (a
-    reservoir), so memory is one block plus the sample whatever the scene size. Valid = no NaN in ``valid_bands`` (default: the non-bad
-    bands of ``reader.info`` when it has one, else all bands).
-    """
-    rng = np.random.default_rng(seed)
-    if valid_bands is None:
-        bad = set(getattr(getattr(reader, "info", None), "bad_bands", []) or [])
-        valid_bands = [b for b in range(reader.band_count) if b not in bad]
-    valid_bands = list(valid_bands)
-    # bound one block's memory (a 224-band, 10 000-pixel-wide scene would need 2.3 GB for 256 rows)
-    block_rows = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 4 * reader.band_count * reader.width))))
-    keys = np.zeros(0)
-    vals = np.zeros((reader.band_count, 0), dtype=np.float32)
-    rr = np.zeros(0, dtype=np.int64)
-    cc = np.zeros(0, dtype=np.int64)
-    for row in range(0, reader.height, block_rows):
-        rows = min(block_rows, reader.height - row)
-        block = reader.read(row, 0, rows, reader.width).reshape(reader.band_count, -1)
-        idx = np.flatnonzero(~np.isnan(block[valid_bands]).any(axis=0))
-        k = rng.random(idx.size)
-        if keys.size >= n and idx.size:
-            keep = k < keys.max()
-            idx, k = idx[keep], k[keep]
-        if idx.size:
-            keys = np.concatenate([keys, k])
-            vals = np.concatenate([vals, block[:, idx]], axis=1)
-            rr = np.concatenate([rr, row + idx // reader.width])
-            cc = np.concatenate([cc, idx % reader.width])
-            if keys.size > n:
-                sel = np.argpartition(keys, n - 1)[:n] if n > 0 else np.zeros(0, dtype=np.int64)
-                keys, vals, rr, cc = keys[sel], vals[:, sel], rr[sel], cc[sel]
-        if progress is not None:
-            progress.step((row + rows) / reader.height)
-    order = np.lexsort((cc, rr))
-    return vals[:, order], rr[order], cc[order]
 
 
 # -------------------------------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ from typing import Optional, Protocol, Sequence, Tuple
 import numpy as np
 
 
+_BLOCK_BYTES = 256 * 2**20  # a sampled row block stays under this many bytes, however wide the scene
+
+
 class BlockReader(Protocol):
     height: int
     width: int
@@ -69,32 +72,42 @@ def read_padded(reader: BlockReader, row: int, col: int, size: int) -> np.ndarra
     return block
 
 
-def sample_valid_pixels(reader: BlockReader, n: int, seed: int, valid_bands: Optional[Sequence[int]] = None,
-                        block_rows: int = 256, progress=None) -> np.ndarray:
-    """Up to ``n`` random pixels [bands, n'] with no NaN in ``valid_bands``, streamed over row blocks.
+def sample_valid_pixels(reader, n: int, seed: int, progress=None, block_rows: int = 256,
+                        valid_bands: Optional[Sequence[int]] = None):
+    """Uniform random sample of up to ``n`` valid pixels → (values [bands, n'], rows, cols), sorted by position.
 
-    Each block keeps its share of the sample (its fraction of the rows), so memory is bounded by one
-    block plus the sample whatever the scene size.
+    Streams row blocks (at most ~256 MB each) and keeps the ``n`` pixels with the smallest random keys (a
+    reservoir), so memory is one block plus the sample whatever the scene size. Valid = no NaN in ``valid_bands`` (default: the non-bad
+    bands of ``reader.info`` when it has one, else all bands).
     """
     rng = np.random.default_rng(seed)
-    height = reader.height
-    per_row = n / max(height, 1)
-    chunks = []
-    for row in range(0, height, block_rows):
-        rows = min(block_rows, height - row)
+    if valid_bands is None:
+        bad = set(getattr(getattr(reader, "info", None), "bad_bands", []) or [])
+        valid_bands = [b for b in range(reader.band_count) if b not in bad]
+    valid_bands = list(valid_bands)
+    # bound one block's memory (a 224-band, 10 000-pixel-wide scene would need 2.3 GB for 256 rows)
+    block_rows = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 4 * reader.band_count * reader.width))))
+    keys = np.zeros(0)
+    vals = np.zeros((reader.band_count, 0), dtype=np.float32)
+    rr = np.zeros(0, dtype=np.int64)
+    cc = np.zeros(0, dtype=np.int64)
+    for row in range(0, reader.height, block_rows):
+        rows = min(block_rows, reader.height - row)
         block = reader.read(row, 0, rows, reader.width).reshape(reader.band_count, -1)
-        check = block if valid_bands is None else block[list(valid_bands)]
-        idx = np.flatnonzero(~np.isnan(check).any(axis=0))
-        want = int(np.ceil(per_row * rows * 2))  # oversample, trimmed at the end
-        if idx.size > want:
-            idx = rng.choice(idx, size=want, replace=False)
+        idx = np.flatnonzero(~np.isnan(block[valid_bands]).any(axis=0))
+        k = rng.random(idx.size)
+        if keys.size >= n and idx.size:
+            keep = k < keys.max()
+            idx, k = idx[keep], k[keep]
         if idx.size:
-            chunks.append(block[:, np.sort(idx)])
+            keys = np.concatenate([keys, k])
+            vals = np.concatenate([vals, block[:, idx]], axis=1)
+            rr = np.concatenate([rr, row + idx // reader.width])
+            cc = np.concatenate([cc, idx % reader.width])
+            if keys.size > n:
+                sel = np.argpartition(keys, n - 1)[:n] if n > 0 else np.zeros(0, dtype=np.int64)
+                keys, vals, rr, cc = keys[sel], vals[:, sel], rr[sel], cc[sel]
         if progress is not None:
-            progress.step((row + rows) / height)
-    if not chunks:
-        return np.zeros((reader.band_count, 0), dtype=np.float32)
-    out = np.concatenate(chunks, axis=1)
-    if out.shape[1] > n:
-        out = out[:, np.sort(rng.choice(out.shape[1], size=n, replace=False))]
-    return out
+            progress.step((row + rows) / reader.height)
+    order = np.lexsort((cc, rr))
+    return vals[:, order], rr[order], cc[order]

@@ -8,10 +8,11 @@ def test_sample_valid_pixels_skips_nodata_and_respects_size():
     rng = np.random.default_rng(0)
     arr = rng.normal(size=(4, 300, 50)).astype(np.float32)
     arr[:, :100, :] = np.nan  # a nodata third
-    out = sample_valid_pixels(ArrayReader(arr), 500, seed=1, block_rows=64)
+    out, rows, _ = sample_valid_pixels(ArrayReader(arr), 500, seed=1, block_rows=64)
     assert out.shape == (4, 500)
     assert not np.isnan(out).any()
-    again = sample_valid_pixels(ArrayReader(arr), 500, seed=1, block_rows=64)
+    again, _, _ = sample_valid_pixels(ArrayReader(arr), 500, seed=1, block_rows=64)
+    assert (rows >= 100).all()
     np.testing.assert_array_equal(out, again)
 
 
