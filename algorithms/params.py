@@ -84,6 +84,9 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
         _advanced(alg, QgsProcessingParameterBoolean(
             "SPECTRUM", "Give the head each pixel's own bands too (spectral-spatial fusion)",
             defaultValue=d.head.include_spectrum))
+        _advanced(alg, QgsProcessingParameterBoolean(
+            "CLASS_WEIGHTS", "Weight classes by inverse frequency (raises rare-class recall, may lower OA)",
+            defaultValue=d.head.class_weighting))
         _advanced(alg, QgsProcessingParameterNumber("STRIDE", "Tile stride (pixels; patches are 64x64)", integer,
                                                     d.tiles.stride, minValue=8, maxValue=64))
 
@@ -130,6 +133,7 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.features.blocks = _ints(alg.parameterAsString(parameters, "BLOCKS", context), "BLOCKS")
         s.features.fusion = FUSIONS[alg.parameterAsEnum(parameters, "FUSION", context)]
         s.head.include_spectrum = alg.parameterAsBool(parameters, "SPECTRUM", context)
+        s.head.class_weighting = alg.parameterAsBool(parameters, "CLASS_WEIGHTS", context)
         s.tiles.stride = alg.parameterAsInt(parameters, "STRIDE", context)
     return s
 

@@ -96,12 +96,12 @@ def _open(path: str) -> zipfile.ZipFile:
     return zf
 
 
-def _read_metadata(zf: zipfile.ZipFile, path: str) -> Dict:
+def _read_metadata(zf: zipfile.ZipFile, path: str, formats: Tuple[str, ...] = (FORMAT,)) -> Dict:
     try:
         meta = json.loads(zf.read(METADATA_NAME).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"the metadata of {path} is damaged: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") not in formats:
         raise BundleError(f"{path} is not a Diffusion Land Cover model bundle (format {meta.get('format')!r})"
                           if isinstance(meta, dict) else f"{path}: metadata is not an object")
     version = meta.get("format_version")
@@ -117,12 +117,13 @@ def read_bundle_metadata(path: str) -> Dict:
         return _read_metadata(zf, str(path))
 
 
-def load_bundle(path: str) -> Tuple[Dict, Dict]:
-    """(metadata, tensors) — safetensors only, never pickle."""
+def load_bundle(path: str, formats: Tuple[str, ...] = (FORMAT,)) -> Tuple[Dict, Dict]:
+    """(metadata, tensors) — safetensors only, never pickle. ``formats``: accepted metadata formats (the
+    adapted-backbone file of ``jobs.adapt_backbone`` shares this container)."""
     from safetensors.torch import load as st_load
 
     with _open(str(path)) as zf:
-        meta = _read_metadata(zf, str(path))
+        meta = _read_metadata(zf, str(path), formats)
         blob = zf.read(WEIGHTS_NAME)
     try:
         tensors = st_load(blob)

@@ -18,7 +18,7 @@ import numpy as np
 from .labels import (ClassInfo, LabelSamples, collect_point_labels, collect_polygon_labels, default_colors,
                      reader_valid_fn)
 from .progress import Progress
-from .raster_io import RasterInfo, RasterReader, read_info, scan_bad_bands
+from .raster_io import RasterInfo, RasterReader, category_names, scan_bad_bands
 from .readers import StackedReader
 from .settings import PipelineSettings
 
@@ -200,9 +200,9 @@ def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
 
 
 def _gdal_version() -> str:
-    from osgeo import gdal
+    from .raster_io import gdal_version
 
-    return gdal.__version__
+    return gdal_version()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -270,11 +270,11 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
 
 
 def load_adapted_backbone(path: str, device: str, checkpoint: Optional[str], has_sar: bool):
-    from .bundle import load_bundle
+    from .bundle import FORMAT, load_bundle
     from .device import resolve_device
     from .pipeline import PreparedBackbone, restore_backbone
 
-    metadata, tensors = load_bundle(path)
+    metadata, tensors = load_bundle(path, formats=(ADAPTED_FORMAT, FORMAT))  # a model file: the message below
     if metadata.get("format") != ADAPTED_FORMAT:
         raise ValueError(f"{path} is not an adapted backbone written by 'Adapt backbone' (format "
                          f"{metadata.get('format')!r})")
@@ -289,10 +289,8 @@ def load_adapted_backbone(path: str, device: str, checkpoint: Optional[str], has
 def build_representations(hsi: str, sar: Optional[str], settings: PipelineSettings, outputs: Dict[str, str],
                           progress: Optional[Progress] = None) -> Dict[str, str]:
     """Write the pRGB / PCA / SAR images (3-band Float32 in [-1, 1]) for inspection, streamed by row blocks."""
-    from osgeo import gdal
-
     from .pipeline import fit_scene_representations
-    from .raster_io import _tmp_beside
+    from .raster_io import ImageWriter
 
     progress = progress or Progress()
     inputs = open_inputs(hsi, sar, progress.sub(0.0, 0.05), scan_bands=True)
@@ -301,38 +299,22 @@ def build_representations(hsi: str, sar: Optional[str], settings: PipelineSettin
                                      progress.sub(0.05, 0.2))
     wanted = {m: p for m, p in outputs.items() if p and (m != "sar" or inputs.sar_info is not None)}
     info = inputs.hsi_info
-    opts = ["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
-    tmp, ds = {}, {}
+    writers = {m: ImageWriter(path, info, _channel_names(m)) for m, path in wanted.items()}
     try:
-        for m, path in wanted.items():
-            tmp[m] = _tmp_beside(path, ".tif")
-            ds[m] = gdal.GetDriverByName("GTiff").Create(tmp[m], info.width, info.height, 3, gdal.GDT_Float32, opts)
-            ds[m].SetGeoTransform(info.geotransform)
-            ds[m].SetProjection(info.crs_wkt)
-            for b, name in enumerate(_channel_names(m), start=1):
-                band = ds[m].GetRasterBand(b)
-                band.SetNoDataValue(float("nan"))
-                band.SetDescription(name)
         block = 256
         for row in range(0, info.height, block):
             rows = min(block, info.height - row)
             hsi_block, sar_block = inputs.reader.split(inputs.reader.read(row, 0, rows, info.width))
             images = reps.apply(hsi_block, sar_block)
-            for m in wanted:
-                for b in range(3):
-                    ds[m].GetRasterBand(b + 1).WriteArray(images[m][b], 0, row)
+            for m, writer in writers.items():
+                writer.write(row, images[m])
             progress.sub(0.2, 1.0).step((row + rows) / info.height)
-        for m in wanted:
-            ds[m].FlushCache()
-        ds.clear()
-        for m, path in wanted.items():
-            os.replace(tmp[m], path)
     except BaseException:
-        ds.clear()
-        for t in tmp.values():
-            if os.path.exists(t):
-                os.remove(t)
+        for writer in writers.values():
+            writer.discard()
         raise
+    for writer in writers.values():
+        writer.commit()
     return wanted
 
 
@@ -343,16 +325,6 @@ def _channel_names(modality: str) -> List[str]:
 
 # ---------------------------------------------------------------------------------------------------------
 # accuracy assessment
-
-def _classified_classes(info_path: str) -> Dict[int, str]:
-    from osgeo import gdal
-
-    ds = gdal.Open(info_path)
-    band = ds.GetRasterBand(1)
-    names = band.GetCategoryNames() or []
-    nodata = band.GetNoDataValue()
-    return {i: n for i, n in enumerate(names) if n and (nodata is None or i != int(nodata))}
-
 
 def assess(classified: str, reference_raster: Optional[str] = None,
            reference_labels: Optional[LabelGeometries] = None, exclude: Optional[LabelGeometries] = None,
@@ -371,7 +343,7 @@ def assess(classified: str, reference_raster: Optional[str] = None,
         raise ValueError("give exactly one reference: a reference raster or a reference label layer")
     cls = RasterReader(classified)
     info = cls.info
-    names = _classified_classes(classified)
+    names = category_names(classified)
     excluded = np.zeros(0, dtype=np.int64)
     if exclude is not None:
         rows, cols = _feature_pixels(exclude, info)

@@ -405,3 +405,55 @@ def _move_into_place(tmp: str, path: str) -> None:
         elif os.path.exists(dst):
             os.remove(dst)
     os.replace(tmp, path)
+
+
+# -------------------------------------------------------------------------------------------------------
+# float images (representations for inspection) and small helpers for the jobs
+
+
+class ImageWriter:
+    """A multi-band Float32 GeoTIFF on the grid of ``ref``, written by row blocks into a temp file.
+
+    ``commit()`` moves it into place; ``discard()`` removes it (an existing output stays untouched).
+    """
+
+    def __init__(self, path: str, ref: RasterInfo, band_names: Sequence[str]):
+        self.path = str(path)
+        self._tmp = _tmp_beside(self.path, ".tif")
+        self._ds = gdal.GetDriverByName("GTiff").Create(self._tmp, ref.width, ref.height, len(band_names),
+                                                        gdal.GDT_Float32, _CREATE)
+        self._ds.SetGeoTransform(ref.geotransform)
+        if ref.crs_wkt:
+            self._ds.SetProjection(ref.crs_wkt)
+        for b, name in enumerate(band_names, start=1):
+            band = self._ds.GetRasterBand(b)
+            band.SetNoDataValue(float("nan"))
+            band.SetDescription(name)
+
+    def write(self, row: int, block: np.ndarray) -> None:
+        for b in range(block.shape[0]):
+            self._ds.GetRasterBand(b + 1).WriteArray(np.asarray(block[b], dtype=np.float32), 0, int(row))
+
+    def commit(self) -> None:
+        self._ds.FlushCache()
+        self._ds = None
+        os.replace(self._tmp, self.path)
+
+    def discard(self) -> None:
+        self._ds = None
+        for p in (self._tmp, f"{self._tmp}.aux.xml"):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+def category_names(path: str) -> dict:
+    """{class value: name} from a classified raster's category names (the nodata entry left out)."""
+    ds = gdal.Open(str(path))
+    band = ds.GetRasterBand(1)
+    nodata = band.GetNoDataValue()  # first: GDAL 3.6 GTiff loads the .aux.xml (names) lazily, not for names alone
+    names = band.GetCategoryNames() or []
+    return {i: n for i, n in enumerate(names) if n and (nodata is None or i != int(nodata))}
+
+
+def gdal_version() -> str:
+    return gdal.__version__

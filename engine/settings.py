@@ -63,7 +63,7 @@ class HeadSettings:
     max_epochs: int = 300
     patience: int = 30
     val_fraction: float = 0.2  # stratified, drawn from the TRAINING labels only
-    class_weighting: bool = True
+    class_weighting: bool = False  # optional (METHOD.md); inverse-frequency weights trade OA for AA
     include_spectrum: bool = True  # the pixel's own (standardised) bands also reach the head
 
 

@@ -1,0 +1,334 @@
+"""Every difflc Processing algorithm through ``processing.run`` on small synthetic rasters (tiny settings).
+
+One model is trained per module and shared; each run uses COMPACT_STEPS=2 and STRIDE=32 on a 96x96 scene,
+so a pipeline run takes seconds on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from helpers_rasters import (CLASS_STYLE, EPSG, HSI_NODATA, read_array, scene_points, styled_layer, synthetic_scene,
+                             write_points, write_raster)
+
+TINY = {"COMPACT_STEPS": 2, "STRIDE": 32}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny networks: one intra-op thread is faster and steadier on the shared 2-core machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Recorder:
+    """Collects what an algorithm logs (pushInfo) through a real QgsProcessingFeedback."""
+
+    def __init__(self):
+        from qgis.core import QgsProcessingFeedback
+
+        self.feedback = QgsProcessingFeedback()
+        self.messages = []
+        self.feedback.pushInfo = self.messages.append
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.messages)
+
+
+def run(alg, params, recorder=None):
+    import processing
+
+    return processing.run(f"difflc:{alg}", params, feedback=(recorder or Recorder()).feedback)
+
+
+@pytest.fixture(scope="module")
+def scene(qgis_app, tmp_path_factory):
+    return synthetic_scene(tmp_path_factory.mktemp("scene"))
+
+
+@pytest.fixture(scope="module")
+def labels(scene, tmp_path_factory):
+    path, rows, cols = scene_points(scene, tmp_path_factory.mktemp("labels") / "labels.gpkg", per_class=8)
+    return styled_layer(path), rows, cols
+
+
+@pytest.fixture(scope="module")
+def trained(scene, labels, tmp_path_factory):
+    """One trainclassifier run shared by the model-file and classify tests."""
+    folder = tmp_path_factory.mktemp("trained")
+    rec = Recorder()
+    result = run("trainclassifier", {"HSI": scene.hsi, "SAR": scene.sar, "LABELS": labels[0],
+                                     "CLASS_FIELD": "class_id", "MODEL": str(folder / "model.difflc"),
+                                     "REPORT": str(folder / "report.json"), **TINY}, rec)
+    return result, rec, folder
+
+
+def _bundle(path):
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        metadata = json.loads(zf.read("metadata.json"))
+        weights = zf.read("weights.safetensors")
+    from safetensors.torch import load
+
+    return names, metadata, load(weights)
+
+
+# ------------------------------------------------------------------------------------------------ representations
+
+def test_buildrepresentations_writes_three_band_images_with_nan_at_nodata(qgis_app, tmp_path):
+    from scipy.stats import spearmanr
+
+    scene = synthetic_scene(tmp_path, hole=(slice(10, 20), slice(30, 45)), name="holed")
+    out = {k: str(tmp_path / f"{k.lower()}.tif") for k in ("PRGB", "PCA", "SAR_IMAGE")}
+    result = run("buildrepresentations", {"HSI": scene.hsi, "SAR": scene.sar, **out})
+    assert result == out
+    hsi, _ = read_array(scene.hsi)
+    for key, path in out.items():
+        data, facts = read_array(path)
+        assert facts["bands"] == 3 and facts["dtype"] == "Float32", key
+        assert facts["size"] == scene.shape and facts["geotransform"] == scene.geotransform
+        assert np.isnan(data[:, 10:20, 30:45]).all(), f"{key}: nodata hole must stay NaN"
+        valid = np.delete(data.reshape(3, -1), np.flatnonzero(np.isnan(data[0]).ravel()), axis=1)
+        assert valid.size and not np.isnan(valid).any()
+        assert valid.min() >= -1.0 and valid.max() <= 1.0, key
+        assert valid.min() < -0.9 and valid.max() > 0.9, f"{key}: a 2-98 % stretch spans [-1, 1]"
+    # pseudo-RGB red is the band nearest 640 nm (band 3 by its wavelength metadata), not band 1
+    prgb, _ = read_array(out["PRGB"])
+    ok = hsi[0] != HSI_NODATA
+    assert spearmanr(prgb[0][ok], hsi[2][ok]).correlation > 0.95
+    assert spearmanr(prgb[2][ok], hsi[0][ok]).correlation > 0.95  # blue: 460 nm = band 1
+
+
+def test_buildrepresentations_without_sar_skips_the_sar_image(qgis_app, scene, tmp_path):
+    rec = Recorder()
+    warnings = []
+    rec.feedback.pushWarning = warnings.append
+    result = run("buildrepresentations", {"HSI": scene.hsi, "PRGB": str(tmp_path / "p.tif"), "PCA": None,
+                                          "SAR_IMAGE": str(tmp_path / "s.tif")}, rec)
+    assert result["SAR_IMAGE"] is None and not (tmp_path / "s.tif").exists()
+    assert any("No SAR raster" in w for w in warnings)
+    assert read_array(tmp_path / "p.tif")[1]["bands"] == 3
+
+
+# ------------------------------------------------------------------------------------------------ training
+
+def test_trainclassifier_writes_a_self_describing_model_file(trained, scene):
+    result, rec, folder = trained
+    names, metadata, tensors = _bundle(result["MODEL"])
+    assert sorted(names) == ["metadata.json", "weights.safetensors"]
+    # classes with the names and colours of the label layer's categorized renderer
+    assert metadata["classes"] == [{"value": v, "name": n, "color": c} for v, (n, c) in CLASS_STYLE.items()]
+    hsi, sar = metadata["inputs"]["hsi"], metadata["inputs"]["sar"]
+    assert hsi["band_count"] == 6 and hsi["wavelengths_nm"] == pytest.approx([460, 550, 640, 710, 840, 1610])
+    assert sar["band_count"] == 2 and sar["descriptions"] == ["VV", "VH"]
+    assert metadata["settings"]["backbone"]["compact_steps"] == 2
+    assert metadata["settings"]["tiles"]["stride"] == 32
+    assert metadata["backbone"]["kind"] == "compact" and len(metadata["backbone"]["fingerprint"]) == 64
+    assert str(EPSG) in metadata["crs_wkt"] and metadata["pixel_size"] == [10.0, 10.0]
+    assert metadata["labels"]["used"] == 16 and metadata["labels"]["per_class"] == {"Water": 8, "Forest": 8}
+    assert any(k.startswith("head.") for k in tensors) and any(k.startswith("backbone.") for k in tensors)
+    # the validation metrics are logged, returned and written to the report
+    report = json.loads((folder / "report.json").read_text())
+    assert 0.0 <= result["VALIDATION_OA"] <= 1.0
+    assert report["overall_accuracy"] == pytest.approx(result["VALIDATION_OA"])
+    assert "Validation on held-out training labels" in rec.text
+    assert "16 of 16 labels used" in rec.text
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small stand-in for the ImageNet checkpoint: a seeded compact ADM saved as our safetensors file."""
+    import torch
+
+    from diffusion_landcover.engine.backbone import COMPACT_64, build_backbone, save_backbone
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "base.safetensors"
+    fingerprint = save_backbone(build_backbone(COMPACT_64), path)
+    return str(path), fingerprint
+
+
+def test_adaptbackbone_then_trainclassifier_uses_the_adapted_file(scene, labels, checkpoint, tmp_path):
+    base, base_fp = checkpoint
+    adapted = tmp_path / "scene.difflcbb"
+    rec = Recorder()
+    result = run("adaptbackbone", {"HSI": scene.hsi, "SAR": scene.sar, "BACKBONE": base, "ADAPT_STEPS": 2,
+                                   "ADAPT_BATCH": 2, "OUTPUT": str(adapted)}, rec)
+    assert result["OUTPUT"] == str(adapted) and adapted.is_file()
+    assert result["KIND"] == "checkpoint" and result["FINGERPRINT"] == base_fp
+    assert "FiLM adaptation" in rec.text
+    names, meta, film = _bundle(adapted)
+    assert meta["format"] == "difflc-backbone" and meta["backbone"]["fingerprint"] == base_fp
+    assert meta["backbone"]["modalities"] == ["prgb", "pca", "sar"]
+    # only the FiLM path was trained: label embedding + decoder emb_layers
+    assert film and all(k.startswith("film.") for k in film)
+    assert all(k.startswith(("film.label_emb", "film.output_blocks.")) and
+               (k.startswith("film.label_emb") or ".emb_layers." in k) for k in film), sorted(film)
+
+    rec2 = Recorder()
+    model = tmp_path / "model.difflc"
+    run("trainclassifier", {"HSI": scene.hsi, "SAR": scene.sar, "LABELS": labels[0], "CLASS_FIELD": "class_id",
+                            "ADAPTED": str(adapted), "BACKBONE": base, "MODEL": str(model), **TINY}, rec2)
+    assert f"Backbone: given (checkpoint, fingerprint {base_fp[:12]})" in rec2.text
+    assert "FiLM adaptation" not in rec2.text and "trained on this scene" not in rec2.text  # Stage A not repeated
+    _, mmeta, mtensors = _bundle(model)
+    assert mmeta["backbone"]["kind"] == "checkpoint" and mmeta["backbone"]["fingerprint"] == base_fp
+    for name, tensor in film.items():
+        assert np.array_equal(mtensors[name].numpy(), tensor.numpy()), name
+
+
+def test_adaptbackbone_without_checkpoint_trains_the_compact_backbone(scene, tmp_path):
+    result = run("adaptbackbone", {"HSI": scene.hsi, "OUTPUT": str(tmp_path / "c.difflcbb"), "COMPACT_STEPS": 2})
+    assert result["KIND"] == "compact"
+    _, meta, tensors = _bundle(tmp_path / "c.difflcbb")
+    assert meta["backbone"]["modalities"] == ["prgb", "pca"]  # no SAR given
+    assert tensors and all(k.startswith("backbone.") for k in tensors)
+
+
+# ------------------------------------------------------------------------------------------------ classification
+
+def test_classify_writes_a_styled_byte_map_and_confidence(qgis_app, trained, scene, tmp_path):
+    from qgis.core import QgsRasterLayer
+
+    out, conf = tmp_path / "map.tif", tmp_path / "conf.tif"
+    rec = Recorder()
+    result = run("classify", {"MODEL": trained[0]["MODEL"], "HSI": scene.hsi, "SAR": scene.sar,
+                              "OUTPUT": str(out), "CONFIDENCE": str(conf)}, rec)
+    assert result == {"OUTPUT": str(out), "CONFIDENCE": str(conf)}
+    data, facts = read_array(out)
+    assert facts["dtype"] == "Byte" and facts["nodata"] == 0
+    assert set(np.unique(data)) <= {1, 2} and facts["size"] == scene.shape
+    assert facts["categories"][1:3] == ["Water", "Forest"] and not facts["categories"][0]
+    assert facts["colors"][1][:3] == (0x1f, 0x78, 0xb4) and facts["colors"][2][:3] == (0x33, 0xa0, 0x2c)
+    assert facts["geotransform"] == scene.geotransform
+    # per-class pixel counts are logged and add up to the scene
+    counts = {name: int(rec.text.split(f"{name}: ")[1].split(" pixels")[0]) for name in ("Water", "Forest")}
+    assert counts == {"Water": int((data == 1).sum()), "Forest": int((data == 2).sum())}
+    # the .qml beside it makes QGIS show the class names and colours
+    qml = (tmp_path / "map.qml").read_text()
+    assert 'label="Water"' in qml and 'color="#1f78b4"' in qml and 'label="Forest"' in qml
+    layer = QgsRasterLayer(str(out), "map", "gdal")
+    assert layer.renderer().type() == "paletted"
+    assert [(c.value, c.label) for c in layer.renderer().classes()] == [(1, "Water"), (2, "Forest")]
+    cdata, cfacts = read_array(conf)
+    assert cfacts["dtype"] == "Float32" and cfacts["nodata"] == -1
+    assert cdata.min() >= 0.5 - 1e-6 and cdata.max() <= 1.0 + 1e-6  # winning probability of two classes
+
+
+def test_trainandclassify_one_step_beats_chance_clearly(scene, labels, tmp_path):
+    layer, rows, cols = labels
+    out = tmp_path / "lc.tif"
+    rec = Recorder()
+    result = run("trainandclassify", {"HSI": scene.hsi, "SAR": scene.sar, "LABELS": layer, "CLASS_FIELD": "class_id",
+                                      "OUTPUT": str(out), "MODEL": str(tmp_path / "m.difflc"),
+                                      "REPORT": str(tmp_path / "train.html"), **TINY}, rec)
+    assert result["OUTPUT"] == str(out) and result["CONFIDENCE"] is None
+    assert (tmp_path / "lc.qml").is_file() and (tmp_path / "m.difflc").is_file()
+    assert "<svg" in (tmp_path / "train.html").read_text()
+    data, _ = read_array(out)
+    held_out = np.ones(scene.shape, bool)
+    held_out[rows, cols] = False
+    accuracy = (data[held_out] == scene.truth[held_out]).mean()
+    assert accuracy > 0.9, f"accuracy {accuracy:.3f} on pixels without a label (chance is about 0.5)"
+    assert "Classifying 96x96 pixels into 2 classes" in rec.text
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+
+# a 4x5 map and reference: map classes 1/2/3 (0 = nodata), reference -1 = "no reference"
+MAP = np.array([[1, 1, 2, 2, 3],
+                [1, 1, 2, 3, 3],
+                [1, 2, 2, 3, 0],
+                [1, 1, 3, 3, 3]], np.uint8)
+REF = np.array([[1, 1, 2, 2, 3],
+                [1, 2, 2, 3, 1],
+                [-1, 2, 2, 3, 3],
+                [2, 1, 3, 3, -1]], np.int16)
+NAMES = ["", "Water", "Forest", "Urban"]
+
+
+def _small_map(folder):
+    from osgeo import gdal
+
+    gt = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
+    path = write_raster(folder / "map.tif", MAP, gt, nodata=0)
+    ds = gdal.Open(path, gdal.GA_Update)
+    ds.GetRasterBand(1).SetCategoryNames(NAMES)
+    ds = None
+    ref = write_raster(folder / "ref.tif", REF, gt)
+    return path, ref, gt
+
+
+def _hand_confusion(mask):
+    """Rows = reference 1..3, columns = map 1..3, counted with plain loops over the pixels kept by ``mask``."""
+    cm = np.zeros((3, 3), np.int64)
+    for r in range(MAP.shape[0]):
+        for c in range(MAP.shape[1]):
+            if mask[r, c] and REF[r, c] in (1, 2, 3) and MAP[r, c] in (1, 2, 3):
+                cm[REF[r, c] - 1, MAP[r, c] - 1] += 1
+    return cm
+
+
+def test_accuracy_with_reference_raster_ignore_and_exclude(qgis_app, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    classified, reference, gt = _small_map(tmp_path)
+    # leave out two pixels (row 0 col 0, row 1 col 1), e.g. where the training points were
+    excl = write_points(tmp_path / "train.gpkg", [gt[0] + 5, gt[0] + 15], [gt[3] - 5, gt[3] - 15], [1, 2])
+    html, js = tmp_path / "acc.html", tmp_path / "acc.json"
+    result = run("accuracy", {"CLASSIFIED": classified, "REFERENCE": reference, "IGNORE": "-1",
+                              "EXCLUDE": QgsVectorLayer(excl, "train", "ogr"), "HTML": str(html), "JSON": str(js)})
+    mask = np.ones(MAP.shape, bool)
+    mask[0, 0] = mask[1, 1] = False
+    expected = _hand_confusion(mask)
+    assert expected.sum() == 15  # 20 pixels - 2 ignored - 1 map nodata - 2 excluded
+    report = json.loads(js.read_text())
+    assert report["confusion_matrix"] == expected.tolist()
+    assert report["class_values"] == [1, 2, 3]
+    assert [c["name"] for c in report["per_class"]] == ["Water", "Forest", "Urban"]
+    oa = np.trace(expected) / expected.sum()
+    assert report["overall_accuracy"] == pytest.approx(oa) and result["OA"] == pytest.approx(oa)
+    recall = np.diag(expected) / expected.sum(axis=1)
+    assert result["AA"] == pytest.approx(recall.mean())
+    pe = (expected.sum(axis=1) * expected.sum(axis=0)).sum() / expected.sum() ** 2
+    assert result["KAPPA"] == pytest.approx((oa - pe) / (1 - pe))
+    assert report["extra"]["excluded_pixels"] == 2
+    text = html.read_text()
+    assert '<table id="confusion-matrix">' in text and "<svg" in text
+    table = text.split('<table id="confusion-matrix">')[1].split("</table>")[0]
+    assert all(name in table for name in ("Water", "Forest", "Urban"))
+
+
+def test_accuracy_without_ignore_counts_every_reference_value(qgis_app, tmp_path):
+    classified, reference, _ = _small_map(tmp_path)
+    js = tmp_path / "acc.json"
+    run("accuracy", {"CLASSIFIED": classified, "REFERENCE": reference, "JSON": str(js), "HTML": None})
+    report = json.loads(js.read_text())
+    assert report["class_values"] == [-1, 1, 2, 3]  # -1 is a reference class now
+    assert report["n_samples"] == 19  # only the map's nodata pixel is left out
+
+
+def test_accuracy_with_reference_points(qgis_app, tmp_path):
+    from qgis.core import QgsVectorLayer
+
+    classified, _, gt = _small_map(tmp_path)
+    # (row, col, reference class): 3 right, 2 wrong, 1 on map nodata, 1 outside the map
+    picks = [(0, 0, 1), (0, 2, 2), (3, 4, 3), (1, 0, 2), (3, 2, 1), (2, 4, 3), (9, 9, 1)]
+    xs = [gt[0] + (c + 0.5) * gt[1] for _, c, _ in picks]
+    ys = [gt[3] + (r + 0.5) * gt[5] for r, _, _ in picks]
+    pts = write_points(tmp_path / "ref.gpkg", xs, ys, [v for *_, v in picks], field="truth")
+    js = tmp_path / "acc.json"
+    result = run("accuracy", {"CLASSIFIED": classified, "REFERENCE_LABELS": QgsVectorLayer(pts, "ref", "ogr"),
+                              "REFERENCE_FIELD": "truth", "JSON": str(js), "HTML": None})
+    report = json.loads(js.read_text())
+    # reference 1: (0,0)->1, (3,2)->3; reference 2: (0,2)->2, (1,0)->1; reference 3: (3,4)->3
+    assert report["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 1]]
+    assert report["n_samples"] == 5 and result["OA"] == pytest.approx(3 / 5)
