@@ -82,7 +82,8 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
             parts.append("<p>Needs PyTorch in the Python that QGIS runs; run <i>Check environment</i> "
                          "to see the install command.</p>")
         parts.append(CITATIONS)
-        return "\n".join(parts)
+        # the Processing dialog turns every newline into a paragraph break: keep the HTML on one line
+        return " ".join(line.strip() for line in "\n".join(parts).splitlines() if line.strip())
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         """Torch first: the dialog and qgis_process then say how to install it before anything runs."""

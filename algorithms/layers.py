@@ -5,6 +5,7 @@ features, its categorized renderer, the coordinate transform) is done here, once
 """
 from __future__ import annotations
 
+import re
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -70,8 +71,10 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
     skipped = 0
     # names from a 'class_name' field (the createlabellayer convention) when no style gives them
     name_idx = fields.lookupField("class_name") if field_name not in (None, "class_name") else -1
+    color_idx = fields.lookupField("class_color") if field_name is not None else -1
     names_from_field: Dict[str, str] = {}
-    attrs = [i for i in (idx, name_idx) if i >= 0]
+    colors_from_field: Dict[str, str] = {}
+    attrs = [i for i in (idx, name_idx, color_idx) if i >= 0]
     request = QgsFeatureRequest().setSubsetOfAttributes(attrs)
     for feature in source.getFeatures(request):
         if feedback is not None and feedback.isCanceled():
@@ -84,6 +87,8 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
             continue
         if name_idx >= 0 and feature.attribute(name_idx) not in (None, ""):
             names_from_field.setdefault(_value_key(value), str(feature.attribute(name_idx)))
+        if color_idx >= 0 and re.fullmatch(r"#[0-9a-fA-F]{6}", str(feature.attribute(color_idx) or "")):
+            colors_from_field.setdefault(_value_key(value), str(feature.attribute(color_idx)))
         geom.transform(transform)
         gtype = QgsWkbTypes.geometryType(geom.wkbType())
         if gtype == QgsWkbTypes.PointGeometry:
@@ -99,7 +104,8 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
             skipped += 1
     if skipped and feedback is not None:
         feedback.pushInfo(f"{skipped} label feature(s) without geometry or class value were skipped.")
-    styles = {k: (n, None) for k, n in names_from_field.items()}
+    keys = set(names_from_field) | set(colors_from_field)
+    styles = {k: (names_from_field.get(k, k), colors_from_field.get(k)) for k in keys}
     styles.update(renderer_styles(style_layer) if style_layer is not None else {})
     from ..engine.jobs import LabelGeometries
 

@@ -37,7 +37,10 @@ def _write_atomic(path: str, text: str) -> None:
 def confusion_svg(cm, names, cell: int = 36) -> str:
     """Heat map of the row-normalised confusion matrix (colour) with the counts written in each cell."""
     k = len(cm)
-    label_w, top = 150, 130
+    digits = max((len(str(v)) for row in cm for v in row), default=1)
+    cell = max(cell, 8 * digits + 10)  # the largest count fits in its cell
+    longest = max((len(str(n)[:22]) for n in names), default=4)
+    label_w, top = 12 + 7 * longest, 12 + 6 * longest  # room for the row labels and the rotated column labels
     size = cell * k
     w, h = label_w + size + 20, top + size + 40
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '

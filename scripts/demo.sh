@@ -14,7 +14,7 @@ mkdir -p "$OUT"
 start=$(date +%s)
 echo "== 1/3 training points: stratified 0.5 % of the labelled pixels, seed 0"
 "$REPO/.venv/bin/python" "$REPO/scripts/make_demo_points.py" --labels "$DATA/Spain_7370579_LabelHand.tif" \
-    --fraction 0.005 --seed 0 --ignore -1 --names "0=not water,1=water" --out "$OUT/train_points.gpkg"
+    --fraction 0.005 --seed 0 --ignore -1 --names "0=not water #d8c48a,1=water #1f78b4" --out "$OUT/train_points.gpkg"
 echo "== 2/3 difflc:trainandclassify"
 "$QP" run difflc:trainandclassify -- \
     HSI="$DATA/Spain_7370579_S2Hand.tif" SAR="$DATA/Spain_7370579_S1Hand.tif" \

@@ -10,6 +10,7 @@ Every labelled pixel that is not a point is the evaluation set (the accuracy ste
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import sys
 
@@ -25,11 +26,15 @@ ogr.UseExceptions()
 
 
 def parse_names(text):
-    names = {}
-    for part in filter(None, (text or "").split(",")):
-        key, _, name = part.partition("=")
-        names[int(key)] = name.strip()
-    return names
+    """'0=not water #d8c48a,1=water #1f78b4' → ({0: 'not water', 1: 'water'}, {0: '#d8c48a', 1: '#1f78b4'})."""
+    names, colors = {}, {}
+    for item in (t for t in text.split(",") if t.strip()):
+        key, _, rest = item.partition("=")
+        m = re.fullmatch(r"\s*(.*?)\s*(#[0-9a-fA-F]{6})?\s*", rest)
+        names[int(key)] = m.group(1)
+        if m.group(2):
+            colors[int(key)] = m.group(2)
+    return names, colors
 
 
 def main(argv=None) -> int:
@@ -39,7 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ignore", type=int, action="append", default=None,
                     help="label value(s) that are not classes (repeatable; default: 0 and -1; the band nodata is always ignored)")
-    ap.add_argument("--names", default="", help="class names, e.g. 0=not-water,1=water")
+    ap.add_argument("--names", default="", help="class names and optional colours, e.g. '0=not water #d8c48a,1=water #1f78b4'")
     ap.add_argument("--out", required=True, help="output GeoPackage")
     args = ap.parse_args(argv)
 
@@ -51,7 +56,7 @@ def main(argv=None) -> int:
     if nodata is not None:
         ignore.append(int(nodata))
     rows, cols, values = stratified_sample(labels, args.fraction, args.seed, ignore_values=ignore)
-    names = parse_names(args.names)
+    names, colors = parse_names(args.names)
     gt = ds.GetGeoTransform()
     xs = gt[0] + (cols + 0.5) * gt[1] + (rows + 0.5) * gt[2]
     ys = gt[3] + (cols + 0.5) * gt[4] + (rows + 0.5) * gt[5]
@@ -63,11 +68,15 @@ def main(argv=None) -> int:
     layer = out.CreateLayer("points", srs=srs, geom_type=ogr.wkbPoint)
     layer.CreateField(ogr.FieldDefn("class_id", ogr.OFTInteger))
     layer.CreateField(ogr.FieldDefn("class_name", ogr.OFTString))
+    if colors:
+        layer.CreateField(ogr.FieldDefn("class_color", ogr.OFTString))
     layer.StartTransaction()
     for x, y, v in zip(xs, ys, values):
         feat = ogr.Feature(layer.GetLayerDefn())
         feat.SetField("class_id", int(v))
         feat.SetField("class_name", names.get(int(v), f"class {int(v)}"))
+        if int(v) in colors:
+            feat.SetField("class_color", colors[int(v)])
         pt = ogr.Geometry(ogr.wkbPoint)
         pt.AddPoint_2D(float(x), float(y))
         feat.SetGeometry(pt)

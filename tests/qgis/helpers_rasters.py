@@ -17,6 +17,7 @@ ORIGIN = (500000.0, 5800000.0)
 PIXEL = 10.0
 WAVELENGTHS_NM = (460.0, 550.0, 640.0, 710.0, 840.0, 1610.0)
 HSI_NODATA = -9999.0
+SAR_NODATA = -99.0
 # reflectance spectra of the two classes at WAVELENGTHS_NM (1 = water, 2 = forest)
 SPECTRA = {1: (0.08, 0.07, 0.05, 0.03, 0.02, 0.01), 2: (0.04, 0.08, 0.05, 0.20, 0.35, 0.18)}
 SAR_DB = {1: (-21.0, -27.0), 2: (-8.0, -14.0)}  # (VV, VH)
@@ -78,10 +79,10 @@ def disk_truth(size: int = 96) -> np.ndarray:
 
 
 def synthetic_scene(folder, size: int = 96, bands: int = 6, seed: int = 0, hole: Optional[Tuple[slice, slice]] = None,
-                    name: str = "scene") -> Scene:
+                    name: str = "scene", sar_hole: Optional[Tuple[slice, slice]] = None) -> Scene:
     """HSI (Float32 reflectance, nodata -9999, wavelengths) + SAR (VV/VH dB) of a two-class disk scene.
 
-    ``hole``: a (rows, cols) slice pair set to nodata in every HSI band.
+    ``hole``/``sar_hole``: a (rows, cols) slice pair set to nodata in every HSI / SAR band.
     """
     folder = Path(folder)
     rng = np.random.default_rng(seed)
@@ -99,8 +100,11 @@ def synthetic_scene(folder, size: int = 96, bands: int = 6, seed: int = 0, hole:
     for c, s in SAR_DB.items():
         sar[:, truth == c] = np.asarray(s, np.float32)[:, None]
     sar += rng.normal(scale=1.0, size=sar.shape).astype(np.float32)
+    if sar_hole is not None:
+        sar[:, sar_hole[0], sar_hole[1]] = SAR_NODATA
     hsi_path = write_raster(folder / f"{name}_hsi.tif", hsi, gt, nodata=HSI_NODATA, wavelengths_nm=waves)
-    sar_path = write_raster(folder / f"{name}_sar.tif", sar, gt, descriptions=["VV", "VH"])
+    sar_path = write_raster(folder / f"{name}_sar.tif", sar, gt, descriptions=["VV", "VH"],
+                            nodata=SAR_NODATA if sar_hole is not None else None)
     return Scene(hsi_path, sar_path, truth, gt)
 
 
@@ -184,3 +188,56 @@ def read_array(path) -> Tuple[np.ndarray, dict]:
              "colors": {i: ct.GetColorEntry(i) for i in range(ct.GetCount())} if ct is not None else None,
              "geotransform": ds.GetGeoTransform(), "wkt": ds.GetProjection()}
     return ds.ReadAsArray(), facts
+
+
+# ------------------------------------------------------------------------------------------------ real data
+
+def shared_data() -> Path:
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+CHIP = "sen1floods11_spain_7370579"
+
+
+def real_chip_crop(folder, row: int = 128, col: int = 256, size: int = 128) -> Dict[str, str]:
+    """A ``size`` crop of the Sen1Floods11 chip (S2 13 bands, S1 VV/VH dB, labels -1/0/1) copied into ``folder``."""
+    from osgeo import gdal
+
+    folder = Path(folder)
+    src = shared_data() / CHIP
+    out = {}
+    for key, name in (("s2", "S2Hand"), ("s1", "S1Hand"), ("labels", "LabelHand")):
+        path = folder / f"chip_{name}.tif"
+        ds = gdal.Translate(str(path), str(src / f"Spain_7370579_{name}.tif"), srcWin=[col, row, size, size])
+        ds = None
+        out[key] = str(path)
+    return out
+
+
+def label_points_from_raster(label_path, out_path, per_class: int, seed: int = 0, ignore=(-1,),
+                             field: str = "class_id") -> Tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """Random training points (pixel centres, the raster's CRS) drawn per class from a label raster.
+
+    Returns (layer path, label array, rows, cols).
+    """
+    from osgeo import gdal, osr
+
+    ds = gdal.Open(str(label_path))
+    labels = ds.GetRasterBand(1).ReadAsArray()
+    gt = ds.GetGeoTransform()
+    srs = osr.SpatialReference(wkt=ds.GetProjection())
+    srs.AutoIdentifyEPSG()
+    epsg = int(srs.GetAuthorityCode(None))
+    ds = None
+    rng = np.random.default_rng(seed)
+    rows, cols = [], []
+    for value in sorted(set(np.unique(labels).tolist()) - set(ignore)):
+        idx = rng.choice(np.flatnonzero(labels.ravel() == value), per_class, replace=False)
+        r, c = np.unravel_index(idx, labels.shape)
+        rows.append(r)
+        cols.append(c)
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    xs = gt[0] + (cols + 0.5) * gt[1]
+    ys = gt[3] + (rows + 0.5) * gt[5]
+    path = write_points(out_path, xs, ys, labels[rows, cols], epsg=epsg, field=field)
+    return path, labels, rows, cols

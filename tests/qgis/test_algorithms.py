@@ -86,7 +86,8 @@ def _bundle(path):
 def test_buildrepresentations_writes_three_band_images_with_nan_at_nodata(qgis_app, tmp_path):
     from scipy.stats import spearmanr
 
-    scene = synthetic_scene(tmp_path, hole=(slice(10, 20), slice(30, 45)), name="holed")
+    hsi_hole, sar_hole = (slice(10, 20), slice(30, 45)), (slice(60, 70), slice(5, 12))
+    scene = synthetic_scene(tmp_path, hole=hsi_hole, sar_hole=sar_hole, name="holed")
     out = {k: str(tmp_path / f"{k.lower()}.tif") for k in ("PRGB", "PCA", "SAR_IMAGE")}
     result = run("buildrepresentations", {"HSI": scene.hsi, "SAR": scene.sar, **out})
     assert result == out
@@ -95,7 +96,8 @@ def test_buildrepresentations_writes_three_band_images_with_nan_at_nodata(qgis_a
         data, facts = read_array(path)
         assert facts["bands"] == 3 and facts["dtype"] == "Float32", key
         assert facts["size"] == scene.shape and facts["geotransform"] == scene.geotransform
-        assert np.isnan(data[:, 10:20, 30:45]).all(), f"{key}: nodata hole must stay NaN"
+        hole = sar_hole if key == "SAR_IMAGE" else hsi_hole
+        assert np.isnan(data[:, hole[0], hole[1]]).all(), f"{key}: its input's nodata must stay NaN"
         valid = np.delete(data.reshape(3, -1), np.flatnonzero(np.isnan(data[0]).ravel()), axis=1)
         assert valid.size and not np.isnan(valid).any()
         assert valid.min() >= -1.0 and valid.max() <= 1.0, key
