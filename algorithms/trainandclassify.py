@@ -1,6 +1,9 @@
 """difflc:trainandclassify — the one-step run: labels + rasters → styled land-cover map (+ model, report)."""
 from __future__ import annotations
 
+import contextlib
+import os
+
 from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterDestination,
@@ -76,7 +79,13 @@ class TrainAndClassify(DiffLcAlgorithm):
             labels = read_labels(self, parameters, context, feedback, hsi)
             trained = jobs.train(jobs.TrainRequest(hsi, sar, labels, settings, model_path, report),
                                  progress.sub(0.0, 0.6))
-            result = jobs.classify(trained.bundle, hsi, sar, output, confidence, progress.sub(0.6, 1.0),
-                                   device=settings.device)
+            try:
+                result = jobs.classify(trained.bundle, hsi, sar, output, confidence, progress.sub(0.6, 1.0),
+                                       device=settings.device)
+            finally:
+                if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
+                    with contextlib.suppress(OSError):
+                        os.remove(trained.bundle)
+                        os.rmdir(os.path.dirname(trained.bundle))  # only if empty: never a user's folder
         return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "MODEL": model_path,
                 "REPORT": report, "VALIDATION_OA": trained.validation_oa}

@@ -241,3 +241,10 @@ def label_points_from_raster(label_path, out_path, per_class: int, seed: int = 0
     ys = gt[3] + (rows + 0.5) * gt[5]
     path = write_points(out_path, xs, ys, labels[rows, cols], epsg=epsg, field=field)
     return path, labels, rows, cols
+
+
+def needs_real_data(test):
+    """Skip marker for tests that read ../shared/data (present on the development machine; see its README)."""
+    import pytest
+
+    return pytest.mark.skipif(not (shared_data() / CHIP).is_dir(), reason="shared real data not present")(test)

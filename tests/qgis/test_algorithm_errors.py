@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_rasters import (CLASS_STYLE, EPSG, label_points_from_raster, read_array, real_chip_crop, sample_pixels,
-                             scene_points, shared_data, styled_layer, synthetic_scene, write_points)
+from helpers_rasters import (CLASS_STYLE, label_points_from_raster, needs_real_data, read_array, real_chip_crop,
+                             sample_pixels, scene_points, shared_data, styled_layer, synthetic_scene, write_points)
 
 TINY = {"COMPACT_STEPS": 2, "STRIDE": 32}
 
@@ -119,6 +119,7 @@ def chip(qgis_app, tmp_path_factory):
     return crop, warped, points
 
 
+@needs_real_data
 def test_sar_on_another_crs_is_resampled_onto_the_hsi_grid(chip, tmp_path):
     crop, warped, points = chip
     out = tmp_path / "map.tif"
@@ -134,6 +135,7 @@ def test_sar_on_another_crs_is_resampled_onto_the_hsi_grid(chip, tmp_path):
     assert set(np.unique(data)) - {facts["nodata"]} == {0, 1}  # 0 = not water is a class: nodata moved to 255
 
 
+@needs_real_data
 def test_sar_that_does_not_overlap_stops_with_both_layer_names(scene, labels, tmp_path):
     sar = next((shared_data() / "pyrosar_s1_vv_db").glob("*.tif"))
     message = error_of("trainandclassify", {**train_params(scene, labels), "SAR": str(sar),
@@ -160,6 +162,24 @@ def test_points_outside_the_raster_are_counted_and_skipped(scene, tmp_path):
     with zipfile.ZipFile(model) as zf:
         report = json.loads(zf.read("metadata.json"))["labels"]
     assert report["outside_raster"] == 3 and report["used"] == 12
+
+
+def test_labels_in_another_crs_are_transformed(scene, tmp_path):
+    from osgeo import osr
+
+    rows, cols = sample_pixels(scene.truth, 6, seed=6)
+    xs, ys = scene.pixel_centre(rows, cols)
+    utm, wgs84 = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(scene.epsg)
+    wgs84.ImportFromEPSG(4326)
+    for srs in (utm, wgs84):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    lonlat = osr.CoordinateTransformation(utm, wgs84).TransformPoints(np.stack([xs, ys], axis=1).tolist())
+    layer = write_points(tmp_path / "pts.gpkg", [p[0] for p in lonlat], [p[1] for p in lonlat],
+                         scene.truth[rows, cols], epsg=4326)
+    fb = make_feedback()
+    run("trainclassifier", train_params(scene, layer, MODEL=str(tmp_path / "m.difflc")), fb)
+    assert "12 of 12 labels used" in fb.text  # every point lands on its own pixel of the UTM raster
 
 
 def test_text_class_field_uses_the_texts_as_class_names(scene, tmp_path):
@@ -273,6 +293,24 @@ def test_cancel_during_prediction_leaves_no_file(model, scene, tmp_path):
                                     "OUTPUT": str(tmp_path / "map.tif"), "CONFIDENCE": str(tmp_path / "c.tif")}, fb)
     assert "Cancelled" in message and fb.cancel_seen and 40.0 < fb.highest < 100.0
     assert list(tmp_path.iterdir()) == []  # neither the maps, their temp files nor a .qml
+
+
+def test_trainandclassify_without_model_output_leaves_no_temporary_model(scene, labels, tmp_path, monkeypatch):
+    """Without MODEL the bundle lives in a temporary folder only while the scene is classified, cancel or not."""
+    import tempfile
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    out = tmp_path / "out"
+    out.mkdir()
+    run("trainandclassify", train_params(scene, labels, OUTPUT=str(out / "map.tif")))
+    ours = lambda: sorted(p.name for p in temp.iterdir() if p.name.startswith("difflc-"))  # noqa: E731
+    assert (out / "map.tif").is_file() and ours() == []
+    fb = make_feedback(cancel_above=70.0)  # training is 0-60 %, classification 60-100 %
+    message = error_of("trainandclassify", train_params(scene, labels, OUTPUT=str(out / "again.tif")), fb)
+    assert "Cancelled" in message and "Classifying" in fb.text
+    assert ours() == [] and not list(out.glob("again*")) and leftovers(out) == []
 
 
 # ------------------------------------------------------------------------------------------------ existing outputs
