@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 QGIS_PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 
-.PHONY: help setup test package install uninstall demo clean
+.PHONY: help setup test package install uninstall demo screenshots clean
 
 help:
 	@echo "make setup    install QGIS/GDAL (apt, as root) and .venv with the pinned requirements"
@@ -30,6 +30,9 @@ uninstall:
 
 demo:
 	@scripts/demo.sh
+
+screenshots:
+	.venv/bin/python scripts/screenshots.py
 
 clean:
 	rm -rf dist .qgis-profile

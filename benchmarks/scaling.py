@@ -270,6 +270,9 @@ def draw(results: list, folder: Path, note: str) -> None:
     base = np.array([r["median_rss_before_classify_mib"] for r in results])
     ax.plot(mpx, peak, "o-", color="C3", label="peak RSS of the classify process")
     ax.plot(mpx, base, "s--", color="0.5", label="RSS after imports, before classify")
+    cache = np.array([statistics.median(r["gdal_cache_used_mib"]) for r in results])
+    ax.plot(mpx, cache, "^:", color="C2", label="GDAL block cache, peak during classify")
+    ax.plot(mpx, peak - cache, "d-.", color="C4", label="peak RSS minus GDAL cache")
     for r in results:
         ax.annotate(f"{r['median_peak_rss_mib']:.0f} MiB", (r["megapixels"], r["median_peak_rss_mib"]),
                     textcoords="offset points", xytext=(-20, 8), fontsize=9)
@@ -277,9 +280,9 @@ def draw(results: list, folder: Path, note: str) -> None:
     ax.set_ylabel("memory (MiB)")
     ax.set_title("engine.jobs.classify: peak memory vs scene size")
     ax.set_xlim(0, mpx.max() * 1.08)
-    ax.set_ylim(0, max(peak.max() * 1.3, 1))
+    ax.set_ylim(0, max(peak.max() * 1.45, 1))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9)
+    ax.legend(loc="upper left", fontsize=8)
     fig.text(0.01, 0.01, note, fontsize=7, color="0.35")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(folder / "scaling_memory.png")
@@ -349,25 +352,7 @@ def main(argv=None) -> int:
                       f"{res['peak_rss_mib']:.0f} MiB (before classify {res['rss_before_classify_mib']:.0f}, "
                       f"GDAL cache peak {res['gdal_cache_used_mib']:.0f}/{res['gdal_cache_max_mib']:.0f} MiB), "
                       f"load {load:.1f}", flush=True)
-            mpx = size * size / 1e6
-            med = statistics.median(r["classify_s"] for r in runs)
-            results.append({
-                "size": size, "pixels": size * size, "megapixels": mpx, "repeats": reps,
-                "classify_s": [r["classify_s"] for r in runs],
-                "process_wall_s": [r["process_wall_s"] for r in runs],
-                "median_classify_s": med, "s_per_mpx": med / mpx,
-                "median_process_wall_s": statistics.median(r["process_wall_s"] for r in runs),
-                "peak_rss_mib": [r["peak_rss_mib"] for r in runs],
-                "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
-                "median_rss_before_classify_mib": statistics.median(r["rss_before_classify_mib"] for r in runs),
-                "gdal_cache_used_mib": [r["gdal_cache_used_mib"] for r in runs],
-                "gdal_cache_max_mib": runs[0]["gdal_cache_max_mib"],
-                "torch_threads": runs[0]["torch_threads"],
-                "load_before": [r["load_before"] for r in runs],
-                "windows": len(_origins(size)) ** 2,
-                "row_band_mib": row_band_mib(size, len(CLASSES)),
-                "class_pixels": runs[-1]["class_pixels"],
-            })
+            results.append(summarize(size, runs))
             results.sort(key=lambda r: r["size"])
             save(results, train_info, args, t_start)  # partial results survive an interrupted run
         finish(results, train_info, args, t_start)
@@ -377,6 +362,30 @@ def main(argv=None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def summarize(size: int, runs: list) -> dict:
+    """One size's runs → medians, s/Mpx and the width-dependent buffer sizes."""
+    mpx = size * size / 1e6
+    med = statistics.median(r["classify_s"] for r in runs)
+    return {
+        "size": size, "pixels": size * size, "megapixels": mpx, "repeats": len(runs),
+        "classify_s": [r["classify_s"] for r in runs],
+        "process_wall_s": [r["process_wall_s"] for r in runs],
+        "median_classify_s": med, "s_per_mpx": med / mpx,
+        "median_process_wall_s": statistics.median(r["process_wall_s"] for r in runs),
+        "peak_rss_mib": [r["peak_rss_mib"] for r in runs],
+        "wait4_maxrss_mib": [r["wait4_maxrss_mib"] for r in runs],
+        "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in runs),
+        "median_rss_before_classify_mib": statistics.median(r["rss_before_classify_mib"] for r in runs),
+        "gdal_cache_used_mib": [r["gdal_cache_used_mib"] for r in runs],
+        "gdal_cache_max_mib": runs[0]["gdal_cache_max_mib"],
+        "torch_threads": runs[0]["torch_threads"],
+        "load_before": [r["load_before"] for r in runs],
+        "windows": len(_origins(size)) ** 2,
+        "row_band_mib": row_band_mib(size, len(CLASSES)),
+        "class_pixels": runs[-1]["class_pixels"],
+    }
 
 
 def save(results: list, train_info: dict, args, t_start: float) -> dict:
