@@ -249,7 +249,7 @@ def draw(results: list, folder: Path, note: str) -> None:
     ax.scatter(*zip(*runs), s=14, color="0.6", label="single runs", zorder=2)
     ax.plot(mpx, t, "o", color="C0", label="median", zorder=3)
     xs = np.linspace(0, mpx.max() * 1.05, 50)
-    ax.plot(xs, slope * xs + icpt, "--", color="C1", label=f"fit: {slope:.1f} s/Mpx + {icpt:.1f} s")
+    ax.plot(xs, slope * xs + icpt, "--", color="C1", label=f"fit: {slope:.1f} s/Mpx {icpt:+.1f} s")
     for r in results:
         ax.annotate(f"{r['size']}²", (r["megapixels"], r["median_classify_s"]), textcoords="offset points",
                     xytext=(-8, 8), fontsize=9)
@@ -422,7 +422,7 @@ def table(report: dict, figures: Path) -> None:
     for r in results:
         print(f"| {r['size']}×{r['size']} | {r['pixels']:,} | {r['repeats']} | {r['median_classify_s']:.1f} | "
               f"{r['s_per_mpx']:.1f} | {r['median_peak_rss_mib']:.0f} | {r['median_rss_before_classify_mib']:.0f} |")
-    print(f"\nlinear fit: {report['fit_s_per_mpx']:.1f} s/Mpx + {report['fit_intercept_s']:.1f} s; {note}")
+    print(f"\nlinear fit: {report['fit_s_per_mpx']:.1f} s/Mpx {report['fit_intercept_s']:+.1f} s; {note}")
 
 
 def _origins(size: int):

@@ -187,6 +187,9 @@ def _fmt_extent(e) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in e) + ")"
 
 
+_FLUSH_BYTES = 64 * 2**20  # drop a reader's cached GDAL blocks after about this much data read
+
+
 class RasterReader:
     """Windowed float32 reads; with ``ref`` on another grid, reads through a bilinear warped VRT onto it."""
 
@@ -223,6 +226,7 @@ class RasterReader:
                     f"{sx:.6g}×{sy:.6g} → {rx_:.6g}×{ry_:.6g} pixels, {self.info.width}×{self.info.height} → "
                     f"{ref.width}×{ref.height}, {resample})")
         self._ds = ds
+        self._bytes_since_flush = 0
         self.width, self.height = ds.RasterXSize, ds.RasterYSize
         self.band_count = ds.RasterCount
         self._scale = np.asarray(self.info.scale, dtype=np.float32)[:, None, None]
@@ -233,6 +237,13 @@ class RasterReader:
             raise ValueError(f"window ({row}, {col}, {rows}, {cols}) leaves the {self.width}x{self.height} raster")
         raw = self._ds.ReadAsArray(int(col), int(row), int(cols), int(rows))
         raw = raw.reshape(self.band_count, rows, cols)
+        self._bytes_since_flush += raw.nbytes
+        if self._bytes_since_flush > _FLUSH_BYTES:
+            # GDAL keeps every block read until GDAL_CACHEMAX (often > 1 GB); a streamed pass never re-reads
+            # old rows, so drop this dataset's blocks now and then to keep memory flat with scene size
+            for ds in {id(self._ds): self._ds, id(self._src): self._src}.values():
+                ds.FlushCache()
+            self._bytes_since_flush = 0
         out = raw.astype(np.float32)
         if not self.warped:
             for b, nd in enumerate(self.info.nodata):
