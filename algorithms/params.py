@@ -151,3 +151,16 @@ def raster_path(alg, parameters, name: str, context, optional: bool = False) -> 
             f"{name}: layer '{layer.name()}' is not a file-based raster ({layer.providerType()}); "
             "save it as a GeoTIFF first.")
     return source
+
+
+def training_request(alg, parameters, context, feedback, model_path: Optional[str], report: Optional[str],
+                     adapted: Optional[str] = None):
+    """The settings, rasters and labels of a training algorithm as one engine TrainRequest."""
+    from ..engine.jobs import TrainRequest
+    from .layers import read_labels
+
+    settings = settings_from_parameters(alg, parameters, context)
+    hsi = raster_path(alg, parameters, "HSI", context)
+    sar = raster_path(alg, parameters, "SAR", context, optional=True)
+    labels = read_labels(alg, parameters, context, feedback, hsi)
+    return TrainRequest(hsi, sar, labels, settings, model_path, report, adapted)

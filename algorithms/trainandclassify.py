@@ -10,14 +10,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm, engine_errors
-from .layers import read_labels
-from .params import (
-    add_backbone_parameters,
-    add_input_parameters,
-    add_method_parameters,
-    raster_path,
-    settings_from_parameters,
-)
+from .params import add_backbone_parameters, add_input_parameters, add_method_parameters, training_request
 
 HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
 <ol>
@@ -67,21 +60,17 @@ class TrainAndClassify(DiffLcAlgorithm):
         self.require_torch()
         from ..engine import jobs
 
-        settings = settings_from_parameters(self, parameters, context)
-        hsi = raster_path(self, parameters, "HSI", context)
-        sar = raster_path(self, parameters, "SAR", context, optional=True)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
         model_path = self.parameterAsFileOutput(parameters, "MODEL", context) or None
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         progress = self.progress_for(feedback)
         with engine_errors():
-            labels = read_labels(self, parameters, context, feedback, hsi)
-            trained = jobs.train(jobs.TrainRequest(hsi, sar, labels, settings, model_path, report),
-                                 progress.sub(0.0, 0.6))
+            request = training_request(self, parameters, context, feedback, model_path, report)
+            trained = jobs.train(request, progress.sub(0.0, 0.6))
             try:
-                result = jobs.classify(trained.bundle, hsi, sar, output, confidence, progress.sub(0.6, 1.0),
-                                       device=settings.device)
+                result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
+                                       progress.sub(0.6, 1.0), device=request.settings.device)
             finally:
                 if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
                     with contextlib.suppress(OSError):

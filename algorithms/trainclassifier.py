@@ -4,14 +4,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
 from .base import DiffLcAlgorithm, engine_errors
-from .layers import read_labels
-from .params import (
-    add_backbone_parameters,
-    add_input_parameters,
-    add_method_parameters,
-    raster_path,
-    settings_from_parameters,
-)
+from .params import add_backbone_parameters, add_input_parameters, add_method_parameters, training_request
 
 HELP = """<p>Trains the pixel classifier and writes a self-describing model file (<code>.difflc</code>: a zip
 of JSON metadata and safetensors weights, safe to load): classes with names and colours, input bands and
@@ -46,14 +39,10 @@ class TrainClassifier(DiffLcAlgorithm):
         self.require_torch()
         from ..engine import jobs
 
-        settings = settings_from_parameters(self, parameters, context)
-        hsi = raster_path(self, parameters, "HSI", context)
-        sar = raster_path(self, parameters, "SAR", context, optional=True)
         model_path = self.parameterAsFileOutput(parameters, "MODEL", context)
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         adapted = self.parameterAsFile(parameters, "ADAPTED", context) or None
         with engine_errors():
-            labels = read_labels(self, parameters, context, feedback, hsi)
-            trained = jobs.train(jobs.TrainRequest(hsi, sar, labels, settings, model_path, report, adapted),
-                                 self.progress_for(feedback))
+            request = training_request(self, parameters, context, feedback, model_path, report, adapted)
+            trained = jobs.train(request, self.progress_for(feedback))
         return {"MODEL": trained.bundle, "REPORT": report, "VALIDATION_OA": trained.validation_oa}

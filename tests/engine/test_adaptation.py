@@ -9,13 +9,7 @@ from engine.backbone import ADM_IMAGENET_64, UNetConfig, build_backbone
 from engine.progress import Cancelled, Progress
 from engine.settings import MODALITY_IDS, AdaptSettings, BackboneSettings
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one intra-op thread is faster and far steadier on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TINY = UNetConfig(name="tiny", image_size=32, model_channels=32, out_channels=6, num_res_blocks=1,

@@ -13,13 +13,7 @@ from engine.features import FeatureExtractor, pixel_features
 from engine.settings import BackboneSettings, FeatureSettings, HeadSettings, TileSettings
 from engine.tiling import predict_tiled
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one intra-op thread is faster and far steadier on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 MODS = ["prgb", "pca", "sar"]

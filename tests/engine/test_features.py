@@ -8,13 +8,7 @@ from engine.diffusion import CosineSchedule, fixed_noise, q_sample
 from engine.features import FeatureExtractor, pixel_features
 from engine.settings import MODALITY_IDS, FeatureSettings
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny nets: one intra-op thread is faster and far steadier on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CFG = UNetConfig(name="tiny_feat", image_size=32, model_channels=32, out_channels=3, num_res_blocks=1,
