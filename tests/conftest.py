@@ -80,7 +80,7 @@ def pytest_unconfigure(config):
     os._exit(status)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny nets: one intra-op thread is faster and far steadier on a shared 2-core machine."""
     import torch

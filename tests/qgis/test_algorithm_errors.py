@@ -18,14 +18,7 @@ from helpers_rasters import (CLASS_STYLE, label_points_from_raster, needs_real_d
 TINY = {"COMPACT_STEPS": 2, "STRIDE": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_feedback(cancel_above=None):

@@ -17,15 +17,7 @@ from helpers_rasters import (CLASS_STYLE, EPSG, HSI_NODATA, read_array, scene_po
 TINY = {"COMPACT_STEPS": 2, "STRIDE": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster and steadier on the shared 2-core machine."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Recorder:

@@ -12,14 +12,7 @@ SIZE = 512  # the whole chip: about 25 s here with these settings
 PER_CLASS = 30  # sparse: 60 of 262,144 pixels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @needs_real_data
