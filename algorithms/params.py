@@ -26,6 +26,9 @@ from ..engine.settings import PipelineSettings
 
 DEVICES = ["auto", "cpu", "cuda"]
 FUSIONS = ["concat", "global", "local", "moe"]
+HEADS = ["forest", "mlp"]
+HEAD_LABELS = ["Random Forest on diffusion features + bands (most accurate measured)",
+               "MLP with feature fusion (UniDiff head)"]
 SAR_DB = ["auto", "dB", "linear"]
 PRESETS = ["paper", "public"]
 
@@ -79,7 +82,11 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
         _advanced(alg, QgsProcessingParameterString(
             "BLOCKS", "Decoder blocks for the features (comma separated; empty = the backbone's default)",
             optional=True))
-        _advanced(alg, QgsProcessingParameterEnum("FUSION", "Feature fusion", FUSIONS,
+        _advanced(alg, QgsProcessingParameterEnum("HEAD", "Pixel classifier head", HEAD_LABELS,
+                                                  defaultValue=HEADS.index(d.head.kind)))
+        _advanced(alg, QgsProcessingParameterNumber("TREES", "Trees (Random Forest head)", integer, d.head.trees,
+                                                    minValue=10, maxValue=5000))
+        _advanced(alg, QgsProcessingParameterEnum("FUSION", "Feature fusion (MLP head)", FUSIONS,
                                                   defaultValue=FUSIONS.index(d.features.fusion)))
         _advanced(alg, QgsProcessingParameterBoolean(
             "SPECTRUM", "Give the head each pixel's own bands too (spectral-spatial fusion)",
@@ -131,6 +138,8 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
             raise QgsProcessingException("TIMESTEPS must be one or more integers between 0 and 999, e.g. '200'.")
         s.features.timesteps = timesteps
         s.features.blocks = _ints(alg.parameterAsString(parameters, "BLOCKS", context), "BLOCKS")
+        s.head.kind = HEADS[alg.parameterAsEnum(parameters, "HEAD", context)]
+        s.head.trees = alg.parameterAsInt(parameters, "TREES", context)
         s.features.fusion = FUSIONS[alg.parameterAsEnum(parameters, "FUSION", context)]
         s.head.include_spectrum = alg.parameterAsBool(parameters, "SPECTRUM", context)
         s.head.class_weighting = alg.parameterAsBool(parameters, "CLASS_WEIGHTS", context)

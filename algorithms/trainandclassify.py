@@ -22,8 +22,9 @@ these modalities by training only its FiLM path (label embedding + decoder <i>em
 weights; UniDiff). Without a checkpoint, a compact ADM network is trained on the scene's own unlabelled patches
 (offline, minutes on a CPU).</li>
 <li>Per-pixel diffusion features (timestep &times; decoder block, every modality) plus, by default, the pixel's
-own bands feed a small MLP head trained on the labels, validated on a stratified split of the
-<i>training</i> labels.</li>
+own bands feed the pixel classifier (<b>HEAD</b>): by default a Random Forest (<b>TREES</b> = 500), validated
+out-of-bag on the training labels; or the UniDiff MLP with a feature <b>FUSION</b>, validated on a
+stratified split of the <i>training</i> labels.</li>
 <li>The scene is classified in 64&times;64 tiles (stride 32, probabilities averaged over overlaps), streamed
 window by window: memory does not grow with the scene.</li>
 </ol>

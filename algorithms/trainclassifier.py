@@ -12,8 +12,9 @@ wavelengths, every representation statistic, feature settings, backbone identity
 versions. Use it with <i>Classify</i> on this or another scene of the same sensor.</p>
 <p>With <b>ADAPTED</b> (from <i>Adapt backbone</i>) Stage A is not repeated; otherwise the backbone is prepared
 here (FiLM adaptation of the ImageNet checkpoint given as <b>BACKBONE</b>, or a compact backbone trained on the
-scene). Validation metrics come from a stratified split of the training labels and are logged (and written
-to <b>REPORT</b>).</p>"""
+scene). The head (<b>HEAD</b>) is a Random Forest on diffusion features + the pixel's bands by default (the most
+accurate measured), or the UniDiff MLP. Validation metrics come from the training labels only (out-of-bag for
+the forest, a stratified split for the MLP) and are logged (and written to <b>REPORT</b>).</p>"""
 
 
 class TrainClassifier(DiffLcAlgorithm):

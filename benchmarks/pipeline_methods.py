@@ -1,65 +1,148 @@
-"""The product's own configurations as benchmark methods (registered into ``benchmarks.accuracy``).
+"""The product's configurations and ablations as benchmark methods (registered into ``benchmarks.accuracy``).
 
-- ``difflc``: the default pipeline exactly as the plugin runs it (compact scene-trained backbone, diffusion
-  features of every modality + the pixel's bands, MLP head), through ``engine.pipeline.fit_predict_arrays``.
-- ``difflc_nodiff``: the no-diffusion control: the same representations, head and training, with the
-  diffusion features removed (the head sees the standardised pixel bands only). A win of ``difflc`` over this
-  control is the diffusion features' own contribution.
-- ``difflc_untrained``: the untrained-network control (compact backbone with 1 training step).
+Product path (``engine.pipeline.fit_predict_arrays``: tiled prediction, exactly what the plugin runs):
+- ``difflc``: the default — compact scene-trained backbone, features t=200 at the default decoder blocks of
+  every modality, Random Forest head on [diffusion features ‖ standardised bands].
+- ``difflc_mlp``: the UniDiff head instead (MLP, concat fusion, validation split of the training labels).
+- ``difflc_untrained``: the default on an untrained (1-step) backbone (METHOD.md section 4's control).
+
+Ablations on cached features (``feature_cache.py``: the same backbones, features averaged over the
+overlapping windows, heads trained by the engine's own ``fit_head``), named ``ab_<what>``:
+- ``ab_nodiff``: the no-diffusion control — the default head on the standardised bands alone;
+- ``ab_mod_<modalities>``: diffusion features of a subset of pRGB / PCA / SAR (+ bands);
+- ``ab_untrained``: untrained-network features (+ bands);
+- ``ab_t<t>_b<blocks>``: the timestep × block sweep (+ bands);
+- ``ab_fusion_<f>``: the MLP head with each fusion (concat / global / local / moe) on features + bands;
+- ``ab_plain``: the plain UniDiff recipe — MLP on the diffusion features only (no bands).
+
+The backbone of each (scene, seed) is trained once (``feature_cache.build``) and reused: training is
+unsupervised and deterministic on the CPU, so the product would train the identical network.
 """
 from __future__ import annotations
 
+from itertools import combinations
+from typing import Dict, Optional, Sequence
+
 import numpy as np
 
+from benchmarks import feature_cache
 from benchmarks.accuracy import from_map_predictor, register
 from engine.pipeline import fit_predict_arrays
-from engine.readers import ArrayReader, StackedReader
 from engine.settings import PipelineSettings
 
+DEFAULT_T, DEFAULT_BLOCKS = (200,), (4, 5)  # the compact backbone's defaults (engine.backbone)
 
-def _settings(seed: int, **backbone) -> PipelineSettings:
+
+def _settings(seed: int, head_kind: Optional[str] = None) -> PipelineSettings:
     s = PipelineSettings()
     s.seed = seed
     s.device = "cpu"
-    for k, v in backbone.items():
-        setattr(s.backbone, k, v)
+    if head_kind:
+        s.head.kind = head_kind
     return s
 
 
-def _pipeline(scene, train_map, seed, **backbone):
-    return fit_predict_arrays(scene.hsi, scene.sar, train_map, _settings(seed, **backbone), scene.hsi_meta,
-                              scene.sar_meta)
+def _product(scene, train_map, seed, kind="trained", head_kind=None):
+    backbone = _cached_backbone(scene, seed, kind)
+    s = _settings(seed, head_kind)
+    if kind == "untrained":
+        s.backbone.compact_steps = 1
+    return fit_predict_arrays(scene.hsi, scene.sar, train_map, s, scene.hsi_meta, scene.sar_meta,
+                              backbone=backbone)
 
 
-def difflc(scene, train_map, seed):
-    return _pipeline(scene, train_map, seed)
+def _cached_backbone(scene, seed, kind):
+    feature_cache.build(scene, seed, kind, *_grid(scene))
+    return feature_cache.load_backbone(scene.name, seed, kind)
 
 
-def difflc_untrained(scene, train_map, seed):
-    return _pipeline(scene, train_map, seed, compact_steps=1)
+def _grid(scene):
+    g = feature_cache.GRID[scene.name]
+    return g["timesteps"], g["blocks"]
 
 
-def difflc_nodiff(scene, split, seed):
-    from engine.classifier import train_head
-    from engine.pipeline import fit_scene_representations
-
-    s = _settings(seed)
-    reader = StackedReader(ArrayReader(scene.hsi), ArrayReader(scene.sar) if scene.sar is not None else None)
-    reps = fit_scene_representations(reader, scene.hsi_meta, scene.sar_meta, s, progress=_quiet())
-    hsi, sar = reader.split(np.concatenate([scene.hsi] + ([scene.sar] if scene.sar is not None else []), axis=0))
-    spec = np.nan_to_num(reps.spectrum(hsi, sar), nan=0.0)
-    x_train = spec[:, split.train_rows, split.train_cols].T
-    head = train_head(x_train, split.train_y, [x_train.shape[1]], s.head, seed=seed, fusion=s.features.fusion,
-                      n_classes=scene.n_classes)
-    return head.predict(spec[:, split.eval_rows, split.eval_cols].T)
+PRODUCT_METHODS = ("difflc", "difflc_mlp", "difflc_untrained")
+register("difflc", from_map_predictor(lambda scene, m, seed: _product(scene, m, seed)))
+register("difflc_mlp", from_map_predictor(lambda scene, m, seed: _product(scene, m, seed, head_kind="mlp")))
+register("difflc_untrained", from_map_predictor(lambda scene, m, seed: _product(scene, m, seed, "untrained")))
 
 
-def _quiet():
-    from engine.progress import Progress
+# ---------------------------------------------------------------------------------------------------------
+# ablations on cached features
 
-    return Progress()
+_LOADED: Dict = {}
 
 
-register("difflc", from_map_predictor(difflc))
-register("difflc_untrained", from_map_predictor(difflc_untrained))
-register("difflc_nodiff", difflc_nodiff)
+def _load_cache(scene, seed, kind):
+    """Caches of the current (scene, seed) stay loaded: every ablation reads the same file (large on the chip)."""
+    key = (scene.name, seed, kind)
+    if key not in _LOADED:
+        feature_cache.build(scene, seed, kind, *_grid(scene))
+        for old in [k for k in _LOADED if k[:2] != key[:2]]:  # keep both kinds of the current split
+            del _LOADED[old]
+        _LOADED[key] = feature_cache.load(scene.name, seed, kind)
+    return _LOADED[key]
+
+
+def _cached_xy(scene, split, seed, kind="trained", with_spectrum=True, **select):
+    cache = _load_cache(scene, seed, kind)
+    index = -np.ones(scene.shape, np.int64)
+    index[cache["rows"], cache["cols"]] = np.arange(cache["rows"].size)
+    itr, iev = index[split.train_rows, split.train_cols], index[split.eval_rows, split.eval_cols]
+    feats, groups = feature_cache.select(cache, **select) if select.get("modalities", True) else (None, [])
+    parts, sizes = [], []
+    if feats is not None and feats.shape[1]:
+        parts.append(feats)
+        sizes += [g[3] for g in groups]
+    if with_spectrum:
+        parts.append(cache["spectrum"])
+        sizes.append(cache["spectrum"].shape[1])
+    x = np.concatenate(parts, axis=1).astype(np.float32)
+    return x[itr], x[iev], sizes
+
+
+def _head(scene, split, seed, head_kind="forest", fusion="concat", kind="trained", with_spectrum=True,
+          **select) -> np.ndarray:
+    from engine.classifier import fit_head
+
+    xtr, xev, sizes = _cached_xy(scene, split, seed, kind, with_spectrum, **select)
+    s = _settings(seed, head_kind)
+    head = fit_head(xtr, split.train_y, sizes, s.head, seed=seed, n_classes=scene.n_classes, fusion=fusion)
+    return head.predict(xev)
+
+
+def _ablation(name: str, **kw) -> None:
+    def method(scene, split, seed):
+        return _head(scene, split, seed, **kw)
+
+    method.__name__ = name
+    register(name, method)
+
+
+_DEF = {"timesteps": DEFAULT_T, "blocks": DEFAULT_BLOCKS}
+_ablation("ab_nodiff", modalities=False)
+_ablation("ab_untrained", kind="untrained", **_DEF)
+_ablation("ab_plain", head_kind="mlp", with_spectrum=False, **_DEF)
+for _f in ("concat", "global", "local", "moe"):
+    _ablation(f"ab_fusion_{_f}", head_kind="mlp", fusion=_f, **_DEF)
+MODALITY_SETS = [c for n in (1, 2, 3) for c in combinations(("prgb", "pca", "sar"), n)]
+for _mods in MODALITY_SETS:
+    _ablation("ab_mod_" + "+".join(_mods), modalities=_mods, **_DEF)
+SWEEP = {"enmap": [(t, b) for t in (0, 100, 200, 400) for b in ((3,), (4,), (5,), (7,), (4, 5), (3, 4, 5, 7))],
+         "chip": [(t, b) for t in (0, 200) for b in ((3,), (4,), (5,), (4, 5), (3, 4, 5))]}
+for _t, _b in sorted({tb for v in SWEEP.values() for tb in v}):
+    _ablation(f"ab_t{_t}_b{'-'.join(map(str, _b))}", timesteps=(_t,), blocks=_b)
+
+
+def ablations_for(scene_name: str, has_sar: bool) -> Sequence[str]:
+    """The ablation methods that apply to a scene (its sweep grid; SAR subsets only with a SAR)."""
+    names = ["ab_nodiff", "ab_untrained", "ab_plain"] + [f"ab_fusion_{f}" for f in ("concat", "global", "local",
+                                                                                     "moe")]
+    for mods in MODALITY_SETS:
+        if has_sar or "sar" not in mods:
+            if len(mods) < (3 if has_sar else 2):  # the full set is the default itself
+                names.append("ab_mod_" + "+".join(mods))
+    names += [f"ab_t{t}_b{'-'.join(map(str, b))}" for t, b in SWEEP[scene_name]
+              if not ((t,) == DEFAULT_T and b == DEFAULT_BLOCKS)]
+    return names
+

@@ -210,6 +210,7 @@ def build_settings(spec: DatasetSpec, checkpoint: Optional[str], seed: int = 0, 
     s.features.timesteps = (spec.timestep,)
     s.features.blocks = (spec.block,)
     s.head.include_spectrum = False
+    s.head.kind = "mlp"  # the paper's MLP head
     return s
 
 

@@ -1,5 +1,9 @@
-"""Per-pixel head: fusion over feature groups, then the METHOD.md MLP; trained with a stratified validation split
-of the TRAINING labels (the reference validated on test pixels), early stopping and best-weight restore.
+"""Per-pixel heads, both trained on the training labels only.
+
+- ``forest`` (default): a Random Forest on [diffusion features ‖ pixel bands] (``ForestHead``; the most
+  accurate head measured, BENCHMARKS.md); out-of-bag predictions are its validation report.
+- ``mlp`` (UniDiff): fusion over feature groups, then the METHOD.md MLP; a stratified validation split of the
+  TRAINING labels (the reference validated on test pixels), early stopping and best-weight restore.
 
 Fusions (``group_sizes`` splits the input; the last group may be the raw spectrum):
 - ``concat`` (UniDiff): standardised concatenation straight into the MLP.
@@ -27,6 +31,7 @@ from .progress import Progress
 from .settings import HeadSettings
 
 FUSIONS = ("concat", "global", "local", "moe")
+HEAD_KINDS = ("forest", "mlp")
 
 
 def _bottleneck(c_in: int, proj: int, d: int) -> nn.Module:
@@ -135,7 +140,86 @@ def _build(config: Dict) -> PixelHead:
                      config["proj_dim"], config["fused_dim"], config["n_experts"], config["tau"])
 
 
-def load_head(config: Dict, state_dict: Dict[str, torch.Tensor]) -> TrainedHead:
+class ForestHead:
+    """A Random Forest head (``engine.forest``) behind the same interface as :class:`TrainedHead`."""
+
+    def __init__(self, forest, config: Dict, val_metrics: Optional[Dict] = None):
+        self.forest = forest
+        self.config = config
+        self.val_metrics = val_metrics
+        self.n_classes = int(config["n_classes"])
+
+    def predict_proba(self, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != sum(self.config["group_sizes"]):
+            raise ValueError(f"head expects [N, {sum(self.config['group_sizes'])}] inputs, got {x.shape}")
+        out = np.empty((x.shape[0], self.n_classes), np.float32)
+        for s in range(0, x.shape[0], batch):
+            out[s:s + batch] = self.forest.predict_proba(x[s:s + batch])
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(x).argmax(axis=1)
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {f"forest.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.forest.arrays().items()}
+
+
+def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], settings: HeadSettings, *,
+                      seed: int, n_classes: Optional[int] = None,
+                      progress: Optional[Progress] = None) -> ForestHead:
+    """Every labelled pixel trains the forest; out-of-bag predictions are the validation report."""
+    from .forest import train_forest
+
+    progress = progress or Progress()
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"train_head: x must be [N, D] and y [N], got {x.shape} and {y.shape}")
+    if sum(group_sizes) != x.shape[1]:
+        raise ValueError(f"group sizes {list(group_sizes)} sum to {sum(group_sizes)}, features have {x.shape[1]}")
+    k = int(n_classes or (y.max() + 1))
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"class indices must be in 0..{k - 1}")
+    forest = train_forest(x, y, k, n_trees=settings.trees, seed=seed, progress=progress,
+                          balanced=settings.class_weighting)
+    config = {"kind": "forest", "group_sizes": [int(g) for g in group_sizes], "n_classes": k,
+              "n_features": int(x.shape[1]), "trees": int(settings.trees), "seed": int(seed),
+              "settings": asdict(settings), "n_train": int(x.shape[0]), "n_val": 0,
+              "nodes": int(forest.left.size)}
+    val = None
+    ok = ~np.isnan(forest.oob_proba).any(axis=1)
+    if ok.any():
+        val = classification_metrics(y[ok], forest.oob_proba[ok].argmax(axis=1), k)
+        config["n_val"] = int(ok.sum())
+        progress.log(f"Head (Random Forest, {settings.trees} trees): out-of-bag OA {val['overall_accuracy']:.3f} "
+                     f"on {int(ok.sum())} training-label pixels")
+    return ForestHead(forest, config, val)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], settings: HeadSettings, *, seed: int,
+             n_classes: Optional[int] = None, fusion: Optional[str] = None, device="cpu",
+             progress: Optional[Progress] = None):
+    """The head ``settings.kind`` asks for: ``forest`` or the MLP with ``fusion``."""
+    kind = getattr(settings, "kind", "mlp")
+    if kind == "forest":
+        return train_forest_head(x, y, group_sizes, settings, seed=seed, n_classes=n_classes, progress=progress)
+    if kind != "mlp":
+        raise ValueError(f"unknown head kind {kind!r}: use one of {HEAD_KINDS}")
+    return train_head(x, y, group_sizes, settings, seed=seed, device=device, progress=progress, fusion=fusion,
+                      n_classes=n_classes)
+
+
+def load_head(config: Dict, state_dict: Dict[str, torch.Tensor]):
+    if config.get("kind") == "forest":
+        from .forest import Forest
+
+        arrays = {k[len("forest."):]: v.numpy() for k, v in state_dict.items() if k.startswith("forest.")}
+        try:
+            forest = Forest(arrays, config["n_features"], config["n_classes"])
+        except ValueError as exc:
+            raise ValueError(f"the stored forest head is damaged: {exc}") from exc
+        return ForestHead(forest, config)
     module = _build(config)
     try:
         module.load_state_dict(state_dict, strict=True)

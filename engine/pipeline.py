@@ -212,7 +212,7 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
         settings: PipelineSettings, progress: Optional[Progress] = None,
         backbone: Optional[PreparedBackbone] = None) -> FittedModel:
     """The whole method on one scene; ``backbone`` skips Stage A when an adapted one is given."""
-    from .classifier import train_head
+    from .classifier import fit_head
     from .device import resolve_device, seed_everything
     from .features import FeatureExtractor
 
@@ -238,10 +238,9 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
     progress.log(f"Training features: {x.shape[0]} pixels x {x.shape[1]} values "
                  f"({len(extractor.groups)} diffusion groups{' + spectrum' if settings.head.include_spectrum else ''})")
 
-    # the pixel head, validated on a split of the training labels only
-    head = train_head(x, labels.class_index, group_sizes, settings.head, seed=settings.seed, device="cpu",
-                      progress=progress.sub(0.85, 1.0), fusion=settings.features.fusion,
-                      n_classes=labels.n_classes)
+    # the pixel head, validated on the training labels only (MLP: a held-out split; forest: out-of-bag)
+    head = fit_head(x, labels.class_index, group_sizes, settings.head, seed=settings.seed, device="cpu",
+                    progress=progress.sub(0.85, 1.0), fusion=settings.features.fusion, n_classes=labels.n_classes)
     report = {"train_pixels": int(x.shape[0]), "feature_dim": int(x.shape[1]),
               "validation": getattr(head, "val_metrics", None), "seconds": round(time.perf_counter() - t0, 1),
               "device": str(device)}
@@ -400,10 +399,11 @@ def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
 
 def fit_predict_arrays(hsi: np.ndarray, sar: Optional[np.ndarray], train_labels: np.ndarray,
                        settings: PipelineSettings, hsi_meta: Optional[Dict] = None,
-                       sar_meta: Optional[Dict] = None, progress: Optional[Progress] = None) -> np.ndarray:
+                       sar_meta: Optional[Dict] = None, progress: Optional[Progress] = None,
+                       backbone: Optional[PreparedBackbone] = None) -> np.ndarray:
     """hsi [B, H, W], sar [S, H, W] | None, train_labels [H, W] (0 = unlabelled, 1..K) → map [H, W] of 1..K.
 
-    Nodata pixels come back as 0.
+    Nodata pixels come back as 0. ``backbone`` skips backbone training/adaptation (see ``fit``).
     """
     classes = np.unique(train_labels[train_labels > 0])
     rows, cols = np.nonzero(train_labels > 0)
@@ -412,7 +412,7 @@ def fit_predict_arrays(hsi: np.ndarray, sar: Optional[np.ndarray], train_labels:
     labels = TrainingPixels(rows, cols, index, len(classes))
     progress = progress or Progress()
     hsi_meta = hsi_meta or {"band_count": hsi.shape[0], "wavelengths_nm": None, "bad_bands": []}
-    model = fit(reader, hsi_meta, sar_meta, labels, settings, progress.sub(0.0, 0.5))
+    model = fit(reader, hsi_meta, sar_meta, labels, settings, progress.sub(0.0, 0.5), backbone=backbone)
     out = np.zeros(train_labels.shape, dtype=np.int32)
 
     def write(row, index_rows, _conf):

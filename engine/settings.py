@@ -56,6 +56,10 @@ class FeatureSettings:
 
 @dataclass
 class HeadSettings:
+    # forest = Random Forest on diffusion features + the pixel's bands (the most accurate head measured:
+    # BENCHMARKS.md, issue 5); mlp = the UniDiff MLP (with FeatureSettings.fusion) as in the paper
+    kind: str = "forest"
+    trees: int = 500  # forest size
     hidden: Tuple[int, ...] = (128,)
     lr: float = 1e-3
     weight_decay: float = 5e-4

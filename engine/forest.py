@@ -1,0 +1,200 @@
+"""Random Forest pixel head kept as plain arrays, so a model file never needs unpickling.
+
+Why a forest at all: with tens of labels per class, an RF on the pixel's bands is what users run today and is
+hard to beat (METHOD.md section 4, BENCHMARKS.md); given the diffusion features beside the bands it is the
+most accurate head measured here.
+
+Training uses scikit-learn; the fitted trees are flattened into five arrays (children, split feature,
+threshold, leaf class probabilities) plus per-tree root offsets, which is all a model bundle stores.
+Prediction rebuilds scikit-learn trees from those arrays (its compiled traversal, ~5x faster than numpy)
+and falls back to a numpy traversal with identical results if the installed scikit-learn refuses them.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from .progress import Progress
+
+ARRAY_NAMES = ("left", "right", "feature", "threshold", "proba", "roots")
+
+
+class Forest:
+    """Flattened trees: node ``i`` of tree ``t`` is row ``roots[t] + i``; children indices are tree-local."""
+
+    def __init__(self, arrays: Dict[str, np.ndarray], n_features: int, n_classes: int):
+        missing = [k for k in ARRAY_NAMES if k not in arrays]
+        if missing:
+            raise ValueError(f"forest arrays incomplete: missing {missing}")
+        self.left = np.asarray(arrays["left"], np.int64)
+        self.right = np.asarray(arrays["right"], np.int64)
+        self.feature = np.asarray(arrays["feature"], np.int64)
+        self.threshold = np.asarray(arrays["threshold"], np.float64)
+        self.proba = np.asarray(arrays["proba"], np.float32)
+        self.roots = np.asarray(arrays["roots"], np.int64)
+        self.n_features, self.n_classes = int(n_features), int(n_classes)
+        n = self.left.size
+        if not (self.right.size == self.feature.size == self.threshold.size == n and self.proba.shape == (n, n_classes)):
+            raise ValueError("forest arrays disagree in length or class count")
+        if self.roots.size == 0 or self.roots[0] != 0 or np.any(np.diff(self.roots) <= 0) or self.roots[-1] >= n:
+            raise ValueError("forest root offsets are not increasing offsets into the node arrays")
+        inner = self.left >= 0
+        if np.any(self.feature[inner] >= self.n_features) or np.any(self.feature[inner] < 0):
+            raise ValueError(f"forest splits on a feature outside its {self.n_features} inputs")
+        # children must point forward inside their own tree (as scikit-learn numbers them): no cycles, and
+        # the compiled traversal can never read outside the arrays of a damaged or hand-made file
+        tree_of = np.searchsorted(self.roots, np.arange(n), side="right") - 1
+        local = np.arange(n) - self.roots[tree_of]
+        size = np.r_[self.roots[1:], n][tree_of] - self.roots[tree_of]
+        for child in (self.left, self.right):
+            bad = inner & ((child <= local) | (child >= size))
+            if bad.any() or np.any((child < 0) != ~inner):
+                raise ValueError("forest child links are inconsistent (a damaged model file?)")
+        if not np.isfinite(self.threshold[inner]).all() or not np.isfinite(self.proba).all():
+            raise ValueError("forest thresholds or leaf probabilities are not finite")
+        self._sk = None
+        self.oob_proba: Optional[np.ndarray] = None
+
+    @property
+    def n_trees(self) -> int:
+        return int(self.roots.size)
+
+    def arrays(self) -> Dict[str, np.ndarray]:
+        return {"left": self.left.astype(np.int32), "right": self.right.astype(np.int32),
+                "feature": self.feature.astype(np.int32), "threshold": self.threshold.astype(np.float64),
+                "proba": self.proba, "roots": self.roots.astype(np.int64)}
+
+    def _tree_slices(self):
+        ends = np.r_[self.roots[1:], self.left.size]
+        return zip(self.roots.tolist(), ends.tolist())
+
+    # ---------------------------------------------------------------------------------------------------
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"forest expects [N, {self.n_features}] inputs, got {x.shape}")
+        trees = self._sklearn_trees()
+        if trees is not None:
+            out = np.zeros((x.shape[0], self.n_classes), np.float64)
+            for tree in trees:
+                pred = tree.predict(x)
+                out += pred.reshape(x.shape[0], -1)[:, :self.n_classes]
+            return (out / len(trees)).astype(np.float32)
+        return self.predict_proba_numpy(x)
+
+    def predict_proba_numpy(self, x: np.ndarray) -> np.ndarray:
+        """Reference traversal: each pixel walks every tree (only still-moving pixels are indexed)."""
+        x = np.asarray(x, dtype=np.float32)
+        out = np.zeros((x.shape[0], self.n_classes), np.float64)
+        thr = self.threshold.astype(np.float32)  # scikit-learn compares float32 inputs with float32 thresholds
+        for start, end in self._tree_slices():
+            left, right = self.left[start:end], self.right[start:end]
+            feat, th = self.feature[start:end], thr[start:end]
+            node = np.zeros(x.shape[0], np.int64)
+            active = np.flatnonzero(left[node] >= 0)
+            while active.size:
+                nd = node[active]
+                go_left = x[active, feat[nd]] <= th[nd]
+                node[active] = np.where(go_left, left[nd], right[nd])
+                active = active[left[node[active]] >= 0]
+            out += self.proba[start:end][node]
+        return (out / self.n_trees).astype(np.float32)
+
+    def _sklearn_trees(self):
+        if self._sk is None:
+            try:
+                self._sk = _rebuild_sklearn(self)
+            except Exception:  # noqa: BLE001 - any version difference falls back to the numpy traversal
+                self._sk = False
+        return self._sk or None
+
+
+def _rebuild_sklearn(forest: Forest):
+    from sklearn.tree._tree import NODE_DTYPE, Tree
+
+    trees = []
+    for start, end in forest._tree_slices():
+        n = end - start
+        nodes = np.zeros(n, dtype=NODE_DTYPE)
+        nodes["left_child"] = forest.left[start:end]
+        nodes["right_child"] = forest.right[start:end]
+        leaf = forest.left[start:end] < 0
+        nodes["feature"] = np.where(leaf, -2, forest.feature[start:end])
+        nodes["threshold"] = np.where(leaf, -2.0, forest.threshold[start:end])
+        nodes["n_node_samples"] = 1
+        nodes["weighted_n_node_samples"] = 1.0
+        values = forest.proba[start:end].astype(np.float64)[:, None, :]
+        tree = Tree(forest.n_features, np.array([forest.n_classes], dtype=np.intp), 1)
+        tree.__setstate__({"max_depth": _depth(forest.left[start:end], forest.right[start:end]),
+                           "node_count": n, "nodes": nodes, "values": np.ascontiguousarray(values)})
+        trees.append(tree)
+    return trees
+
+
+def _depth(left: np.ndarray, right: np.ndarray) -> int:
+    depth = np.zeros(left.size, np.int64)
+    for i in range(left.size):  # sklearn numbers children after their parent
+        if left[i] >= 0:
+            depth[left[i]] = depth[right[i]] = depth[i] + 1
+    return int(depth.max())
+
+
+def train_forest(x: np.ndarray, y: np.ndarray, n_classes: int, n_trees: int = 500, seed: int = 0,
+                 progress: Optional[Progress] = None, balanced: bool = False) -> Forest:
+    """Fit ``n_trees`` (sqrt-features, bootstrap) and flatten them; deterministic for a seed.
+
+    ``forest.oob_proba`` holds out-of-bag class probabilities of the training pixels (NaN rows for a pixel
+    that every bootstrap drew): a validation estimate that costs no labels. ``balanced`` weights classes by
+    inverse frequency (raises rare-class recall, may lower OA).
+    """
+    import warnings
+
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if not np.isfinite(x).all():
+        raise ValueError("forest training inputs contain NaN/inf: labelled pixels must lie on valid data")
+    progress = progress or Progress()
+    progress.check()
+    if x.shape[0] < 2 or np.unique(y).size < 2:
+        raise ValueError("a forest needs labelled pixels of at least 2 classes")
+    # grown in chunks (warm start) so Cancel is honoured between them; scikit-learn advances the seed's
+    # stream past the existing trees, so the forest is identical to one grown in a single call
+    model = RandomForestClassifier(n_estimators=0, random_state=int(seed), n_jobs=1, warm_start=True,
+                                   class_weight="balanced" if balanced else None)
+    chunk = 50
+    for n in range(min(chunk, int(n_trees)), int(n_trees) + chunk, chunk):
+        n = min(n, int(n_trees))
+        progress.check()
+        last = n == int(n_trees)
+        model.set_params(n_estimators=n, oob_score=last)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "some inputs do not have OOB scores" with few trees
+            model.fit(x, y)
+        progress.step(n / int(n_trees))
+        if last:
+            break
+    left, right, feature, threshold, proba, roots = [], [], [], [], [], []
+    offset = 0
+    for est in model.estimators_:
+        t = est.tree_
+        roots.append(offset)
+        left.append(t.children_left)
+        right.append(t.children_right)
+        feature.append(np.where(t.children_left >= 0, t.feature, 0))
+        threshold.append(np.where(t.children_left >= 0, t.threshold, 0.0))
+        v = np.zeros((t.node_count, n_classes), np.float64)
+        v[:, model.classes_] = t.value[:, 0, :]
+        v /= np.maximum(v.sum(axis=1, keepdims=True), 1e-12)
+        proba.append(v.astype(np.float32))
+        offset += t.node_count
+    arrays = {"left": np.concatenate(left), "right": np.concatenate(right), "feature": np.concatenate(feature),
+              "threshold": np.concatenate(threshold), "proba": np.concatenate(proba),
+              "roots": np.asarray(roots, np.int64)}
+    forest = Forest(arrays, x.shape[1], n_classes)
+    oob = np.full((x.shape[0], n_classes), np.nan, np.float32)
+    oob[:, model.classes_] = model.oob_decision_function_
+    forest.oob_proba = oob
+    return forest
