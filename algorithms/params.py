@@ -86,6 +86,9 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
                                                   defaultValue=HEADS.index(d.head.kind)))
         _advanced(alg, QgsProcessingParameterNumber("TREES", "Trees (Random Forest head)", integer, d.head.trees,
                                                     minValue=10, maxValue=5000))
+        _advanced(alg, QgsProcessingParameterBoolean(
+            "FEATURE_CHECK", "Forest head: drop the diffusion features if the training labels show they hurt "
+            "(out-of-bag test)", defaultValue=d.head.feature_check_p > 0))
         _advanced(alg, QgsProcessingParameterEnum("FUSION", "Feature fusion (MLP head)", FUSIONS,
                                                   defaultValue=FUSIONS.index(d.features.fusion)))
         _advanced(alg, QgsProcessingParameterBoolean(
@@ -140,6 +143,8 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.features.blocks = _ints(alg.parameterAsString(parameters, "BLOCKS", context), "BLOCKS")
         s.head.kind = HEADS[alg.parameterAsEnum(parameters, "HEAD", context)]
         s.head.trees = alg.parameterAsInt(parameters, "TREES", context)
+        if not alg.parameterAsBool(parameters, "FEATURE_CHECK", context):
+            s.head.feature_check_p = 0.0
         s.features.fusion = FUSIONS[alg.parameterAsEnum(parameters, "FUSION", context)]
         s.head.include_spectrum = alg.parameterAsBool(parameters, "SPECTRUM", context)
         s.head.class_weighting = alg.parameterAsBool(parameters, "CLASS_WEIGHTS", context)

@@ -184,10 +184,11 @@ def main(argv=None) -> int:
     p.add_argument("--scenes", default="enmap,chip")
     p.add_argument("--seeds", type=int, default=None, help="seeds 0..N-1 (default: the protocol's)")
     p.add_argument("--kinds", default="trained,untrained")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (1 when two builds share 2 cores)")
     a = p.parse_args(argv)
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(a.threads)
     for name in [s for s in a.scenes.split(",") if s]:
         scene = load_scene(name)
         seeds = list(scene.seeds if a.seeds is None else range(a.seeds))

@@ -93,6 +93,8 @@ CANDIDATES: Dict[str, Callable] = {
     "rf_mf03": lambda f, fe, s, se, r, re, y, k, sd: rf_proba(np.c_[f, r], y, np.c_[fe, re], k, sd,
                                                               max_features=0.3),
     "rf_auto": lambda f, fe, s, se, r, re, y, k, sd: rf_auto_proba(f, fe, r, re, y, k, sd),
+    "rf_mix": lambda f, fe, s, se, r, re, y, k, sd: 0.5 * rf_proba(r, y, re, k, sd)
+    + 0.5 * rf_proba(np.c_[f, r], y, np.c_[fe, re], k, sd),
     "rf100": lambda f, fe, s, se, r, re, y, k, sd: rf_proba(np.c_[f, r], y, np.c_[fe, re], k, sd, trees=100),
 }
 

@@ -2,13 +2,16 @@
 
 Product path (``engine.pipeline.fit_predict_arrays``: tiled prediction, exactly what the plugin runs):
 - ``difflc``: the default — compact scene-trained backbone, features t=200 at the default decoder blocks of
-  every modality, Random Forest head on [diffusion features ‖ standardised bands].
+  every modality, Random Forest head on [diffusion features ‖ standardised bands], with its out-of-bag
+  check that falls back to the bands alone when the training labels show the features hurting.
 - ``difflc_mlp``: the UniDiff head instead (MLP, concat fusion, validation split of the training labels).
 - ``difflc_untrained``: the default on an untrained (1-step) backbone (METHOD.md section 4's control).
 
 Ablations on cached features (``feature_cache.py``: the same backbones, features averaged over the
-overlapping windows, heads trained by the engine's own ``fit_head``), named ``ab_<what>``:
+overlapping windows, heads trained by the engine's own ``fit_head`` WITHOUT the feature check, so each shows
+what its features do), named ``ab_<what>``:
 - ``ab_nodiff``: the no-diffusion control — the default head on the standardised bands alone;
+- ``ab_nogate``: the default features + bands, forest head, no feature check;
 - ``ab_mod_<modalities>``: diffusion features of a subset of pRGB / PCA / SAR (+ bands);
 - ``ab_untrained``: untrained-network features (+ bands);
 - ``ab_t<t>_b<blocks>``: the timestep × block sweep (+ bands);
@@ -121,6 +124,7 @@ def _ablation(name: str, **kw) -> None:
 
 _DEF = {"timesteps": DEFAULT_T, "blocks": DEFAULT_BLOCKS}
 _ablation("ab_nodiff", modalities=False)
+_ablation("ab_nogate", **_DEF)  # the default's features and head without its out-of-bag feature check
 _ablation("ab_untrained", kind="untrained", **_DEF)
 _ablation("ab_plain", head_kind="mlp", with_spectrum=False, **_DEF)
 for _f in ("concat", "global", "local", "moe"):
@@ -136,13 +140,13 @@ for _t, _b in sorted({tb for v in SWEEP.values() for tb in v}):
 
 def ablations_for(scene_name: str, has_sar: bool) -> Sequence[str]:
     """The ablation methods that apply to a scene (its sweep grid; SAR subsets only with a SAR)."""
-    names = ["ab_nodiff", "ab_untrained", "ab_plain"] + [f"ab_fusion_{f}" for f in ("concat", "global", "local",
+    names = ["ab_nodiff", "ab_nogate", "ab_untrained", "ab_plain"] + [f"ab_fusion_{f}" for f in ("concat", "global", "local",
                                                                                      "moe")]
     for mods in MODALITY_SETS:
         if has_sar or "sar" not in mods:
             if len(mods) < (3 if has_sar else 2):  # the full set is the default itself
                 names.append("ab_mod_" + "+".join(mods))
     names += [f"ab_t{t}_b{'-'.join(map(str, b))}" for t, b in SWEEP[scene_name]
-              if not ((t,) == DEFAULT_T and b == DEFAULT_BLOCKS)]
+              if not ((t,) == DEFAULT_T and b == DEFAULT_BLOCKS)]  # that point is ab_nogate
     return names
 

@@ -166,10 +166,15 @@ class ForestHead:
 
 
 def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], settings: HeadSettings, *,
-                      seed: int, n_classes: Optional[int] = None,
+                      seed: int, n_classes: Optional[int] = None, spectrum_last: bool = False,
                       progress: Optional[Progress] = None) -> ForestHead:
-    """Every labelled pixel trains the forest; out-of-bag predictions are the validation report."""
-    from .forest import train_forest
+    """Every labelled pixel trains the forest; out-of-bag predictions are the validation report.
+
+    With ``spectrum_last`` (the last column group is the pixel's bands) and ``settings.feature_check_p`` > 0,
+    a second forest on the bands alone is grown and kept when its out-of-bag predictions are significantly
+    better: diffusion features that hurt on the user's own labels are dropped, never silently kept.
+    """
+    from .forest import shift_features, sign_test_greater, train_forest
 
     progress = progress or Progress()
     x = np.asarray(x, dtype=np.float32)
@@ -181,12 +186,32 @@ def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], 
     k = int(n_classes or (y.max() + 1))
     if y.min() < 0 or y.max() >= k:
         raise ValueError(f"class indices must be in 0..{k - 1}")
-    forest = train_forest(x, y, k, n_trees=settings.trees, seed=seed, progress=progress,
-                          balanced=settings.class_weighting)
+    check = bool(spectrum_last and len(group_sizes) >= 2 and settings.feature_check_p > 0)
+    forest = train_forest(x, y, k, n_trees=settings.trees, seed=seed, balanced=settings.class_weighting,
+                          progress=progress.sub(0.0, 0.5) if check else progress)
+    feature_check = None
+    if check:
+        offset = int(sum(group_sizes[:-1]))
+        bands = train_forest(x[:, offset:], y, k, n_trees=settings.trees, seed=seed,
+                             balanced=settings.class_weighting, progress=progress.sub(0.5, 1.0))
+        both = ~np.isnan(forest.oob_proba).any(axis=1) & ~np.isnan(bands.oob_proba).any(axis=1)
+        right_f = forest.oob_proba[both].argmax(axis=1) == y[both]
+        right_b = bands.oob_proba[both].argmax(axis=1) == y[both]
+        wins, losses = int((right_b & ~right_f).sum()), int((right_f & ~right_b).sum())
+        p = sign_test_greater(wins, losses)
+        use_features = not (wins > losses and p < settings.feature_check_p)
+        feature_check = {"bands_only_right": wins, "features_right": losses, "p_value": round(p, 4),
+                         "threshold": settings.feature_check_p, "diffusion_features_used": use_features}
+        progress.log(f"Diffusion-feature check (out-of-bag, training labels): the bands-only forest is right "
+                     f"where the forest with diffusion features is wrong on {wins} pixels, the reverse on {losses} "
+                     f"(p = {p:.3f}): " + ("keeping the diffusion features." if use_features else
+                                          "the features hurt on these labels, using the bands alone."))
+        if not use_features:
+            forest = shift_features(bands, offset, x.shape[1])
     config = {"kind": "forest", "group_sizes": [int(g) for g in group_sizes], "n_classes": k,
               "n_features": int(x.shape[1]), "trees": int(settings.trees), "seed": int(seed),
               "settings": asdict(settings), "n_train": int(x.shape[0]), "n_val": 0,
-              "nodes": int(forest.left.size)}
+              "nodes": int(forest.left.size), "feature_check": feature_check}
     val = None
     ok = ~np.isnan(forest.oob_proba).any(axis=1)
     if ok.any():
@@ -199,11 +224,12 @@ def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], 
 
 def fit_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], settings: HeadSettings, *, seed: int,
              n_classes: Optional[int] = None, fusion: Optional[str] = None, device="cpu",
-             progress: Optional[Progress] = None):
+             spectrum_last: bool = False, progress: Optional[Progress] = None):
     """The head ``settings.kind`` asks for: ``forest`` or the MLP with ``fusion``."""
     kind = getattr(settings, "kind", "mlp")
     if kind == "forest":
-        return train_forest_head(x, y, group_sizes, settings, seed=seed, n_classes=n_classes, progress=progress)
+        return train_forest_head(x, y, group_sizes, settings, seed=seed, n_classes=n_classes,
+                                 spectrum_last=spectrum_last, progress=progress)
     if kind != "mlp":
         raise ValueError(f"unknown head kind {kind!r}: use one of {HEAD_KINDS}")
     return train_head(x, y, group_sizes, settings, seed=seed, device=device, progress=progress, fusion=fusion,

@@ -198,3 +198,24 @@ def train_forest(x: np.ndarray, y: np.ndarray, n_classes: int, n_trees: int = 50
     oob[:, model.classes_] = model.oob_decision_function_
     forest.oob_proba = oob
     return forest
+
+
+def shift_features(forest: Forest, offset: int, n_features: int) -> Forest:
+    """The same trees reading their inputs ``offset`` columns further along an ``n_features``-wide vector
+    (a forest trained on one column group then serves the head's full input)."""
+    arrays = forest.arrays()
+    inner = arrays["left"] >= 0
+    arrays["feature"] = np.where(inner, arrays["feature"] + int(offset), 0).astype(np.int32)
+    out = Forest(arrays, n_features, forest.n_classes)
+    out.oob_proba = forest.oob_proba
+    return out
+
+
+def sign_test_greater(wins: int, losses: int) -> float:
+    """One-sided exact sign test: P(≥ ``wins`` of ``wins + losses`` fair coin flips)."""
+    from math import comb
+
+    n = int(wins) + int(losses)
+    if n == 0:
+        return 1.0
+    return float(sum(comb(n, i) for i in range(int(wins), n + 1)) / 2 ** n)

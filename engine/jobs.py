@@ -179,7 +179,7 @@ def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOu
     save_bundle(bundle, metadata, tensors)
     val = (model.report or {}).get("validation") or {}
     if val:
-        progress.log(f"Validation on held-out training labels: OA {100 * val.get('overall_accuracy', 0):.2f} %, "
+        progress.log(f"Validation on {_validation_kind(metadata)}: OA {100 * val.get('overall_accuracy', 0):.2f} %, "
                      f"kappa {val.get('kappa', 0):.3f}, mIoU {100 * val.get('mean_iou', 0):.2f} % "
                      f"({val.get('n_samples', 0)} pixels)")
     if request.report_path:
@@ -193,10 +193,16 @@ def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
 
     extra = {"labels": metadata.get("labels"), "backbone": metadata.get("backbone", {}).get("kind"),
              "training": {k: v for k, v in (metadata.get("training") or {}).items() if k != "validation"},
-             "note": "validation pixels are a stratified split of the TRAINING labels, not independent reference"}
+             "note": f"validation is {_validation_kind(metadata)}, not an independent reference"}
     html = path if path.lower().endswith((".html", ".htm")) else None
     write_accuracy_report(validation or {}, html_path=html, json_path=None if html else path,
-                          title="Training report (validation on held-out training labels)", extra=extra)
+                          title=f"Training report (validation on {_validation_kind(metadata)})", extra=extra)
+
+
+def _validation_kind(metadata: Dict) -> str:
+    if (metadata.get("head") or {}).get("kind") == "forest":
+        return "out-of-bag training labels (each pixel scored by the trees that did not see it)"
+    return "held-out training labels (a stratified split)"
 
 
 def _gdal_version() -> str:

@@ -240,9 +240,11 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
 
     # the pixel head, validated on the training labels only (MLP: a held-out split; forest: out-of-bag)
     head = fit_head(x, labels.class_index, group_sizes, settings.head, seed=settings.seed, device="cpu",
-                    progress=progress.sub(0.85, 1.0), fusion=settings.features.fusion, n_classes=labels.n_classes)
+                    progress=progress.sub(0.85, 1.0), fusion=settings.features.fusion, n_classes=labels.n_classes,
+                    spectrum_last=settings.head.include_spectrum)
     report = {"train_pixels": int(x.shape[0]), "feature_dim": int(x.shape[1]),
-              "validation": getattr(head, "val_metrics", None), "seconds": round(time.perf_counter() - t0, 1),
+              "validation": getattr(head, "val_metrics", None),
+              "feature_check": head.config.get("feature_check"), "seconds": round(time.perf_counter() - t0, 1),
               "device": str(device)}
     return FittedModel(settings, reps, backbone.model, backbone.info, backbone.tensors, extractor, head,
                        group_sizes, report)

@@ -60,6 +60,11 @@ class HeadSettings:
     # BENCHMARKS.md, issue 5); mlp = the UniDiff MLP (with FeatureSettings.fusion) as in the paper
     kind: str = "forest"
     trees: int = 500  # forest size
+    # forest only: also grow a forest on the pixel's bands alone and keep it instead when its out-of-bag
+    # predictions beat the one with diffusion features on the training labels (one-sided sign test over the
+    # pixels where they disagree, p below this; 0 = always keep the diffusion features). On the flood chip the
+    # features cost ~1 OA and this test catches it; on EnMAP west (74 labels) it never fires (BENCHMARKS.md)
+    feature_check_p: float = 0.1
     hidden: Tuple[int, ...] = (128,)
     lr: float = 1e-3
     weight_decay: float = 5e-4

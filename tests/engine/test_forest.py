@@ -101,3 +101,43 @@ def test_cancel_stops_training_and_bad_inputs_are_explained():
         train_forest(x, np.zeros_like(y), 3, n_trees=5)
     with pytest.raises(ValueError, match="unknown head kind 'svm'"):
         fit_head(x, y, [10], HeadSettings(kind="svm"), seed=0)
+
+
+def _bands_and_noise(n=400, seed=0):
+    """Bands that separate the classes, beside 'diffusion features' that are pure noise (or informative)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    bands = (y[:, None] * 1.2 + rng.normal(size=(n, 4))).astype(np.float32)
+    noise = rng.normal(size=(n, 60)).astype(np.float32)
+    return noise, bands, y
+
+
+def test_feature_check_drops_features_that_hurt_and_keeps_those_that_help():
+    noise, bands, y = _bands_and_noise()
+    x = np.c_[noise, bands]
+    s = HeadSettings(kind="forest", trees=100)
+    head = fit_head(x, y, [60, 4], s, seed=0, spectrum_last=True)
+    check = head.config["feature_check"]
+    assert check["diffusion_features_used"] is False and check["p_value"] < 0.1
+    assert check["bands_only_right"] > check["features_right"]
+    inner = head.forest.left >= 0
+    assert head.forest.feature[inner].min() >= 60  # the kept forest reads the band columns of the full input
+    bands_only = train_forest(bands, y, 2, n_trees=100, seed=0)
+    np.testing.assert_allclose(head.predict_proba(x), bands_only.predict_proba(bands), atol=1e-6)
+    # features that carry the class (a cleaner copy of it) are kept
+    informative = np.c_[y[:, None] + 0.1 * noise[:, :60], bands].astype(np.float32)
+    kept = fit_head(informative, y, [60, 4], s, seed=0, spectrum_last=True)
+    assert kept.config["feature_check"]["diffusion_features_used"] is True
+    # off when asked, and when the head is not told the last group is the bands
+    off = fit_head(x, y, [60, 4], HeadSettings(kind="forest", trees=100, feature_check_p=0.0), seed=0,
+                   spectrum_last=True)
+    assert off.config["feature_check"] is None
+    assert fit_head(x, y, [60, 4], s, seed=0).config["feature_check"] is None
+
+
+def test_sign_test_tail():
+    from engine.forest import sign_test_greater
+
+    assert sign_test_greater(0, 0) == 1.0
+    assert sign_test_greater(5, 0) == pytest.approx(1 / 32)
+    assert sign_test_greater(24, 14) == pytest.approx(0.0717, abs=1e-3)  # scipy.stats.binomtest(24, 38)

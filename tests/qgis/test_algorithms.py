@@ -133,7 +133,11 @@ def test_trainclassifier_writes_a_self_describing_model_file(trained, scene):
     report = json.loads((folder / "report.json").read_text())
     assert 0.0 <= result["VALIDATION_OA"] <= 1.0
     assert report["overall_accuracy"] == pytest.approx(result["VALIDATION_OA"])
-    assert "Validation on held-out training labels" in rec.text
+    assert "Validation on out-of-bag training labels" in rec.text
+    # the default forest head says whether it kept the diffusion features, and why
+    check = metadata["training"]["feature_check"]
+    assert metadata["head"]["kind"] == "forest" and isinstance(check["diffusion_features_used"], bool)
+    assert "Diffusion-feature check (out-of-bag, training labels)" in rec.text
     assert "16 of 16 labels used" in rec.text
 
 
