@@ -191,7 +191,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--methods", default=None,
                    help="comma list (default: the whole suite: baselines, the product, every ablation)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "accuracy.json"))
+    p.add_argument("--merge", default=None, metavar="A.json,B.json",
+                   help="run nothing: merge earlier runs (e.g. one process per scene) into --out and print them")
     a = p.parse_args(argv)
+    if a.merge:
+        results = {}
+        for path in a.merge.split(","):
+            results.update(json.loads(Path(path).read_text())["results"])
+        Path(a.out).write_text(json.dumps({"results": results, "merged_from": a.merge.split(",")}, indent=1))
+        print(markdown(results))
+        print(target_verdict(results))
+        return 0
     scenes = [s for s in a.scenes.split(",") if s]
     methods = [m for m in a.methods.split(",") if m] if a.methods else suite
     t0 = time.perf_counter()
