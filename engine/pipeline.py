@@ -317,6 +317,9 @@ def predict_scene(model: FittedModel, reader: StackedReader,
     reps, extractor, head = model.representations, model.extractor, model.head
     include_spectrum = model.settings.head.include_spectrum
     n_classes = int(head.n_classes)
+    # a forest whose feature check kept the bands alone never reads the diffusion columns: skip the network
+    check = (getattr(head, "config", None) or {}).get("feature_check") or {}
+    run_network = check.get("diffusion_features_used", True) or not include_spectrum
 
     def predict_patches(block: np.ndarray) -> np.ndarray:
         b, _, p, q = block.shape
@@ -328,7 +331,10 @@ def predict_scene(model: FittedModel, reader: StackedReader,
             valid.append(~np.isnan(spec).any(axis=0))
             stacks.append(np.stack([np.nan_to_num(images[m], nan=0.0) for m in extractor.modalities]))
             spectra.append(np.nan_to_num(spec, nan=0.0))
-        feats = extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
+        if run_network:
+            feats = extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
+        else:
+            feats = np.zeros((b, extractor.dim, p, q), np.float32)
         x = feats.transpose(0, 2, 3, 1).reshape(b * p * q, -1)
         if include_spectrum:
             x = np.concatenate([x, np.stack(spectra).transpose(0, 2, 3, 1).reshape(b * p * q, -1)], axis=1)
