@@ -1,9 +1,10 @@
 """Streaming tiled prediction: patch windows with overlap, class probabilities averaged, rows written out.
 
 Why streaming: a full-scene probability cube (classes × H × W float32) is gigabytes for a real scene and
-the reference code ran out of memory on it. Here one band of rows is read at a time ([C, patch, W]), its
-windows are predicted in batches, and the probability sums live in a ring of ``patch`` rows: memory is
-O(K × patch × W) whatever the scene height, and each finished row leaves through ``write_rows`` in order.
+the reference code ran out of memory on it. Here a band of rows is read one batch of windows at a time
+([C, patch, ≤ (batch − 1) × stride + patch], so the input block does not grow with the scene width either),
+and the probability sums live in a ring of ``patch`` rows: memory is O(K × patch × W) whatever the scene
+height (K = classes, small), and each finished row leaves through ``write_rows`` in order.
 
 Edges: the last window of a row/column is flush with the scene edge (never past it), so overlaps there are
 larger than elsewhere; a scene smaller than one patch is edge-padded to a single window whose padded part
@@ -112,16 +113,17 @@ def predict_tiled(height: int, width: int,
             counts[patch - shift:] = 0.0
             base = r
         rows = min(patch, height - r)
-        block = np.asarray(read_block(r, 0, rows, width))
-        if block.ndim != 3 or block.shape[1:] != (rows, width):
-            raise ValueError(f"read_block({r}, 0, {rows}, {width}) returned shape {block.shape}; "
-                             f"expected [bands, {rows}, {width}]")
-        if block.size > int(np.prod(max_block)):
-            max_block = tuple(block.shape)
-        block = _pad_to(block, patch, patch)  # only pads when the scene is smaller than one patch
         for start in range(0, len(col_origins), batch_size):
             cols = col_origins[start:start + batch_size]
-            batch = np.stack([block[:, :, c:c + patch] for c in cols])
+            c0, span = cols[0], min(cols[-1] + patch, width) - cols[0]
+            block = np.asarray(read_block(r, c0, rows, span))
+            if block.ndim != 3 or block.shape[1:] != (rows, span):
+                raise ValueError(f"read_block({r}, {c0}, {rows}, {span}) returned shape {block.shape}; "
+                                 f"expected [bands, {rows}, {span}]")
+            if block.size > int(np.prod(max_block)):
+                max_block = tuple(block.shape)
+            block = _pad_to(block, patch, patch)  # only pads when the scene is smaller than one patch
+            batch = np.stack([block[:, :, c - c0:c - c0 + patch] for c in cols])
             probs = np.asarray(predict_patches(batch))
             if probs.shape != (len(cols), k, patch, patch):
                 raise ValueError(f"predict_patches returned shape {probs.shape}; expected "

@@ -100,3 +100,26 @@ def test_cancel_raises():
     scene = np.zeros((1, 300, 70), np.float32)
     with pytest.raises(Cancelled):
         _run(scene, pixelwise, 1, progress=Progress(is_canceled=cancelled))
+
+
+def test_input_block_does_not_grow_with_scene_width():
+    """Reads follow the window batches: a 4x wider scene reads blocks of the same size, and maps the same."""
+    rng = np.random.default_rng(3)
+    narrow = rng.normal(size=(3, 70, 300)).astype(np.float32)
+    wide = np.concatenate([narrow] * 4, axis=2)
+    shapes = []
+    for scene in (narrow, wide):
+        calls = []
+
+        def read(r, c, h, w, scene=scene, calls=calls):
+            calls.append((h, w))
+            return scene[:, r:r + h, c:c + w].copy()
+
+        out = []
+        stats = predict_tiled(scene.shape[1], scene.shape[2], read, pixelwise, 3,
+                              lambda row, p, out=out: out.append(p), TileSettings(64, 32), batch_size=4)
+        shapes.append(stats.max_block_shape)
+        got = np.concatenate(out, axis=1)
+        np.testing.assert_allclose(got, pixelwise(scene[None])[0], rtol=1e-5, atol=1e-6)
+        assert max(w for _, w in calls) <= 3 * 32 + 64
+    assert shapes[0] == shapes[1] == (3, 64, 3 * 32 + 64)
