@@ -89,7 +89,8 @@ def build(scene: SceneData, seed: int, kind: str, timesteps: Sequence[int], bloc
 
     from engine.device import seed_everything
     from engine.features import FeatureExtractor
-    from engine.pipeline import active_modalities, fit_scene_representations, prepare_backbone
+    from engine.pipeline import (active_modalities, fit_scene_representations, prepare_backbone,
+                                 window_inputs)
     from engine.progress import Progress
     from engine.readers import ArrayReader, StackedReader
     from engine.tiling import predict_tiled
@@ -120,11 +121,7 @@ def build(scene: SceneData, seed: int, kind: str, timesteps: Sequence[int], bloc
     by_row = {r: np.asarray(v) for r, v in by_row.items()}
 
     def predict_patches(block: np.ndarray) -> np.ndarray:
-        stacks = []
-        for i in range(block.shape[0]):
-            hsi, sar = reader.split(block[i])
-            images = reps.apply(hsi, sar)
-            stacks.append(np.stack([np.nan_to_num(images[m], nan=0.0) for m in modalities]))
+        stacks = [window_inputs(reader, reps, modalities, window, spectrum=False)[0] for window in block]
         return extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
 
     def write_rows(row: int, values: np.ndarray) -> None:

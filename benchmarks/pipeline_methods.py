@@ -140,8 +140,8 @@ for _t, _b in sorted({tb for v in SWEEP.values() for tb in v}):
 
 def ablations_for(scene_name: str, has_sar: bool) -> Sequence[str]:
     """The ablation methods that apply to a scene (its sweep grid; SAR subsets only with a SAR)."""
-    names = ["ab_nodiff", "ab_nogate", "ab_untrained", "ab_plain"] + [f"ab_fusion_{f}" for f in ("concat", "global", "local",
-                                                                                     "moe")]
+    names = ["ab_nodiff", "ab_nogate", "ab_untrained", "ab_plain"]
+    names += [f"ab_fusion_{f}" for f in ("concat", "global", "local", "moe")]
     for mods in MODALITY_SETS:
         if has_sar or "sar" not in mods:
             if len(mods) < (3 if has_sar else 2):  # the full set is the default itself

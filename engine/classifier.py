@@ -106,7 +106,29 @@ class PixelHead(nn.Module):
         return self.mlp(self.fuse(x))
 
 
-class TrainedHead:
+class _Head:
+    """What every head shares: input check, batched class probabilities, argmax."""
+
+    config: Dict
+    n_classes: int
+
+    def _proba(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict_proba(self, x: np.ndarray, batch: int = 65536) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != sum(self.config["group_sizes"]):
+            raise ValueError(f"head expects [N, {sum(self.config['group_sizes'])}] inputs, got {x.shape}")
+        out = np.empty((x.shape[0], self.n_classes), np.float32)
+        for s in range(0, x.shape[0], batch):
+            out[s:s + batch] = self._proba(x[s:s + batch])
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_proba(x).argmax(axis=1)
+
+
+class TrainedHead(_Head):
     """A trained :class:`PixelHead` on the CPU with its training record."""
 
     def __init__(self, module: PixelHead, config: Dict, history: Optional[List[Dict]] = None,
@@ -117,19 +139,9 @@ class TrainedHead:
         self.val_metrics = val_metrics
         self.n_classes = int(config["n_classes"])
 
-    def predict_proba(self, x: np.ndarray, batch: int = 65536) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != sum(self.config["group_sizes"]):
-            raise ValueError(f"head expects [N, {sum(self.config['group_sizes'])}] inputs, got {x.shape}")
-        out = np.empty((x.shape[0], self.n_classes), np.float32)
+    def _proba(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            for s in range(0, x.shape[0], batch):
-                logits = self.module(torch.from_numpy(x[s:s + batch]))
-                out[s:s + batch] = torch.softmax(logits.float(), dim=1).numpy()
-        return out
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_proba(x).argmax(axis=1)
+            return torch.softmax(self.module(torch.from_numpy(x)).float(), dim=1).numpy()
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {k: v.detach().cpu().clone() for k, v in self.module.state_dict().items()}
@@ -140,7 +152,7 @@ def _build(config: Dict) -> PixelHead:
                      config["proj_dim"], config["fused_dim"], config["n_experts"], config["tau"])
 
 
-class ForestHead:
+class ForestHead(_Head):
     """A Random Forest head (``engine.forest``) behind the same interface as :class:`TrainedHead`."""
 
     def __init__(self, forest, config: Dict, val_metrics: Optional[Dict] = None):
@@ -149,20 +161,27 @@ class ForestHead:
         self.val_metrics = val_metrics
         self.n_classes = int(config["n_classes"])
 
-    def predict_proba(self, x: np.ndarray, batch: int = 65536) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != sum(self.config["group_sizes"]):
-            raise ValueError(f"head expects [N, {sum(self.config['group_sizes'])}] inputs, got {x.shape}")
-        out = np.empty((x.shape[0], self.n_classes), np.float32)
-        for s in range(0, x.shape[0], batch):
-            out[s:s + batch] = self.forest.predict_proba(x[s:s + batch])
-        return out
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.predict_proba(x).argmax(axis=1)
+    def _proba(self, x: np.ndarray) -> np.ndarray:
+        return self.forest.predict_proba(x)
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
         return {f"forest.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.forest.arrays().items()}
+
+
+def _training_arrays(x, y, group_sizes: Sequence[int], n_classes: Optional[int]):
+    """Training inputs of either head as (x float32 [N, D], y int64 [N], class count), or a clear error."""
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"train_head: x must be [N, D] and y [N], got {x.shape} and {y.shape}")
+    if sum(group_sizes) != x.shape[1]:
+        raise ValueError(f"group sizes {list(group_sizes)} sum to {sum(group_sizes)}, features have {x.shape[1]}")
+    if not np.isfinite(x).all():
+        raise ValueError("training features contain NaN/inf: labelled pixels must lie on valid data")
+    k = int(n_classes or (y.max() + 1))
+    if y.min() < 0 or y.max() >= k:
+        raise ValueError(f"class indices must be in 0..{k - 1}")
+    return x, y, k
 
 
 def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], settings: HeadSettings, *,
@@ -177,15 +196,7 @@ def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], 
     from .forest import shift_features, sign_test_greater, train_forest
 
     progress = progress or Progress()
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64)
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"train_head: x must be [N, D] and y [N], got {x.shape} and {y.shape}")
-    if sum(group_sizes) != x.shape[1]:
-        raise ValueError(f"group sizes {list(group_sizes)} sum to {sum(group_sizes)}, features have {x.shape[1]}")
-    k = int(n_classes or (y.max() + 1))
-    if y.min() < 0 or y.max() >= k:
-        raise ValueError(f"class indices must be in 0..{k - 1}")
+    x, y, k = _training_arrays(x, y, group_sizes, n_classes)
     check = bool(spectrum_last and len(group_sizes) >= 2 and settings.feature_check_p > 0)
     forest = train_forest(x, y, k, n_trees=settings.trees, seed=seed, balanced=settings.class_weighting,
                           progress=progress.sub(0.0, 0.5) if check else progress)
@@ -291,18 +302,8 @@ def train_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], setting
 def _train_head(x, y, group_sizes, settings, *, seed, device, progress, fusion, n_classes, fused_dim, proj_dim,
                 n_experts, tau, moe_warmup) -> TrainedHead:
     progress = progress or Progress()
-    x = np.asarray(x, dtype=np.float32)
-    y = np.asarray(y, dtype=np.int64)
     fusion = fusion or getattr(settings, "fusion", "concat")
-    if x.ndim != 2 or y.shape != (x.shape[0],):
-        raise ValueError(f"train_head: x must be [N, D] and y [N], got {x.shape} and {y.shape}")
-    if sum(group_sizes) != x.shape[1]:
-        raise ValueError(f"group sizes {list(group_sizes)} sum to {sum(group_sizes)}, features have {x.shape[1]}")
-    if not np.isfinite(x).all():
-        raise ValueError("training features contain NaN/inf: labelled pixels must lie on valid data")
-    k = int(n_classes or (y.max() + 1))
-    if y.min() < 0 or y.max() >= k:
-        raise ValueError(f"class indices must be in 0..{k - 1}")
+    x, y, k = _training_arrays(x, y, group_sizes, n_classes)
     tr, va = stratified_split(y, settings.val_fraction, seed)
     if tr.size < 2:
         raise ValueError("need at least 2 labelled pixels to train the head")

@@ -35,7 +35,8 @@ class Forest:
         self.roots = np.asarray(arrays["roots"], np.int64)
         self.n_features, self.n_classes = int(n_features), int(n_classes)
         n = self.left.size
-        if not (self.right.size == self.feature.size == self.threshold.size == n and self.proba.shape == (n, n_classes)):
+        same_length = self.right.size == self.feature.size == self.threshold.size == n
+        if not (same_length and self.proba.shape == (n, n_classes)):
             raise ValueError("forest arrays disagree in length or class count")
         if self.roots.size == 0 or self.roots[0] != 0 or np.any(np.diff(self.roots) <= 0) or self.roots[-1] >= n:
             raise ValueError("forest root offsets are not increasing offsets into the node arrays")
@@ -164,18 +165,14 @@ def train_forest(x: np.ndarray, y: np.ndarray, n_classes: int, n_trees: int = 50
     # stream past the existing trees, so the forest is identical to one grown in a single call
     model = RandomForestClassifier(n_estimators=0, random_state=int(seed), n_jobs=1, warm_start=True,
                                    class_weight="balanced" if balanced else None)
-    chunk = 50
-    for n in range(min(chunk, int(n_trees)), int(n_trees) + chunk, chunk):
-        n = min(n, int(n_trees))
+    n_trees = int(n_trees)
+    for n in list(range(50, n_trees, 50)) + [n_trees]:  # chunks of 50 trees
         progress.check()
-        last = n == int(n_trees)
-        model.set_params(n_estimators=n, oob_score=last)
+        model.set_params(n_estimators=n, oob_score=n == n_trees)  # out-of-bag once, on the whole forest
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "some inputs do not have OOB scores" with few trees
             model.fit(x, y)
-        progress.step(n / int(n_trees))
-        if last:
-            break
+        progress.step(n / n_trees)
     left, right, feature, threshold, proba, roots = [], [], [], [], [], []
     offset = 0
     for est in model.estimators_:

@@ -263,6 +263,15 @@ def _home_origins(positions: np.ndarray, origins: np.ndarray, patch: int) -> np.
     return dist.argmin(axis=1)
 
 
+def window_inputs(reader: StackedReader, reps, modalities: Sequence[str], raw: np.ndarray,
+                  spectrum: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """One window's network input [M, 3, P, P] (NaN → 0) and, if asked, its spectrum [D, P, P] (NaN = nodata)."""
+    hsi, sar = reader.split(raw)
+    images = reps.apply(hsi, sar)
+    stack = np.stack([np.nan_to_num(images[m], nan=0.0) for m in modalities])
+    return stack, (reps.spectrum(hsi, sar) if spectrum else None)
+
+
 def labelled_features(reader: StackedReader, reps, extractor, labels: TrainingPixels,
                       settings: PipelineSettings, progress: Progress) -> np.ndarray:
     """[N, D] head inputs for the labelled pixels, computing features only for windows that hold labels."""
@@ -282,11 +291,11 @@ def labelled_features(reader: StackedReader, reps, extractor, labels: TrainingPi
         chunk = windows[start:start + batch]
         stacks, spectra = [], []
         for ir, ic in chunk:
-            hsi, sar = reader.split(read_padded(reader, int(orow[ir]), int(ocol[ic]), patch))
-            images = reps.apply(hsi, sar)
-            stacks.append(np.stack([np.nan_to_num(images[m], nan=0.0) for m in extractor.modalities]))
-            if settings.head.include_spectrum:
-                spectra.append(np.nan_to_num(reps.spectrum(hsi, sar), nan=0.0))
+            raw = read_padded(reader, int(orow[ir]), int(ocol[ic]), patch)
+            stack, spec = window_inputs(reader, reps, extractor.modalities, raw, settings.head.include_spectrum)
+            stacks.append(stack)
+            if spec is not None:
+                spectra.append(np.nan_to_num(spec, nan=0.0))
         feats = extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
         for k, (ir, ic) in enumerate(chunk):
             sel = np.flatnonzero((home_r == ir) & (home_c == ic))
@@ -318,18 +327,16 @@ def predict_scene(model: FittedModel, reader: StackedReader,
     include_spectrum = model.settings.head.include_spectrum
     n_classes = int(head.n_classes)
     # a forest whose feature check kept the bands alone never reads the diffusion columns: skip the network
-    check = (getattr(head, "config", None) or {}).get("feature_check") or {}
+    check = head.config.get("feature_check") or {}
     run_network = check.get("diffusion_features_used", True) or not include_spectrum
 
     def predict_patches(block: np.ndarray) -> np.ndarray:
         b, _, p, q = block.shape
         stacks, spectra, valid = [], [], []
         for i in range(b):
-            hsi, sar = reader.split(block[i])
-            images = reps.apply(hsi, sar)
-            spec = reps.spectrum(hsi, sar)
+            stack, spec = window_inputs(reader, reps, extractor.modalities, block[i])
             valid.append(~np.isnan(spec).any(axis=0))
-            stacks.append(np.stack([np.nan_to_num(images[m], nan=0.0) for m in extractor.modalities]))
+            stacks.append(stack)
             spectra.append(np.nan_to_num(spec, nan=0.0))
         if run_network:
             feats = extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
