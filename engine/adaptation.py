@@ -134,6 +134,19 @@ def resolve_lr(settings: AdaptSettings) -> float:
     return PRESET_LR[settings.preset]
 
 
+def denoise_loss(model: ADMUNet, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                 schedule: CosineSchedule, device: torch.device) -> torch.Tensor:
+    """ε-prediction MSE at t ~ U[0, T): t and ε drawn from the CPU ``gen`` so any device gives the same draws."""
+    t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    x0, y, t, noise = x0.to(device), y.to(device), t.to(device), noise.to(device)
+    xt = q_sample(x0, t, noise, schedule)
+    with autocast(device):
+        out = model(xt, t, y)
+    eps = out[:, : x0.shape[1]].float()  # learned-sigma models: first 3 channels are ε
+    return F.mse_loss(eps, noise)
+
+
 def _denoise_loop(model: ADMUNet, params: Dict[str, torch.nn.Parameter], sampler, *, steps: int,
                   batch_size: int, lr: float, weight_decay: float, ema_decay: Optional[float], seed: int,
                   device: torch.device, progress: Progress) -> tuple:
@@ -146,14 +159,7 @@ def _denoise_loop(model: ADMUNet, params: Dict[str, torch.nn.Parameter], sampler
     model.train()
     for step in range(int(steps)):
         x0, y = sampler.sample(batch_size, gen)
-        t = torch.randint(0, schedule.num_steps, (x0.shape[0],), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        x0, y, t, noise = x0.to(device), y.to(device), t.to(device), noise.to(device)
-        xt = q_sample(x0, t, noise, schedule)
-        with autocast(device):
-            out = model(xt, t, y)
-        eps = out[:, : x0.shape[1]].float()  # learned-sigma models: first 3 channels are ε
-        loss = F.mse_loss(eps, noise)
+        loss = denoise_loss(model, x0, y, gen, schedule, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -120,9 +120,7 @@ class RepresentationModel:
         out = {"prgb": _to_unit(_stretch(hsi[self.rgb_bands], self.rgb_stretch), valid),
                "pca": _to_unit(_stretch(self._project(hsi), self.pca_stretch), valid)}
         if self.sar is not None and sar is not None:
-            sar = np.asarray(sar, dtype=np.float32)
-            svalid = ~np.isnan(sar).any(axis=0)
-            out["sar"] = _to_unit(_sar_composite(_sar_linear(sar, self.sar["db"]), self.sar), svalid)
+            out["sar"] = sar_image(sar, self.sar)
         return out
 
     def spectrum(self, hsi: np.ndarray, sar: Optional[np.ndarray] = None) -> np.ndarray:
@@ -339,6 +337,13 @@ def fit_sar(sample: np.ndarray, meta: Dict, settings: RepresentationSettings) ->
     model["clip"] = clip
     model["sqrt_range"] = [[float(np.sqrt(max(lo, 0.0))), float(np.sqrt(max(hi, 0.0)))] for lo, hi in clip]
     return model
+
+
+def sar_image(sar: np.ndarray, model: Dict) -> np.ndarray:
+    """SAR bands [S, h, w] (units as fitted) → the SAR modality's image [3, h, w] in [-1, 1], NaN = nodata."""
+    sar = np.asarray(sar, dtype=np.float32)
+    valid = ~np.isnan(sar).any(axis=0)
+    return _to_unit(_sar_composite(_sar_linear(sar, model["db"]), model), valid)
 
 
 def _sar_linear(x: np.ndarray, db: bool) -> np.ndarray:
