@@ -106,7 +106,7 @@ class CorpusSampler:
 @dataclass
 class PretrainSettings:
     steps: int = 20_000
-    batch_size: int = 16
+    batch_size: int = 8
     lr: float = 2e-3
     warmup: int = 300  # linear warm-up, then cosine decay to lr_floor × lr
     lr_floor: float = 0.05
