@@ -72,12 +72,12 @@ def chip_maps(path: Path, seed: int = 0) -> Dict:
     from matplotlib.colors import ListedColormap
     from sklearn.ensemble import RandomForestClassifier
 
-    from benchmarks.pipeline_methods import _product
+    from benchmarks.pipeline_methods import _variant
     from benchmarks.protocol import load_scene, scene_split
 
     scene = load_scene("chip")
     split = scene_split(scene, seed)
-    ours = _product(scene, split.train_label_map(scene.shape), seed).astype(np.int64) - 1  # 0..K-1, -1 nodata
+    ours = _variant("difflc")(scene, split.train_label_map(scene.shape), seed).astype(np.int64) - 1  # 0..K-1, -1 nodata
     rf = RandomForestClassifier(n_estimators=500, n_jobs=1, random_state=seed)
     rf.fit(scene.pixel_matrix(split.train_rows, split.train_cols), split.train_y)
     h, w = scene.shape

@@ -88,3 +88,112 @@ def mlp(scene: SceneData, split: Split, seed: int) -> np.ndarray:
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(x, y)
     return _predict(model, scene, split)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# spatial baselines (issue 12): the strongest simple competitors of the diffusion features
+
+def _cv_settings():
+    """The product's own cross-validation settings (one source: engine.settings.SpatialSettings)."""
+    from engine.settings import SpatialSettings
+
+    s = SpatialSettings()
+    return s.folds, s.cv_trees
+
+
+def _valid_pixels(scene: SceneData):
+    good = scene.good_bands
+    invalid = np.isnan(scene.hsi[good]).any(axis=0)
+    if scene.sar is not None:
+        invalid |= np.isnan(scene.sar).any(axis=0)
+    return np.nonzero(~invalid)
+
+
+def _proba_map(model, x_of, rows, cols, scene: SceneData) -> np.ndarray:
+    """[K, H, W] class probabilities of a fitted scikit-learn model at (rows, cols), NaN elsewhere."""
+    k = scene.n_classes
+    out = np.full((k, *scene.shape), np.nan, np.float32)
+    for start in range(0, rows.size, PREDICT_CHUNK):
+        r, c = rows[start:start + PREDICT_CHUNK], cols[start:start + PREDICT_CHUNK]
+        p = np.zeros((r.size, k), np.float32)
+        p[:, model.classes_] = model.predict_proba(x_of(r, c))
+        out[:, r, c] = p.T
+    return out
+
+
+def smoothed_forest(scene: SceneData, split: Split, seed: int, x_of, info: Dict = None,
+                    n_trees: int = 500) -> np.ndarray:
+    """RF on ``x_of(rows, cols)`` with its class probabilities smoothed by a Gaussian before the argmax;
+    σ chosen per split by cross-validation on the training pixels only (``engine.spatial.choose_sigma``)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from engine.spatial import SIGMAS, choose_sigma, cv_folds, neighbourhood, radius, smooth_probabilities
+
+    y = split.train_y
+    x = x_of(split.train_rows, split.train_cols)
+    n_folds, cv_trees = _cv_settings()
+    n_folds = int(min(n_folds, np.bincount(y).max()))
+    r = radius(max(SIGMAS))
+    patches = np.full((y.size, scene.n_classes, 2 * r + 1, 2 * r + 1), np.nan, np.float32)
+    vr, vc = _valid_pixels(scene)
+    for f, held in enumerate(cv_folds(y, n_folds, seed)):
+        keep = np.setdiff1d(np.arange(y.size), held)
+        model = RandomForestClassifier(n_estimators=cv_trees, n_jobs=1, random_state=seed + f).fit(x[keep], y[keep])
+        near = np.zeros(scene.shape, bool)  # only the neighbourhoods of the held-out pixels are needed
+        for a, b in zip(split.train_rows[held], split.train_cols[held]):
+            near[max(a - r, 0):a + r + 1, max(b - r, 0):b + r + 1] = True
+        sel = near[vr, vc]
+        probs = _proba_map(model, x_of, vr[sel], vc[sel], scene)
+        patches[held] = neighbourhood(probs, split.train_rows[held], split.train_cols[held], r)
+    choice = choose_sigma(patches, y, SIGMAS, n_folds)
+    model = RandomForestClassifier(n_estimators=n_trees, n_jobs=1, random_state=seed).fit(x, y)
+    probs = smooth_probabilities(_proba_map(model, x_of, vr, vc, scene), choice.sigma)
+    if info is not None:
+        info.update(choice.to_dict())
+    return probs[:, split.eval_rows, split.eval_cols].argmax(axis=0)
+
+
+def rf_smoothed(scene: SceneData, split: Split, seed: int, info: Dict = None) -> np.ndarray:
+    """RF-500 on the bands, probabilities smoothed with σ from {0, 0.7, 1, 1.5, 2, 3} px by CV."""
+    return smoothed_forest(scene, split, seed, scene.pixel_matrix, info)
+
+
+MULTISCALE_SIGMAS = (1.0, 2.0, 4.0)  # px
+
+
+def multiscale_matrix(scene: SceneData):
+    """x_of(rows, cols) → [N, 4·D]: the bands and their Gaussian-filtered copies at 1, 2 and 4 px (nodata-aware
+    normalised convolution; no network) — spatial context for a per-pixel forest."""
+    from scipy.ndimage import gaussian_filter
+
+    key = id(scene)
+    if _MS_CACHE.get("key") != key:
+        bands = np.concatenate([scene.hsi[scene.good_bands]] + ([scene.sar] if scene.sar is not None else []))
+        valid = ~np.isnan(bands).any(axis=0)
+        filled = np.where(valid, bands, 0.0).astype(np.float32)
+        stack = [bands.astype(np.float32)]
+        for s in MULTISCALE_SIGMAS:
+            den = gaussian_filter(valid.astype(np.float32), s, mode="constant", truncate=3.0)
+            num = np.stack([gaussian_filter(b, s, mode="constant", truncate=3.0) for b in filled])
+            stack.append(np.where(valid, num / np.maximum(den, 1e-6), np.nan).astype(np.float32))
+        _MS_CACHE.clear()
+        _MS_CACHE.update(key=key, cube=np.concatenate(stack))
+    cube = _MS_CACHE["cube"]
+    return lambda rows, cols: np.ascontiguousarray(cube[:, rows, cols].T)
+
+
+_MS_CACHE: Dict = {}
+
+
+def rf_multiscale(scene: SceneData, split: Split, seed: int, n_trees: int = 500) -> np.ndarray:
+    """RF-500 on the bands + Gaussian-filtered bands at 1, 2, 4 px (no network, no smoothing)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x_of = multiscale_matrix(scene)
+    model = RandomForestClassifier(n_estimators=n_trees, n_jobs=1, random_state=seed)
+    model.fit(x_of(split.train_rows, split.train_cols), split.train_y)
+    out = np.empty(split.n_eval, dtype=np.int64)
+    for start in range(0, split.n_eval, PREDICT_CHUNK):
+        stop = min(start + PREDICT_CHUNK, split.n_eval)
+        out[start:stop] = model.predict(x_of(split.eval_rows[start:stop], split.eval_cols[start:stop]))
+    return out

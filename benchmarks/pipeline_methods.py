@@ -1,25 +1,26 @@
 """The product's configurations and ablations as benchmark methods (registered into ``benchmarks.accuracy``).
 
-Product path (``engine.pipeline.fit_predict_arrays``: tiled prediction, exactly what the plugin runs):
-- ``difflc``: the default — compact scene-trained backbone, features t=200 at the default decoder blocks of
-  every modality, Random Forest head on [diffusion features ‖ standardised bands], with its out-of-bag
-  check that falls back to the bands alone when the training labels show the features hurting.
-- ``difflc_mlp``: the UniDiff head instead (MLP, concat fusion, validation split of the training labels).
-- ``difflc_untrained``: the default on an untrained (1-step) backbone (METHOD.md section 4's control).
+Product path (``engine.pipeline.fit_predict_arrays``: tiled prediction, exactly what the plugin runs), each
+variant changing ONE thing of the default (``VARIANTS``):
+- ``difflc``: the default — the shipped remote-sensing prior, frozen, FiLM-adapted to the scene (label_emb +
+  decoder emb_layers, pRGB anchor in every batch), features t=200 at the default decoder blocks of every
+  modality, Random Forest head on [diffusion features ‖ standardised bands] with its out-of-bag feature check,
+  class probabilities smoothed with σ chosen by cross-validation on the training labels;
+- ``difflc_nosmooth``: without the smoothing (σ = 0);
+- ``difflc_frozen``: the prior without adaptation (0 steps);
+- ``difflc_pcaonly``: adaptation on PCA patches alone, no pRGB anchor (UniDiff's Table 6 ablation);
+- ``difflc_scene``: the compact network trained from scratch on the scene (300 steps; the default before the
+  prior shipped);
+- ``difflc_untrained``: an untrained (randomly initialised) compact network — the control every gain is
+  measured against;
+- ``difflc_mlp``: the UniDiff MLP head (concat fusion) instead of the forest.
 
-Ablations on cached features (``feature_cache.py``: the same backbones, features averaged over the
-overlapping windows, heads trained by the engine's own ``fit_head`` WITHOUT the feature check, so each shows
-what its features do), named ``ab_<what>``:
-- ``ab_nodiff``: the no-diffusion control — the default head on the standardised bands alone;
-- ``ab_nogate``: the default features + bands, forest head, no feature check;
-- ``ab_mod_<modalities>``: diffusion features of a subset of pRGB / PCA / SAR (+ bands);
-- ``ab_untrained``: untrained-network features (+ bands);
-- ``ab_t<t>_b<blocks>``: the timestep × block sweep (+ bands);
-- ``ab_fusion_<f>``: the MLP head with each fusion (concat / global / local / moe) on features + bands;
-- ``ab_plain``: the plain UniDiff recipe — MLP on the diffusion features only (no bands).
+Ablations on cached features (``feature_cache.py``: scene-trained backbones, features averaged over the
+overlapping windows, heads trained by the engine's own ``fit_head`` WITHOUT the feature check), named
+``ab_<what>`` — issue 5's study, kept runnable with ``--methods``.
 
-The backbone of each (scene, seed) is trained once (``feature_cache.build``) and reused: training is
-unsupervised and deterministic on the CPU, so the product would train the identical network.
+The backbone of each (scene, seed, variant) is prepared once and shared by the variants that use the same one
+(Stage A is unsupervised and deterministic on the CPU, so the product would build the identical network).
 """
 from __future__ import annotations
 
@@ -45,29 +46,81 @@ def _settings(seed: int, head_kind: Optional[str] = None) -> PipelineSettings:
     return s
 
 
-def _product(scene, train_map, seed, kind="trained", head_kind=None):
-    backbone = _cached_backbone(scene, seed, kind)
-    s = _settings(seed, head_kind)
-    if kind == "untrained":
-        s.backbone.compact_steps = 1
-    return fit_predict_arrays(scene.hsi, scene.sar, train_map, s, scene.hsi_meta, scene.sar_meta,
-                              backbone=backbone)
+# variant → (backbone key, settings changes); variants with the same backbone key share one Stage A
+VARIANTS: Dict[str, tuple] = {
+    "difflc": ("prior", {}),
+    "difflc_nosmooth": ("prior", {"sigma": 0.0}),
+    "difflc_frozen": ("frozen", {}),
+    "difflc_pcaonly": ("pcaonly", {}),
+    "difflc_scene": ("scene", {}),
+    "difflc_untrained": ("untrained", {}),
+    "difflc_mlp": ("prior", {"head_kind": "mlp"}),
+}
+BACKBONES = {
+    "prior": {"source": "prior"},
+    "frozen": {"source": "prior", "adapt_steps": 0},
+    "pcaonly": {"source": "prior", "adapt_modalities": ("pca",)},
+    "scene": {"source": "scene"},
+    "untrained": {"source": "scene", "compact_steps": 0},
+}
 
 
-def _cached_backbone(scene, seed, kind):
-    feature_cache.build(scene, seed, kind, *_grid(scene))
-    return feature_cache.load_backbone(scene.name, seed, kind)
+def variant_settings(name: str, seed: int) -> PipelineSettings:
+    key, change = VARIANTS[name]
+    s = _settings(seed, change.get("head_kind"))
+    b = BACKBONES[key]
+    s.backbone.source = b["source"]
+    if "adapt_steps" in b:
+        s.adaptation.steps = b["adapt_steps"]
+    if "adapt_modalities" in b:
+        s.adaptation.modalities = b["adapt_modalities"]
+    if "compact_steps" in b:
+        s.backbone.compact_steps = b["compact_steps"]
+    if "sigma" in change:
+        s.spatial.sigma = change["sigma"]
+    return s
+
+
+_BACKBONE_CACHE: Dict = {}
+
+
+def _backbone(scene, seed: int, key: str, settings: PipelineSettings):
+    """Stage A of (scene, seed, backbone key), prepared once per run exactly as ``pipeline.fit`` would."""
+    from engine.device import seed_everything
+    from engine.pipeline import fit_scene_representations, prepare_backbone
+    from engine.progress import Progress
+    from engine.readers import ArrayReader, StackedReader
+
+    ck = (scene.name, seed, key)
+    if ck not in _BACKBONE_CACHE:
+        for old in [k for k in _BACKBONE_CACHE if k[:2] != ck[:2]]:
+            del _BACKBONE_CACHE[old]
+        seed_everything(settings.seed)
+        reader = StackedReader(ArrayReader(scene.hsi), ArrayReader(scene.sar) if scene.sar is not None else None)
+        reps = fit_scene_representations(reader, scene.hsi_meta, scene.sar_meta, settings, Progress())
+        _BACKBONE_CACHE[ck] = prepare_backbone(reader, reps, settings, Progress())
+    return _BACKBONE_CACHE[ck]
+
+
+def _variant(name: str):
+    def run(scene, train_map, seed):
+        s = variant_settings(name, seed)
+        backbone = _backbone(scene, seed, VARIANTS[name][0], s)
+        return fit_predict_arrays(scene.hsi, scene.sar, train_map, s, scene.hsi_meta, scene.sar_meta,
+                                  backbone=backbone)
+
+    run.__name__ = name
+    return run
+
+
+PRODUCT_METHODS = tuple(VARIANTS)
+for _name in VARIANTS:
+    register(_name, from_map_predictor(_variant(_name)))
 
 
 def _grid(scene):
     g = feature_cache.GRID[scene.name]
     return g["timesteps"], g["blocks"]
-
-
-PRODUCT_METHODS = ("difflc", "difflc_mlp", "difflc_untrained")
-register("difflc", from_map_predictor(lambda scene, m, seed: _product(scene, m, seed)))
-register("difflc_mlp", from_map_predictor(lambda scene, m, seed: _product(scene, m, seed, head_kind="mlp")))
-register("difflc_untrained", from_map_predictor(lambda scene, m, seed: _product(scene, m, seed, "untrained")))
 
 
 # ---------------------------------------------------------------------------------------------------------

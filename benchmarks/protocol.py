@@ -1,4 +1,4 @@
-"""The evaluation protocol: the two real scenes, sparse stratified splits, paired confidence intervals.
+"""The evaluation protocol: the three real scenes, sparse stratified splits, paired confidence intervals.
 
 Every method in ``benchmarks/accuracy.py`` is scored on the same splits, so differences between methods
 are paired per seed; with 3-10 seeds and a seed spread of 1-3 OA points (METHOD.md section 4) only a
@@ -43,6 +43,7 @@ class SceneData:
     geotransform: Optional[Tuple[float, ...]] = None
     crs_wkt: Optional[str] = None
     notes: Dict = field(default_factory=dict)
+    per_class: Optional[int] = None  # protocol: this many training pixels per class instead of ``fraction``
 
     @property
     def n_classes(self) -> int:
@@ -164,7 +165,33 @@ def load_enmap(data_dir: Optional[Path] = None) -> SceneData:
     return _finish("enmap", hsi, None, ref, names, hsi_meta, None, 0.02, tuple(range(10)), ds)
 
 
-def _finish(name, hsi, sar, ref, class_names, hsi_meta, sar_meta, fraction, seeds, ds) -> SceneData:
+SALINAS_DIR = "salinas_a"
+SALINAS_CLASSES = {1: "Brocoli_green_weeds_1", 10: "Corn_senesced_green_weeds", 11: "Lettuce_romaine_4wk",
+                   12: "Lettuce_romaine_5wk", 13: "Lettuce_romaine_6wk", 14: "Lettuce_romaine_7wk"}
+
+
+def load_salinas(data_dir: Optional[Path] = None) -> SceneData:
+    """Salinas-A (AVIRIS, 224 bands of radiance DN, no georeference, no wavelengths): 5 px per class, seeds 0-9."""
+    from scipy.io import loadmat
+
+    folder = Path(data_dir or DATA_DIR) / SALINAS_DIR
+    for f in ("SalinasA.mat", "SalinasA_gt.mat"):
+        if not (folder / f).exists():
+            raise FileNotFoundError(f"{folder / f} not found: the real data lives in <repo>/../shared/data")
+    cube = np.ascontiguousarray(loadmat(str(folder / "SalinasA.mat"))["salinasA"])  # [H, W, B], Fortran-ordered
+    gt = np.ascontiguousarray(loadmat(str(folder / "SalinasA_gt.mat"))["salinasA_gt"]).astype(np.int64)
+    hsi = np.ascontiguousarray(cube.transpose(2, 0, 1)).astype(np.float32)
+    values = sorted(SALINAS_CLASSES)
+    ref = np.full(gt.shape, -1, np.int64)
+    for i, v in enumerate(values):
+        ref[gt == v] = i
+    hsi_meta = {"band_count": hsi.shape[0], "wavelengths_nm": None, "bad_bands": []}
+    names = [SALINAS_CLASSES[v] for v in values]
+    return _finish("salinas", hsi, None, ref, names, hsi_meta, None, 0.0, tuple(range(10)), None, per_class=5)
+
+
+def _finish(name, hsi, sar, ref, class_names, hsi_meta, sar_meta, fraction, seeds, ds,
+            per_class: Optional[int] = None) -> SceneData:
     bad = set(hsi_meta["bad_bands"])
     good = [b for b in range(hsi.shape[0]) if b not in bad]
     invalid = np.isnan(hsi[good]).any(axis=0)
@@ -174,11 +201,12 @@ def _finish(name, hsi, sar, ref, class_names, hsi_meta, sar_meta, fraction, seed
     dropped = int(((labels >= 0) & invalid).sum())
     labels[invalid] = -1
     return SceneData(name, hsi, sar, labels, class_names, hsi_meta, sar_meta, fraction, seeds,
-                     geotransform=tuple(ds.GetGeoTransform()), crs_wkt=ds.GetProjection(),
-                     notes={"labelled_pixels_with_nodata_dropped": dropped})
+                     geotransform=tuple(ds.GetGeoTransform()) if ds is not None else None,
+                     crs_wkt=ds.GetProjection() if ds is not None else None,
+                     notes={"labelled_pixels_with_nodata_dropped": dropped}, per_class=per_class)
 
 
-SCENES = {"chip": load_chip, "enmap": load_enmap}
+SCENES = {"chip": load_chip, "enmap": load_enmap, "salinas": load_salinas}
 
 
 def load_scene(name: str, data_dir: Optional[Path] = None) -> SceneData:
@@ -204,18 +232,26 @@ def n_train_per_class(counts: Sequence[int], fraction: float) -> List[int]:
     return out
 
 
-def make_split(labels: np.ndarray, fraction: float, seed: int, n_classes: Optional[int] = None) -> Split:
+def make_split(labels: np.ndarray, fraction: float, seed: int, n_classes: Optional[int] = None,
+               per_class: Optional[int] = None) -> Split:
     """Stratified sparse training pixels; evaluation = every other labelled pixel.
 
     ``labels`` [H, W]: class indices 0..K-1, negative = unlabelled. Deterministic per seed (numpy PCG64).
+    ``per_class`` draws that many pixels of every class instead of a fraction (Salinas-A's protocol).
     """
-    if not 0 < fraction < 1:
+    if per_class is None and not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     labels = np.asarray(labels)
     k = int(n_classes if n_classes is not None else labels.max() + 1)
     flat = labels.ravel()
     counts = np.bincount(flat[flat >= 0].astype(np.int64), minlength=k)[:k]
-    n_train = n_train_per_class(counts, fraction)
+    if per_class is not None:
+        if any(0 < c <= per_class for c in counts):
+            raise ValueError(f"a class has only {min(c for c in counts if c)} labelled pixels: {per_class} per class "
+                             "for training needs more")
+        n_train = [min(int(per_class), int(c)) for c in counts]
+    else:
+        n_train = n_train_per_class(counts, fraction)
     rng = np.random.default_rng(seed)
     train_idx = []
     for c in range(k):
@@ -232,7 +268,7 @@ def make_split(labels: np.ndarray, fraction: float, seed: int, n_classes: Option
 
 
 def scene_split(scene: SceneData, seed: int) -> Split:
-    return make_split(scene.labels, scene.fraction, seed, scene.n_classes)
+    return make_split(scene.labels, scene.fraction, seed, scene.n_classes, scene.per_class)
 
 
 # ---------------------------------------------------------------------------------------------------------

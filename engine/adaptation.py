@@ -23,6 +23,19 @@ from .progress import Progress
 from .settings import MODALITY_IDS, AdaptSettings, BackboneSettings
 
 PRESET_LR = {"paper": 3e-3, "public": 1e-4}
+# FiLM adaptation length when AdaptSettings leaves it to the backbone: the paper's 2000 steps at batch 32 for
+# the ImageNet ADM; for the shipped compact prior the steps were chosen from a loss/accuracy-vs-steps curve
+# measured on the evaluation scenes' training labels only (BENCHMARKS.md, "Adaptation length")
+IMAGENET_ADAPT = (2000, 32)
+PRIOR_ADAPT = (100, 8)
+
+
+def adapt_schedule(model: ADMUNet, settings: AdaptSettings) -> tuple:
+    """(steps, batch) for this backbone: the settings' values, or the backbone's defaults where None."""
+    big = model.config.num_classes is not None and model.config.num_classes >= 1000
+    steps, batch = IMAGENET_ADAPT if big else PRIOR_ADAPT
+    return (int(settings.steps) if settings.steps is not None else steps,
+            int(settings.batch_size) if settings.batch_size is not None else batch)
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -192,13 +205,14 @@ def adapt(model: ADMUNet, sampler, settings: AdaptSettings, *, seed: int,
         if n in names:
             params[n] = p
     lr = resolve_lr(settings)
+    steps, batch = adapt_schedule(model, settings)
     n_train = sum(p.numel() for p in params.values())
     n_all = sum(p.numel() for p in model.parameters())
     progress.log(f"FiLM adaptation: {n_train:,} of {n_all:,} parameters ({100.0 * n_train / n_all:.2f} %), "
-                 f"scope {settings.scope}, lr {lr:g} (preset {settings.preset}), {settings.steps} steps, "
-                 f"batch {settings.batch_size}, device {device}")
+                 f"scope {settings.scope}, lr {lr:g} (preset {settings.preset}), {steps} steps, "
+                 f"batch {batch}, device {device}")
     try:
-        losses, ema = _denoise_loop(model, params, sampler, steps=settings.steps, batch_size=settings.batch_size,
+        losses, ema = _denoise_loop(model, params, sampler, steps=steps, batch_size=batch,
                                     lr=lr, weight_decay=settings.weight_decay, ema_decay=settings.ema_decay,
                                     seed=seed, device=device, progress=progress)
     finally:

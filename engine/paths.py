@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 BACKBONE_FILENAME = "64x64_diffusion.pt"  # the official guided-diffusion ImageNet 64x64 checkpoint name
 CACHE_ENV = "DIFFLC_CACHE_DIR"
@@ -42,9 +42,49 @@ def backbone_candidates() -> List[Path]:
     return out
 
 
+PRIOR_NAME = "compact_rs_prior"
+
+
+def shipped_prior() -> Path:
+    """The remote-sensing prior that ships with the plugin (weights; its manifest is the ``.json`` beside it)."""
+    return Path(__file__).resolve().parents[1] / "resources" / "priors" / f"{PRIOR_NAME}.safetensors"
+
+
 def find_backbone() -> Optional[Path]:
     """First existing file among :func:`backbone_candidates`, or None when no checkpoint is installed."""
     for candidate in backbone_candidates():
         if candidate.is_file():
             return candidate
     return None
+
+
+def resolve_backbone(source: str, checkpoint: Optional[str]) -> Tuple[str, Optional[Path], str]:
+    """(kind, file, why): which network Stage A starts from, decided once for log, model file and checks.
+
+    kind is "imagenet" (the ImageNet ADM checkpoint), "prior" (the shipped remote-sensing prior) or "scene"
+    (a compact network trained from scratch on the scene; no file).
+    """
+    if source not in ("auto", "prior", "imagenet", "scene"):
+        raise ValueError(f"unknown backbone source {source!r}: use auto, prior, imagenet or scene")
+    if checkpoint:
+        return "imagenet", Path(checkpoint), "given as the BACKBONE parameter"
+    if source in ("auto", "imagenet"):
+        found = find_backbone()
+        if found is not None:
+            where = f"${BACKBONE_ENV}" if os.environ.get(BACKBONE_ENV, "").strip() and \
+                Path(os.environ[BACKBONE_ENV]).expanduser() == found else "the plugin's download cache"
+            return "imagenet", found, f"installed ImageNet ADM checkpoint found in {where}"
+        if source == "imagenet":
+            raise ValueError("no ImageNet ADM checkpoint found (looked in: "
+                             + "; ".join(str(p) for p in backbone_candidates())
+                             + "): run 'Download backbone' or give its path as BACKBONE")
+    if source in ("auto", "prior"):
+        prior = shipped_prior()
+        if prior.is_file():
+            why = "no ImageNet checkpoint installed" if source == "auto" else "asked for"
+            return "prior", prior, f"the shipped remote-sensing prior ({why})"
+        if source == "prior":
+            raise ValueError(f"the shipped prior {prior} is missing: reinstall the plugin")
+        return "scene", None, f"no ImageNet checkpoint installed and the shipped prior {prior} is missing"
+    return "scene", None, "asked for (compact network trained from scratch on this scene)"
+

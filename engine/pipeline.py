@@ -44,6 +44,7 @@ class FittedModel:
     head: object  # TrainedHead
     group_sizes: List[int]
     report: Dict = field(default_factory=dict)
+    sigma: float = 0.0  # px of the Gaussian on the class probabilities before the argmax (0 = off)
 
 
 def active_modalities(settings: PipelineSettings, has_sar: bool) -> List[str]:
@@ -57,7 +58,7 @@ def active_modalities(settings: PipelineSettings, has_sar: bool) -> List[str]:
 # patch pool for backbone training / adaptation
 
 class PoolSampler:
-    """Random patches and modalities from a pre-read pool; pRGB is in every batch (the anchor)."""
+    """Random patches and modalities from a pre-read pool; pRGB, when pooled, is in every batch (the anchor)."""
 
     def __init__(self, pool: Dict[str, np.ndarray]):
         self.modalities = list(pool)
@@ -70,7 +71,8 @@ class PoolSampler:
         g = generator if isinstance(generator, torch.Generator) else None
         idx = torch.randint(0, self.n, (batch_size,), generator=g)
         mod = torch.randint(0, len(self.modalities), (batch_size,), generator=g)
-        mod[0] = self.modalities.index("prgb")
+        if "prgb" in self.modalities:
+            mod[0] = self.modalities.index("prgb")
         flips = torch.rand(batch_size, 2, generator=g) < 0.5
         x = torch.empty(batch_size, 3, *self.pool[self.modalities[0]].shape[-2:])
         for i in range(batch_size):
@@ -145,55 +147,92 @@ def fit_scene_representations(reader: StackedReader, hsi_meta: Dict, sar_meta: O
 
 
 def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, progress: Progress) -> PreparedBackbone:
-    """The ImageNet ADM checkpoint adapted through its FiLM path, or a compact backbone trained on the scene."""
-    from .adaptation import adapt, apply_delta, train_compact_backbone
+    """Stage A. A pretrained network (the ImageNet ADM when installed, else the shipped remote-sensing prior)
+    stays frozen and only its FiLM path adapts to the scene's modalities (UniDiff); ``source="scene"`` trains a
+    compact network from scratch on the scene instead (the behaviour before the prior shipped)."""
+    from .adaptation import adapt, adapt_schedule, apply_delta, train_compact_backbone
     from .backbone import load_backbone, weights_fingerprint
     from .device import resolve_device
+    from .paths import resolve_backbone
 
     device = resolve_device(settings.device)
     modalities = active_modalities(settings, reader.sar is not None)
+    kind, path, why = resolve_backbone(settings.backbone.source, settings.backbone.checkpoint)
     pool = read_patch_pool(reader, reps, modalities, settings.backbone.patch_pool, settings.tiles.patch,
                            settings.seed, progress.sub(0.0, 0.1))
     sampler = PoolSampler(pool)
     work = progress.sub(0.1, 1.0)
-    if settings.backbone.checkpoint:
-        progress.log(f"Backbone: ImageNet ADM checkpoint {settings.backbone.checkpoint}")
-        model = load_backbone(settings.backbone.checkpoint, device=device)
-        info = {"kind": "checkpoint", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model),
-                "checkpoint": str(settings.backbone.checkpoint), "modalities": modalities}
-        tensors: Dict = {}
-        if settings.adaptation.steps > 0:
-            if device.type == "cpu":
-                progress.log("Note: FiLM adaptation of the 296 M-parameter ImageNet network on a CPU is slow; "
-                             "a CUDA GPU or fewer ADAPT_STEPS shortens it")
-            result = adapt(model, sampler, settings.adaptation, seed=settings.seed, device=device, progress=work)
-            apply_delta(model, result.delta)
-            tensors = {f"film.{k}": v for k, v in result.delta.items()}
-            info["adaptation"] = {"steps": settings.adaptation.steps, "final_loss": _tail_mean(result.losses)}
-    else:
-        progress.log(f"Backbone: compact ADM trained on this scene's own patches "
-                     f"({settings.backbone.compact_steps} steps; no ImageNet checkpoint given)")
+    if settings.adaptation.modalities is not None:
+        unknown = [m for m in settings.adaptation.modalities if m not in pool]
+        if unknown or not settings.adaptation.modalities:
+            raise ValueError(f"adaptation modalities {list(settings.adaptation.modalities)} must be a non-empty subset "
+                             f"of this scene's {modalities}")
+        if kind != "scene":
+            sampler = PoolSampler({m: pool[m] for m in settings.adaptation.modalities})
+            progress.log(f"FiLM adaptation on {', '.join(settings.adaptation.modalities)} only"
+                         + ("" if "prgb" in settings.adaptation.modalities else " (no pRGB anchor)"))
+    if kind == "scene":
+        progress.log(f"Backbone: compact ADM trained from scratch on this scene's patches "
+                     f"({settings.backbone.compact_steps} steps) — {why}")
         model = train_compact_backbone(sampler, settings.backbone, seed=settings.seed, device=device, progress=work)
         tensors = {f"backbone.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
         info = {"kind": "compact", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model),
-                "modalities": modalities,
-                "final_loss": _tail_mean(getattr(model, "train_losses", []))}
+                "modalities": modalities, "final_loss": _tail_mean(getattr(model, "train_losses", []))}
+        model.eval()
+        return PreparedBackbone(model, info, tensors)
+    name = "ImageNet ADM checkpoint" if kind == "imagenet" else "shipped remote-sensing prior"
+    progress.log(f"Backbone: {name} {path} — {why}")
+    model = load_backbone(path, device=device)
+    info = {"kind": "checkpoint" if kind == "imagenet" else "prior", "config": model.config.to_dict(),
+            "fingerprint": weights_fingerprint(model), "modalities": modalities}
+    if kind == "imagenet":
+        info["checkpoint"] = str(path)
+    else:
+        info["prior"] = path.stem
+    tensors: Dict = {}
+    steps, _ = adapt_schedule(model, settings.adaptation)
+    if steps > 0:
+        if device.type == "cpu" and kind == "imagenet":
+            progress.log("Note: FiLM adaptation of the 296 M-parameter ImageNet network on a CPU is slow (about a "
+                         "minute per step); a CUDA GPU or fewer ADAPT_STEPS shortens it")
+        result = adapt(model, sampler, settings.adaptation, seed=settings.seed, device=device, progress=work)
+        apply_delta(model, result.delta)
+        tensors = {f"film.{k}": v for k, v in result.delta.items()}
+        info["adaptation"] = {"steps": steps, "first_loss": _head_mean(result.losses),
+                              "final_loss": _tail_mean(result.losses)}
+        progress.log(f"FiLM adaptation: denoising loss {info['adaptation']['first_loss']:.4f} → "
+                     f"{info['adaptation']['final_loss']:.4f}")
+    else:
+        progress.log("FiLM adaptation: off (0 steps) — the pretrained network is used as it is")
     model.eval()
     return PreparedBackbone(model, info, tensors)
 
 
 def restore_backbone(info: Dict, tensors: Dict, device, checkpoint: Optional[str] = None):
-    """Rebuild the backbone described by ``info`` from the file's tensors (and the base checkpoint)."""
+    """Rebuild the backbone described by ``info`` from the file's tensors (and the base network it adapted)."""
     from .adaptation import apply_delta
     from .backbone import UNetConfig, build_backbone, load_backbone, weights_fingerprint
+    from .paths import find_backbone, shipped_prior
 
     if info["kind"] == "compact":
         model = build_backbone(UNetConfig.from_dict(info["config"]))
         state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
         model.load_state_dict(state, strict=True)
         model.to(device)
+        model.eval()
+        return model
+    if info["kind"] == "prior":
+        path = shipped_prior()
+        if not path.is_file():
+            raise ValueError(f"this model was adapted from the shipped prior, which is missing ({path}): "
+                             "reinstall the plugin")
+        model = load_backbone(path, device=device)
+        if weights_fingerprint(model) != info["fingerprint"]:
+            raise ValueError(f"this model was adapted from another version of the shipped prior (weights "
+                             f"fingerprint {info['fingerprint'][:12]}, installed {weights_fingerprint(model)[:12]}): "
+                             "train it again with this plugin version")
     else:
-        path = checkpoint or info.get("checkpoint")
+        path = checkpoint or info.get("checkpoint") or find_backbone()
         if not path:
             raise ValueError("this model was built on the ImageNet ADM checkpoint: give its path (BACKBONE)")
         model = load_backbone(path, device=device)
@@ -201,9 +240,9 @@ def restore_backbone(info: Dict, tensors: Dict, device, checkpoint: Optional[str
             raise ValueError(
                 f"the backbone file {path} is not the one this model was adapted from (weights fingerprint "
                 f"differs): use the same 64x64_diffusion.pt as at training time")
-        delta = {k[len("film."):]: v for k, v in tensors.items() if k.startswith("film.")}
-        if delta:
-            apply_delta(model, delta)
+    delta = {k[len("film."):]: v for k, v in tensors.items() if k.startswith("film.")}
+    if delta:
+        apply_delta(model, delta)
     model.eval()
     return model
 
@@ -240,18 +279,23 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
 
     # the pixel head, validated on the training labels only (MLP: a held-out split; forest: out-of-bag)
     head = fit_head(x, labels.class_index, group_sizes, settings.head, seed=settings.seed, device="cpu",
-                    progress=progress.sub(0.85, 1.0), fusion=settings.features.fusion, n_classes=labels.n_classes,
+                    progress=progress.sub(0.85, 0.93), fusion=settings.features.fusion, n_classes=labels.n_classes,
                     spectrum_last=settings.head.include_spectrum)
+    smoothing = choose_smoothing(reader, reps, extractor, labels, x, head, settings, progress.sub(0.93, 1.0))
     report = {"train_pixels": int(x.shape[0]), "feature_dim": int(x.shape[1]),
               "validation": getattr(head, "val_metrics", None),
-              "feature_check": head.config.get("feature_check"), "seconds": round(time.perf_counter() - t0, 1),
-              "device": str(device)}
+              "feature_check": head.config.get("feature_check"), "spatial": smoothing.to_dict(),
+              "seconds": round(time.perf_counter() - t0, 1), "device": str(device)}
     return FittedModel(settings, reps, backbone.model, backbone.info, backbone.tensors, extractor, head,
-                       group_sizes, report)
+                       group_sizes, report, sigma=smoothing.sigma)
 
 
 def _tail_mean(values: Sequence[float], n: int = 20) -> Optional[float]:
     return float(np.mean(values[-n:])) if len(values) else None
+
+
+def _head_mean(values: Sequence[float], n: int = 20) -> Optional[float]:
+    return float(np.mean(values[:n])) if len(values) else None
 
 
 def _home_origins(positions: np.ndarray, origins: np.ndarray, patch: int) -> np.ndarray:
@@ -272,11 +316,9 @@ def window_inputs(reader: StackedReader, reps, modalities: Sequence[str], raw: n
     return stack, (reps.spectrum(hsi, sar) if spectrum else None)
 
 
-def labelled_features(reader: StackedReader, reps, extractor, labels: TrainingPixels,
-                      settings: PipelineSettings, progress: Progress) -> np.ndarray:
-    """[N, D] head inputs for the labelled pixels, computing features only for windows that hold labels."""
-    import torch
-
+def _label_windows(reader: StackedReader, labels: TrainingPixels, settings: PipelineSettings):
+    """(window origins [(row, col)], home window index per labelled pixel): each labelled pixel is served by
+    the window that holds it most centrally, so its features see the most context."""
     from .tiling import tile_origins
 
     patch, stride = settings.tiles.patch, settings.tiles.stride
@@ -284,31 +326,122 @@ def labelled_features(reader: StackedReader, reps, extractor, labels: TrainingPi
     ocol = np.asarray(tile_origins(reader.width, patch, stride))
     home_r = _home_origins(labels.rows, orow, patch)
     home_c = _home_origins(labels.cols, ocol, patch)
-    windows = sorted(set(zip(home_r.tolist(), home_c.tolist())))
-    out: Optional[np.ndarray] = None
-    batch = max(1, settings.features.batch_size)
-    for start in range(0, len(windows), batch):
-        chunk = windows[start:start + batch]
-        stacks, spectra = [], []
-        for ir, ic in chunk:
-            raw = read_padded(reader, int(orow[ir]), int(ocol[ic]), patch)
-            stack, spec = window_inputs(reader, reps, extractor.modalities, raw, settings.head.include_spectrum)
-            stacks.append(stack)
-            if spec is not None:
-                spectra.append(np.nan_to_num(spec, nan=0.0))
+    keys = sorted(set(zip(home_r.tolist(), home_c.tolist())))
+    index = {k: i for i, k in enumerate(keys)}
+    home = np.array([index[k] for k in zip(home_r.tolist(), home_c.tolist())], dtype=np.int64)
+    return [(int(orow[r]), int(ocol[c])) for r, c in keys], home
+
+
+def head_inputs(reader: StackedReader, reps, extractor, blocks: np.ndarray, include_spectrum: bool,
+                run_network: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+    """Windows [B, C, P, P] of raw bands → (head inputs [B, D, P, P] float32, valid [B, P, P]).
+
+    D = diffusion features (zeros when ``run_network`` is off: a bands-only forest never reads them) followed by
+    the standardised bands when ``include_spectrum``; the one place where fit, cross-validation and prediction
+    build what the head sees.
+    """
+    import torch
+
+    b, _, p, q = blocks.shape
+    stacks, spectra, valid = [], [], []
+    for i in range(b):
+        stack, spec = window_inputs(reader, reps, extractor.modalities, blocks[i])
+        valid.append(~np.isnan(spec).any(axis=0))
+        stacks.append(stack)
+        spectra.append(np.nan_to_num(spec, nan=0.0))
+    if run_network:
         feats = extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
-        for k, (ir, ic) in enumerate(chunk):
-            sel = np.flatnonzero((home_r == ir) & (home_c == ic))
-            lr, lc = labels.rows[sel] - orow[ir], labels.cols[sel] - ocol[ic]
-            vec = feats[k][:, lr, lc].T
-            if settings.head.include_spectrum:
-                vec = np.concatenate([vec, spectra[k][:, lr, lc].T], axis=1)
-            if out is None:
-                out = np.zeros((labels.rows.size, vec.shape[1]), dtype=np.float32)
-            out[sel] = vec
-        progress.step(min(start + batch, len(windows)) / len(windows))
+    else:
+        feats = np.zeros((b, extractor.dim, p, q), np.float32)
+    if include_spectrum:
+        feats = np.concatenate([feats, np.stack(spectra).astype(np.float32)], axis=1)
+    return feats, np.stack(valid)
+
+
+def _iter_label_windows(reader: StackedReader, reps, extractor, labels: TrainingPixels, settings: PipelineSettings,
+                        progress: Progress, run_network: bool = True):
+    """Yield (origin, labelled pixel indices, head inputs [D, P, P], valid [P, P]) window by window."""
+    origins, home = _label_windows(reader, labels, settings)
+    patch = settings.tiles.patch
+    batch = max(1, settings.features.batch_size)
+    for start in range(0, len(origins), batch):
+        chunk = list(range(start, min(start + batch, len(origins))))
+        raw = np.stack([read_padded(reader, origins[w][0], origins[w][1], patch) for w in chunk])
+        x, valid = head_inputs(reader, reps, extractor, raw, settings.head.include_spectrum, run_network)
+        for k, w in enumerate(chunk):
+            yield origins[w], np.flatnonzero(home == w), x[k], valid[k]
+        progress.step(chunk[-1] / max(len(origins) - 1, 1))
+
+
+def labelled_features(reader: StackedReader, reps, extractor, labels: TrainingPixels,
+                      settings: PipelineSettings, progress: Progress) -> np.ndarray:
+    """[N, D] head inputs for the labelled pixels, computing features only for windows that hold labels."""
+    out: Optional[np.ndarray] = None
+    for (r0, c0), sel, x, _ in _iter_label_windows(reader, reps, extractor, labels, settings, progress):
+        if out is None:
+            out = np.zeros((labels.rows.size, x.shape[0]), dtype=np.float32)
+        out[sel] = x[:, labels.rows[sel] - r0, labels.cols[sel] - c0].T
     assert out is not None
     return out
+
+
+def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPixels, x: np.ndarray, head,
+                     settings: PipelineSettings, progress: Progress):
+    """σ of the probability smoothing by k-fold cross-validation on the TRAINING labels only.
+
+    Each fold's forest (``spatial.cv_trees`` trees, on the columns the final head reads) predicts the
+    neighbourhoods of its held-out pixels from their windows' real features; each candidate σ smooths those
+    out-of-fold probability patches and is scored at the held-out pixels (``engine.spatial.choose_sigma``).
+    """
+    from .forest import train_forest
+    from .spatial import SigmaChoice, choose_sigma, cv_folds, radius
+
+    sp = settings.spatial
+    if sp.sigma is not None:
+        return SigmaChoice(float(sp.sigma), {}, 0)
+    y = labels.class_index
+    counts = np.bincount(y, minlength=labels.n_classes)
+    n_folds = int(min(sp.folds, counts[counts > 0].max()))
+    if n_folds < 2 or settings.head.kind != "forest":
+        progress.log("Spatial regularisation: off (needs the forest head and at least 2 labels of a class)")
+        return SigmaChoice(0.0, {}, 0)
+    check = head.config.get("feature_check") or {}
+    bands_only = settings.head.include_spectrum and not check.get("diffusion_features_used", True)
+    first = x.shape[1] - head.config["group_sizes"][-1] if bands_only else 0
+    folds = cv_folds(y, n_folds, settings.seed)
+    fold_of = np.empty(y.size, np.int64)
+    forests = []
+    for f, held in enumerate(folds):
+        fold_of[held] = f
+        keep = np.setdiff1d(np.arange(y.size), held)
+        forests.append(train_forest(x[keep, first:], y[keep], labels.n_classes, n_trees=sp.cv_trees,
+                                    seed=settings.seed + f))
+        progress.step(0.3 * (f + 1) / n_folds)
+    r = radius(max(sp.candidates))
+    s = 2 * r + 1
+    patches = np.full((y.size, labels.n_classes, s, s), np.nan, np.float32)
+    patch = settings.tiles.patch
+    for (r0, c0), sel, xw, valid in _iter_label_windows(reader, reps, extractor, labels, settings,
+                                                        progress.sub(0.3, 1.0), run_network=not bands_only):
+        lr, lc = labels.rows[sel] - r0, labels.cols[sel] - c0
+        for f in np.unique(fold_of[sel]):
+            mine = fold_of[sel] == f
+            need = np.zeros((patch, patch), bool)  # the neighbourhoods of this fold's held-out pixels
+            for a, b in zip(lr[mine], lc[mine]):
+                need[max(a - r, 0):a + r + 1, max(b - r, 0):b + r + 1] = True
+            need &= valid
+            probs = np.full((labels.n_classes, patch, patch), np.nan, np.float32)
+            pr, pc = np.nonzero(need)
+            if pr.size:
+                probs[:, pr, pc] = forests[f].predict_proba(xw[first:, pr, pc].T).T
+            padded = np.pad(probs, ((0, 0), (r, r), (r, r)), constant_values=np.nan)
+            for i, a, b in zip(sel[mine], lr[mine], lc[mine]):
+                patches[i] = padded[:, a:a + s, b:b + s]
+    choice = choose_sigma(patches, y, sp.candidates, n_folds)
+    scores = ", ".join(f"σ {k}: {100 * v:.1f} %" for k, v in choice.cv_accuracy.items())
+    progress.log(f"Spatial regularisation: σ = {choice.sigma:g} px chosen by {n_folds}-fold cross-validation on the "
+                 f"training labels ({scores})")
+    return choice
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -317,9 +450,12 @@ def labelled_features(reader: StackedReader, reps, extractor, labels: TrainingPi
 def predict_scene(model: FittedModel, reader: StackedReader,
                   write: Callable[[int, np.ndarray, np.ndarray], None],
                   progress: Optional[Progress] = None, batch_size: Optional[int] = None) -> None:
-    """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``."""
-    import torch
+    """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``.
 
+    Window probabilities are averaged over the overlapping windows, then smoothed with the model's σ
+    (``engine.spatial.RowSmoother``: a halo of rows, memory independent of the scene height), then argmax.
+    """
+    from .spatial import RowSmoother
     from .tiling import predict_tiled
 
     progress = progress or Progress()
@@ -332,22 +468,10 @@ def predict_scene(model: FittedModel, reader: StackedReader,
 
     def predict_patches(block: np.ndarray) -> np.ndarray:
         b, _, p, q = block.shape
-        stacks, spectra, valid = [], [], []
-        for i in range(b):
-            stack, spec = window_inputs(reader, reps, extractor.modalities, block[i])
-            valid.append(~np.isnan(spec).any(axis=0))
-            stacks.append(stack)
-            spectra.append(np.nan_to_num(spec, nan=0.0))
-        if run_network:
-            feats = extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
-        else:
-            feats = np.zeros((b, extractor.dim, p, q), np.float32)
-        x = feats.transpose(0, 2, 3, 1).reshape(b * p * q, -1)
-        if include_spectrum:
-            x = np.concatenate([x, np.stack(spectra).transpose(0, 2, 3, 1).reshape(b * p * q, -1)], axis=1)
-        probs = head.predict_proba(x.astype(np.float32)).reshape(b, p, q, n_classes).transpose(0, 3, 1, 2)
-        probs = probs.astype(np.float32)
-        probs[~np.stack(valid)[:, None, :, :].repeat(n_classes, axis=1)] = np.nan
+        x, valid = head_inputs(reader, reps, extractor, block, include_spectrum, run_network)
+        x = x.transpose(0, 2, 3, 1).reshape(b * p * q, -1)
+        probs = head.predict_proba(x).reshape(b, p, q, n_classes).transpose(0, 3, 1, 2).astype(np.float32)
+        probs[~valid[:, None, :, :].repeat(n_classes, axis=1)] = np.nan
         return probs
 
     def write_rows(row: int, probs: np.ndarray) -> None:
@@ -359,9 +483,11 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         conf[nodata] = np.nan
         write(row, index, conf)
 
-    predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, write_rows,
+    smoother = RowSmoother(model.sigma, reader.height, write_rows)
+    predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, smoother.push,
                   model.settings.tiles, progress=progress,
                   batch_size=batch_size or model.settings.features.batch_size)
+    smoother.finish()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -381,6 +507,7 @@ def bundle_payload(model: FittedModel) -> Tuple[Dict, Dict]:
         "modalities": list(model.extractor.modalities),
         "group_sizes": model.group_sizes,
         "head": model.head.config,
+        "spatial": {"sigma": float(model.sigma)},
         "training": model.report,
         "versions": {"engine": ENGINE_VERSION, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
@@ -405,8 +532,11 @@ def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     head = load_head(metadata["head"], head_state)
     reps = RepresentationModel.from_dict(metadata["representations"])
+    sigma = float((metadata.get("spatial") or {}).get("sigma", 0.0))  # files before 0.2 had no smoothing
+    if not 0.0 <= sigma <= 50.0:
+        raise ValueError(f"the model file's smoothing sigma {sigma} is out of range: the file is damaged")
     return FittedModel(settings, reps, model, info, {}, extractor, head, list(metadata["group_sizes"]),
-                       metadata.get("training", {}))
+                       metadata.get("training", {}), sigma=sigma)
 
 
 # ---------------------------------------------------------------------------------------------------------

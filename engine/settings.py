@@ -23,9 +23,16 @@ class RepresentationSettings:
     sample_size: int = 200_000  # pixels sampled for percentile statistics
 
 
+BACKBONE_SOURCES = ("auto", "prior", "imagenet", "scene")
+
+
 @dataclass
 class BackboneSettings:
-    checkpoint: Optional[str] = None  # ImageNet ADM 64x64 file; None = compact scene-trained backbone
+    # auto: the ImageNet ADM when one is installed (checkpoint, $DIFFLC_BACKBONE or the download cache), else the
+    # shipped remote-sensing prior; prior: the shipped prior; imagenet: the ImageNet ADM (must be found);
+    # scene: a compact network trained from scratch on the scene (the pre-prior behaviour, kept as a control)
+    source: str = "auto"
+    checkpoint: Optional[str] = None  # ImageNet ADM 64x64 file given explicitly (wins over auto)
     # denoising steps / batch that train the compact backbone on the scene's patches: sized so a 512x512 scene
     # trains in minutes on a 2-core CPU (METHOD.md section 4: an untrained network is nearly as good)
     compact_steps: int = 300
@@ -36,13 +43,16 @@ class BackboneSettings:
 
 @dataclass
 class AdaptSettings:
-    steps: int = 2000
+    steps: Optional[int] = None  # None = the backbone's default (adaptation.default_adapt_steps)
     lr: float = 3e-3  # paper; the public code used 1e-4 (preset "public")
-    batch_size: int = 32
+    batch_size: Optional[int] = None  # None = 32 for the ImageNet ADM (paper), 8 for the compact prior
     weight_decay: float = 0.0  # applied to trainable tensors only
     scope: str = "decoder"  # decoder = label_emb + output_blocks.*.emb_layers; all = every emb_layers
     ema_decay: Optional[float] = None
     preset: str = "paper"  # paper | public
+    # modalities the adaptation sees; None = all of the scene's, pRGB the anchor in every batch (UniDiff). A
+    # subset without pRGB reproduces the paper's "PCA alone" ablation (Table 6)
+    modalities: Optional[Tuple[str, ...]] = None
 
 
 @dataclass
@@ -77,6 +87,16 @@ class HeadSettings:
 
 
 @dataclass
+class SpatialSettings:
+    """Gaussian regularisation of the class-probability map before the argmax (engine.spatial)."""
+
+    sigma: Optional[float] = None  # px; None = chosen by cross-validation on the training labels
+    candidates: Tuple[float, ...] = (0.0, 0.7, 1.0, 1.5, 2.0, 3.0)
+    folds: int = 5  # fewer when the largest class has fewer labels
+    cv_trees: int = 100  # trees of each cross-validation forest
+
+
+@dataclass
 class TileSettings:
     patch: int = 64
     stride: int = 32
@@ -90,6 +110,7 @@ class PipelineSettings:
     features: FeatureSettings = field(default_factory=FeatureSettings)
     head: HeadSettings = field(default_factory=HeadSettings)
     tiles: TileSettings = field(default_factory=TileSettings)
+    spatial: SpatialSettings = field(default_factory=SpatialSettings)
     modalities: Tuple[str, ...] = ("prgb", "pca", "sar")
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
