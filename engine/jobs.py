@@ -335,13 +335,18 @@ def _channel_names(modality: str) -> List[str]:
 def assess(classified: str, reference_raster: Optional[str] = None,
            reference_labels: Optional[LabelGeometries] = None, exclude: Optional[LabelGeometries] = None,
            ignore_values: Sequence[int] = (), html: Optional[str] = None, json_path: Optional[str] = None,
-           progress: Optional[Progress] = None) -> Dict:
+           progress: Optional[Progress] = None, area_estimation: bool = True) -> Dict:
     """Confusion matrix and metrics of a classified raster against a reference raster or labelled features.
 
-    Classes are matched by value. Pixels under ``exclude`` (e.g. the training points) and reference values in
-    ``ignore_values`` are left out, so the map is judged on independent pixels only.
+    Classes are matched by value (a value named differently in the map and the reference is refused). Pixels
+    under ``exclude`` (e.g. the training points) and reference values in ``ignore_values`` are left out, so the
+    map is judged on independent pixels only. With ``area_estimation`` the map's class areas, counted block by
+    block, weight the sample into Olofsson et al. 2014 area-adjusted accuracies and area estimates
+    (``metrics["area_estimation"]``, see :mod:`engine.area`).
     """
+    from .area import MapAreaCounter, check_class_names
     from .metrics import metrics_from_confusion
+    from .raster_io import pixel_area
     from .report import write_accuracy_report
 
     progress = progress or Progress()
@@ -350,6 +355,12 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     cls = RasterReader(classified)
     info = cls.info
     names = category_names(classified)
+    if reference_raster is not None:
+        check_class_names(names, category_names(reference_raster))
+    else:
+        check_class_names(names, _style_names(reference_labels))
+    areas = pixel_area(info) if area_estimation else None
+    counter = MapAreaCounter(areas.row_area) if area_estimation else None
     excluded = np.zeros(0, dtype=np.int64)
     if exclude is not None:
         rows, cols = _feature_pixels(exclude, info)
@@ -377,6 +388,8 @@ def assess(classified: str, reference_raster: Optional[str] = None,
             rows = min(block, info.height - row)
             ref = ref_reader.read(row, 0, rows, info.width)[0]
             pred = cls.read(row, 0, rows, info.width)[0]
+            if counter is not None:
+                counter.add(row, pred)
             flat = (np.arange(row, row + rows)[:, None] * info.width + np.arange(info.width)[None, :])
             add(ref.ravel(), pred.ravel(), flat.ravel())
             progress.step((row + rows) / info.height)
@@ -386,6 +399,8 @@ def assess(classified: str, reference_raster: Optional[str] = None,
         rows, cols, values = rows[inside], cols[inside], values[inside]
         pred = np.array([cls.read(int(r), int(c), 1, 1)[0, 0, 0] for r, c in zip(rows, cols)], dtype=np.float64)
         add(values.astype(np.float64), pred, rows * info.width + cols)
+        if counter is not None:
+            _count_map(cls, counter, progress)
     if not pairs:
         raise ValueError("no pixel has both a reference class and a classified value: check that the reference "
                          "covers the map, its CRS, and the ignored values")
@@ -400,8 +415,43 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     extra = {"classified": os.path.abspath(classified),
              "reference": os.path.abspath(reference_raster) if reference_raster else reference_labels.layer_name,
              "excluded_pixels": int(excluded.size)}
+    if counter is not None:
+        metrics["area_estimation"] = _area_estimation(cm, values, labels, counter, areas)
     write_accuracy_report(metrics, html_path=html, json_path=json_path, title="Accuracy assessment", extra=extra)
     return metrics
+
+
+def _count_map(cls: RasterReader, counter, progress: Progress, block: int = 256) -> None:
+    """The map's class areas, streamed by row blocks (the reference pass never reads the whole map)."""
+    height, width = cls.info.height, cls.info.width
+    for row in range(0, height, block):
+        rows = min(block, height - row)
+        counter.add(row, cls.read(row, 0, rows, width)[0])
+        progress.step((row + rows) / height)
+
+
+def _area_estimation(cm: np.ndarray, values: List[int], labels: List[str], counter, areas) -> Dict:
+    """Olofsson et al. 2014 estimates from the confusion matrix (rows = reference) and the streamed map areas."""
+    from .area import stratified_estimates
+
+    scale, unit = (1e-4, "ha") if areas.unit == "m2" else (1.0, "pixels")
+    map_area = np.array([counter.area.get(v, 0.0) * scale for v in values])
+    estimates = stratified_estimates(cm.T, map_area, values, labels, unit=unit)
+    out = estimates.to_dict()
+    out["area_note"] = areas.note + (": areas in hectares (1 ha = 10,000 m², 1 km² = 100 ha)" if unit == "ha" else "")
+    out["map_pixels"] = [int(counter.pixels.get(v, 0)) for v in values]
+    return out
+
+
+def _style_names(labels: LabelGeometries) -> Dict[int, str]:
+    """{class value: name} from a reference layer's styles (only integer values can match the map's)."""
+    names = {}
+    for key, (name, _color) in (labels.styles or {}).items():
+        try:
+            names[int(float(key))] = name
+        except (TypeError, ValueError):
+            continue
+    return names
 
 
 def _feature_pixels(labels: LabelGeometries, info: RasterInfo, with_values: bool = False):

@@ -468,3 +468,52 @@ def category_names(path: str) -> dict:
 
 def gdal_version() -> str:
     return gdal.__version__
+
+
+@dataclass(frozen=True)
+class PixelArea:
+    """Ground area of one pixel in each row, and how it was worked out (said in the accuracy report)."""
+
+    row_area: Optional[np.ndarray]  # [height] m² per pixel; None when the raster has no CRS (areas in pixels)
+    unit: str  # "m2" or "pixels"
+    note: str
+
+
+def _authalic_q(phi: np.ndarray, e: float) -> np.ndarray:
+    s = np.sin(phi)
+    if e < 1e-12:
+        return 2.0 * s
+    return (1 - e * e) * (s / (1 - (e * s) ** 2) - np.log((1 - e * s) / (1 + e * s)) / (2 * e))
+
+
+def pixel_area(info: RasterInfo) -> PixelArea:
+    """Pixel areas: constant in a projected CRS (its linear unit converted to metres); in a geographic CRS each
+    row's pixels are the ellipsoidal quadrangles between their latitudes (exact: A = a² Δλ |q(φ1) − q(φ2)| / 2 with
+    the authalic q of the CRS's ellipsoid), so a degree grid gets true areas at every latitude."""
+    gt = info.geotransform
+    if not info.crs_wkt:
+        return PixelArea(None, "pixels", "the map has no CRS: areas are counted in pixels")
+    srs = osr.SpatialReference(wkt=info.crs_wkt)
+    if srs.IsProjected():
+        metres = srs.GetLinearUnits()
+        area = abs(gt[1] * gt[5] - gt[2] * gt[4]) * metres * metres
+        unit_name = srs.GetLinearUnitsName() or "metre"
+        return PixelArea(np.full(info.height, area), "m2",
+                         f"projected CRS ({info.crs_label()}, unit {unit_name}): one pixel = {area:.6g} m²")
+    if srs.IsGeographic():
+        if gt[2] or gt[4]:
+            raise ValueError(f"the map is in a geographic CRS ({info.crs_label()}) with a rotated grid: reproject it "
+                             "to an equal-area or projected CRS to estimate areas")
+        rad = srs.GetAngularUnits()  # radians per CRS unit
+        a, inv_f = srs.GetSemiMajor(), srs.GetInvFlattening()
+        f = 1.0 / inv_f if inv_f else 0.0
+        e = math.sqrt(f * (2 - f))
+        top = (gt[3] + np.arange(info.height) * gt[5]) * rad
+        bottom = top + gt[5] * rad
+        top, bottom = np.clip(top, -math.pi / 2, math.pi / 2), np.clip(bottom, -math.pi / 2, math.pi / 2)
+        rows = 0.5 * a * a * abs(gt[1] * rad) * np.abs(_authalic_q(top, e) - _authalic_q(bottom, e))
+        return PixelArea(rows, "m2", f"geographic CRS ({info.crs_label()}): pixel areas computed row by row on its "
+                                     f"ellipsoid (a = {a:.3f} m, 1/f = {inv_f:.6g}), from {rows.min():.6g} to "
+                                     f"{rows.max():.6g} m²")
+    return PixelArea(None, "pixels", f"the map's CRS ({info.crs_label()}) is neither projected nor geographic: "
+                                     "areas are counted in pixels")
