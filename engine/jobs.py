@@ -20,7 +20,7 @@ from .labels import (ClassInfo, LabelSamples, collect_point_labels, collect_poly
 from .progress import Progress
 from .raster_io import RasterInfo, RasterReader, category_names, scan_bad_bands
 from .readers import StackedReader
-from .settings import PipelineSettings
+from .settings import CleanupSettings, PipelineSettings
 
 
 @dataclass
@@ -223,7 +223,9 @@ class ClassifyOutcome:
 
 def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confidence: Optional[str] = None,
              progress: Optional[Progress] = None, device: str = "auto",
-             checkpoint: Optional[str] = None) -> ClassifyOutcome:
+             checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None) -> ClassifyOutcome:
+    """Classify a scene into ``output``; with ``cleanup`` the complete map is cleaned before it moves into place
+    (the confidence raster stays the classifier's)."""
     from .bundle import check_inputs, load_bundle
     from .pipeline import from_bundle, predict_scene
     from .raster_io import ClassifiedWriter
@@ -238,14 +240,93 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
     counts = np.zeros(len(classes), dtype=np.int64)
     progress.log(f"Classifying {inputs.hsi_info.width}x{inputs.hsi_info.height} pixels into {len(classes)} classes "
                  f"in {model.settings.tiles.patch}-pixel tiles (stride {model.settings.tiles.stride})")
-    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence) as writer:
+    cleaning = cleanup is not None and cleanup.active
+    cleaned: Dict = {}
+    finish = _cleanup_hook(cleanup, inputs.hsi_info, progress.sub(0.9, 1.0), cleaned) if cleaning else None
+    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish) as writer:
         def write(row: int, index: np.ndarray, conf: np.ndarray) -> None:
             out = np.where(index >= 0, values[np.clip(index, 0, None)], -1)
             counts[:] += np.bincount(index[index >= 0], minlength=len(classes))
             writer.write(row, 0, out, conf if confidence else None)
 
-        predict_scene(model, inputs.reader, write, progress)
+        predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress)
+    if cleaning:
+        counts[:] = [cleaned["class_pixels"].get(int(v), 0) for v in values]
     return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# map clean-up (difflc:cleanmap and the optional step of classify)
+
+def _cleanup_hook(settings: CleanupSettings, info: RasterInfo, progress: Progress, summary: Dict):
+    """The clean-up as a ClassifiedWriter ``finish`` step: edits the complete temporary map in place."""
+    def finish(tmp: str) -> None:
+        from .cleanup import clean_band
+        from .raster_io import ClassBandEditor, pixel_area
+
+        pixel_m2 = None
+        if settings.sieve_area_ha > 0:
+            areas = pixel_area(info)
+            if areas.row_area is not None:
+                pixel_m2 = float(np.mean(areas.row_area))
+                if np.ptp(areas.row_area) > 1e-6 * pixel_m2:
+                    progress.log(f"Minimum mapping unit area converted with the mean pixel area, {pixel_m2:.6g} m² "
+                                 f"({areas.note})")
+        band = ClassBandEditor(tmp)
+        try:
+            summary.update(clean_band(band, settings, pixel_m2, progress))
+            summary["class_pixels"] = band.counts()
+        finally:
+            band.close()
+        progress.log(f"Clean-up: majority filter changed {summary['majority_changed']} pixels; minimum mapping unit "
+                     f"{summary['sieve_pixels']} pixels ({summary['connectivity']}-connected)")
+    return finish
+
+
+@dataclass
+class CleanOutcome:
+    output: str
+    summary: Dict
+    class_pixels: Dict[str, int]
+
+
+def clean_map(source: str, output: str, settings: CleanupSettings, progress: Optional[Progress] = None) -> CleanOutcome:
+    """Copy a classified raster through the classified writer (style carried over: names, colours, category names,
+    ``.qml``; nodata kept where it was) and clean it before it is moved into place."""
+    from .raster_io import ClassifiedWriter, class_styles
+
+    progress = progress or Progress()
+    if not settings.active:
+        raise ValueError("nothing to do: set a minimum mapping unit (sieve) and/or a majority filter radius")
+    reader = RasterReader(source)
+    info = reader.info
+    if info.band_count != 1:
+        raise ValueError(f"{os.path.basename(source)} has {info.band_count} bands: give a single-band classified map")
+    if os.path.abspath(source) == os.path.abspath(output):
+        raise ValueError("the cleaned map must be written to another file than its input")
+    styles = {v: (name, color) for v, name, color in class_styles(source)}
+    present: set = set()
+    block = 256
+    for row in range(0, info.height, block):  # the values actually mapped, in case some have no style
+        data = reader.read(row, 0, min(block, info.height - row), info.width)[0]
+        present.update(np.unique(data[~np.isnan(data)]).astype(np.int64).tolist())
+        progress.sub(0.0, 0.1).step((row + block) / info.height)
+    if any(v < 0 for v in present):
+        raise ValueError(f"{os.path.basename(source)} holds negative values: class values must be 0 or positive")
+    values = sorted(present | set(styles))
+    palette = default_colors(len(values))
+    classes = [ClassInfo(v, styles.get(v, (f"class {v}", None))[0], styles.get(v, (None, None))[1] or palette[i])
+               for i, v in enumerate(values)]
+    summary: Dict = {}
+    finish = _cleanup_hook(settings, info, progress.sub(0.3, 1.0), summary)
+    with ClassifiedWriter(output, info, classes, finish=finish) as writer:
+        for row in range(0, info.height, block):
+            rows = min(block, info.height - row)
+            data = reader.read(row, 0, rows, info.width)[0]
+            writer.write(row, 0, np.where(np.isnan(data), -1, data).astype(np.int64))
+            progress.sub(0.1, 0.3).step((row + rows) / info.height)
+    names = {c.value: c.name for c in classes}
+    return CleanOutcome(output, summary, {names[v]: int(n) for v, n in sorted(summary["class_pixels"].items())})
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -375,3 +375,83 @@ def test_accuracy_area_estimates_refuse_unusable_samples_with_the_class_name(qgi
     with pytest.raises(QgsProcessingException, match="value 2 is 'Forest' in the map but 'Urban' in the reference"):
         run("accuracy", {"CLASSIFIED": classified, "REFERENCE_LABELS": layer, "REFERENCE_FIELD": "truth",
                          "HTML": None, "AREA_ESTIMATES": False})
+
+
+# ------------------------------------------------------------------------------------------------ clean-up
+
+CLEAN_NAMES = ["", "Meadow", "Lake", "Road"]
+CLEAN_COLORS = {1: (10, 200, 30), 2: (0, 60, 250), 3: (120, 120, 120)}
+
+
+def _styled_map(path, data):
+    """A Byte map (nodata 0) styled the GDAL way only: category names + colour table, no .qml.
+
+    Styled at creation: GDAL 3.6's GTiff drops category names set in update mode next to a colour table."""
+    from osgeo import gdal, osr
+
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[1], data.shape[0], 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
+    ds.SetProjection(srs.ExportToWkt())
+    band = ds.GetRasterBand(1)
+    band.SetNoDataValue(0)
+    ct = gdal.ColorTable()
+    for value, rgb in CLEAN_COLORS.items():
+        ct.SetColorEntry(value, (*rgb, 255))
+    band.SetRasterColorTable(ct)
+    band.SetCategoryNames(CLEAN_NAMES)
+    band.WriteArray(data.astype(np.uint8))
+    ds = None
+    return str(path)
+
+
+def _patch_sizes(data, value, connectivity=4):
+    from scipy.ndimage import label
+
+    structure = None if connectivity == 4 else np.ones((3, 3), int)
+    labelled, n = label(data == value, structure=structure)
+    return sorted(np.bincount(labelled.ravel())[1:].tolist())
+
+
+def test_cleanmap_sieve_majority_nodata_and_style(qgis_app, tmp_path):
+    data = np.ones((20, 20), np.uint8)
+    data[2, 2:5] = 2  # a 3-pixel lake: below a 4-pixel unit
+    data[8, 2:7] = 2  # a 5-pixel lake: kept
+    data[14, 14] = 3  # a lone road pixel: the majority filter takes it
+    data[15:20, 0:6] = 0  # nodata
+    data[12, 0:3] = 0  # a nodata strip
+    source = _styled_map(tmp_path / "map.tif", data)
+    sieved = tmp_path / "sieved.tif"
+    rec = Recorder()
+    run("cleanmap", {"INPUT": source, "SIEVE_PIXELS": 4, "CONNECTIVITY": 0, "OUTPUT": str(sieved)}, rec)
+    out, facts = read_array(sieved)
+    assert (out[2, 2:5] == 1).all() and (out[8, 2:7] == 2).all()  # 3-pixel island merged, 5-pixel one kept
+    assert out[14, 14] == 1  # a lone pixel is below the unit too
+    assert np.array_equal(out == 0, data == 0) and facts["nodata"] == 0  # nodata kept, at the same pixels
+    assert facts["categories"][:4] == CLEAN_NAMES and facts["colors"][2][:3] == CLEAN_COLORS[2]
+    qml = (tmp_path / "sieved.qml").read_text()
+    assert 'label="Lake"' in qml and 'color="#003cfa"' in qml
+    assert "Lake: 5 pixels" in rec.text
+
+    smooth = tmp_path / "smooth.tif"
+    run("cleanmap", {"INPUT": source, "MAJORITY_RADIUS": 1, "OUTPUT": str(smooth)})
+    out, _ = read_array(smooth)
+    assert out[14, 14] == 1 and (out[8, 2:7] == 1).all()  # a 1-pixel-wide line loses every 3x3 vote
+    assert np.array_equal(out == 0, data == 0)
+
+
+def test_classify_cleanup_is_the_cleanmap_algorithm(trained, scene, tmp_path):
+    """The optional clean-up of classify gives exactly what cleanmap gives on the uncleaned map."""
+    model = trained[2] / "model.difflc"
+    base = {"MODEL": str(model), "HSI": scene.hsi, "SAR": scene.sar}
+    clean = {"MAJORITY_RADIUS": 1, "SIEVE_PIXELS": 30, "CONNECTIVITY": 1}
+    run("classify", {**base, "OUTPUT": str(tmp_path / "raw.tif")})
+    run("classify", {**base, **clean, "OUTPUT": str(tmp_path / "cleaned.tif")})
+    run("cleanmap", {"INPUT": str(tmp_path / "raw.tif"), **clean, "OUTPUT": str(tmp_path / "cleanmap.tif")})
+    cleaned, facts = read_array(tmp_path / "cleaned.tif")
+    again, _ = read_array(tmp_path / "cleanmap.tif")
+    assert np.array_equal(cleaned, again)
+    assert facts["categories"][1:3] == ["Water", "Forest"] and (tmp_path / "cleaned.qml").exists()
+    for value in (1, 2):
+        assert min(_patch_sizes(cleaned, value, connectivity=8)) >= 30
