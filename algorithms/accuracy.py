@@ -16,7 +16,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm, engine_errors
-from .layers import read_label_features
+from .layers import read_label_features, reference_styles
 from .params import raster_path
 
 HELP = """<p>Compares a classified raster with reference data and reports the confusion matrix (rows =
@@ -27,8 +27,8 @@ heat-map plot) and/or JSON.</p>
 with a class field holding the map's class values. <b>EXCLUDE</b>: features whose pixels are left out, e.g. the
 training points, so the map is judged on independent pixels only. <b>IGNORE</b>: reference values that mean
 "no reference" (e.g. <code>-1</code> or <code>0</code>). Classes are matched by value; names come from the
-map's category names; a value named differently in the map and in the reference (category names, the layer's
-categorized style or a <code>class_name</code> field) stops the run.</p>
+map's category names; a value named differently in the map and in the reference (its category names, or a categorized style on the
+reference field) stops the run.</p>
 <p><b>AREA_ESTIMATES</b> (on by default): area-adjusted accuracy and area estimation following Olofsson et al.
 2014 ("Good practices for estimating area and assessing accuracy of land change", Remote Sensing of Environment
 148: 42&ndash;57). The map's class areas, counted block by block from the classified raster, are the strata
@@ -85,8 +85,8 @@ class Accuracy(DiffLcAlgorithm):
         ref_labels = None
         if ref_layer is not None:
             field = self.parameterAsString(parameters, "REFERENCE_FIELD", context)
-            ref_labels = read_label_features(ref_layer, field, crs, feedback, layer_name=ref_layer.name(),
-                                             style_layer=ref_layer)
+            ref_labels = read_label_features(ref_layer, field, crs, feedback, layer_name=ref_layer.name())
+            ref_labels.styles = reference_styles(ref_layer, field)  # the names checked against the map's
         exclude_layer = self.parameterAsVectorLayer(parameters, "EXCLUDE", context)
         exclude = None
         if exclude_layer is not None:
