@@ -39,7 +39,11 @@ for a projected CRS; in a geographic CRS each row's pixel area is computed on th
 are in pixels. These estimators assume the reference is a <b>stratified random sample by map class</b> (or a
 simple random sample), drawn <b>independently of the training data</b> (leave the training points out with
 EXCLUDE). The run stops, naming the class, when a reference class does not occur in the map or a mapped class
-has fewer than 2 reference samples: add samples there or turn AREA_ESTIMATES off.</p>"""
+has fewer than 2 reference samples: add samples there or turn AREA_ESTIMATES off.</p>
+<p><b>Good practice</b>: draw the reference points as a stratified random sample of the map's classes (at least
+50&ndash;100 per class), label them from better data than the map (field visits, very-high-resolution imagery),
+never reuse training points, and report the estimated areas with their confidence intervals rather than the map's
+pixel counts.</p>"""
 
 
 class Accuracy(DiffLcAlgorithm):
