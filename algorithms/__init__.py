@@ -21,6 +21,7 @@ ALGORITHM_MODULES = [
     "classify",
     "trainandclassify",
     "accuracy",
+    "cleanmap",
 ]
 
 LOG_TAG = "Diffusion Land Cover"

@@ -7,6 +7,7 @@ from qgis.core import (
     QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterLayer,
@@ -15,7 +16,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm, engine_errors
-from .layers import read_label_features
+from .layers import read_label_features, reference_styles
 from .params import raster_path
 
 HELP = """<p>Compares a classified raster with reference data and reports the confusion matrix (rows =
@@ -26,7 +27,23 @@ heat-map plot) and/or JSON.</p>
 with a class field holding the map's class values. <b>EXCLUDE</b>: features whose pixels are left out, e.g. the
 training points, so the map is judged on independent pixels only. <b>IGNORE</b>: reference values that mean
 "no reference" (e.g. <code>-1</code> or <code>0</code>). Classes are matched by value; names come from the
-map's category names.</p>"""
+map's category names; a value named differently in the map and in the reference (its category names, or a categorized style on the
+reference field) stops the run.</p>
+<p><b>AREA_ESTIMATES</b> (on by default): area-adjusted accuracy and area estimation following Olofsson et al.
+2014 ("Good practices for estimating area and assessing accuracy of land change", Remote Sensing of Environment
+148: 42&ndash;57). The map's class areas, counted block by block from the classified raster, are the strata
+weights W<sub>i</sub>; the report adds the error matrix in estimated area proportions
+(p<sub>ij</sub> = W<sub>i</sub> n<sub>ij</sub> / n<sub>i&middot;</sub>), user's, producer's and overall accuracy
+with 95 % confidence intervals, and the estimated area of each class &plusmn; its 95 % CI, in hectares and km&sup2;
+for a projected CRS; in a geographic CRS each row's pixel area is computed on the ellipsoid; without a CRS areas
+are in pixels. These estimators assume the reference is a <b>stratified random sample by map class</b> (or a
+simple random sample), drawn <b>independently of the training data</b> (leave the training points out with
+EXCLUDE). The run stops, naming the class, when a reference class does not occur in the map or a mapped class
+has fewer than 2 reference samples: add samples there or turn AREA_ESTIMATES off.</p>
+<p><b>Good practice</b>: draw the reference points as a stratified random sample of the map's classes (at least
+50&ndash;100 per class), label them from better data than the map (field visits, very-high-resolution imagery),
+never reuse training points, and report the estimated areas with their confidence intervals rather than the map's
+pixel counts.</p>"""
 
 
 class Accuracy(DiffLcAlgorithm):
@@ -47,6 +64,9 @@ class Accuracy(DiffLcAlgorithm):
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterString(
             "IGNORE", "Reference values meaning 'no reference' (comma separated)", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "AREA_ESTIMATES", "Area-adjusted accuracy and area estimates (Olofsson et al. 2014; needs a reference "
+            "sample stratified by map class)", defaultValue=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             "HTML", "Report (HTML)", fileFilter="HTML (*.html)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -54,6 +74,8 @@ class Accuracy(DiffLcAlgorithm):
         for name, text in (("OA", "Overall accuracy"), ("KAPPA", "Kappa"), ("MIOU", "Mean IoU"),
                            ("MF1", "Mean F1"), ("AA", "Average accuracy")):
             self.addOutput(QgsProcessingOutputNumber(name, text))
+        self.addOutput(QgsProcessingOutputNumber("ADJUSTED_OA", "Area-adjusted overall accuracy (Olofsson et al. 2014)"))
+        self.addOutput(QgsProcessingOutputNumber("ADJUSTED_OA_CI", "Area-adjusted overall accuracy: 95 % CI half-width"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         from ..engine import jobs
@@ -68,6 +90,7 @@ class Accuracy(DiffLcAlgorithm):
         if ref_layer is not None:
             field = self.parameterAsString(parameters, "REFERENCE_FIELD", context)
             ref_labels = read_label_features(ref_layer, field, crs, feedback, layer_name=ref_layer.name())
+            ref_labels.styles = reference_styles(ref_layer, field)  # the names checked against the map's
         exclude_layer = self.parameterAsVectorLayer(parameters, "EXCLUDE", context)
         exclude = None
         if exclude_layer is not None:
@@ -79,11 +102,20 @@ class Accuracy(DiffLcAlgorithm):
             raise QgsProcessingException(f"IGNORE must be integers separated by commas, got '{ignore_text}'.")
         html = self.parameterAsFileOutput(parameters, "HTML", context) or None
         json_path = self.parameterAsFileOutput(parameters, "JSON", context) or None
+        area_estimation = self.parameterAsBool(parameters, "AREA_ESTIMATES", context)
         with engine_errors():
             m = jobs.assess(classified, reference, ref_labels, exclude, ignore, html, json_path,
-                            self.progress_for(feedback))
+                            self.progress_for(feedback), area_estimation=area_estimation)
         feedback.pushInfo(f"OA {100 * m['overall_accuracy']:.2f} %  kappa {m['kappa']:.4f}  "
                           f"mIoU {100 * m['mean_iou']:.2f} %  mF1 {100 * m['mean_f1']:.2f} %  "
                           f"AA {100 * m['average_accuracy']:.2f} %  ({m['n_samples']} pixels)")
+        area = m.get("area_estimation") or {}
+        for c in area.get("classes", []):
+            feedback.pushInfo(f"{c['name']}: estimated area {c['estimated_area']:,.2f} ± {c['estimated_area_ci95']:,.2f} "
+                              f"{area['unit']} (map {c['map_area']:,.2f})")
+        if area:
+            feedback.pushInfo(f"Area-adjusted OA {area['overall_accuracy']:.4f} ± {area['overall_accuracy_ci95']:.4f} "
+                              "(95 % CI, Olofsson et al. 2014)")
         return {"HTML": html, "JSON": json_path, "OA": m["overall_accuracy"], "KAPPA": m["kappa"],
-                "MIOU": m["mean_iou"], "MF1": m["mean_f1"], "AA": m["average_accuracy"]}
+                "MIOU": m["mean_iou"], "MF1": m["mean_f1"], "AA": m["average_accuracy"],
+                "ADJUSTED_OA": area.get("overall_accuracy"), "ADJUSTED_OA_CI": area.get("overall_accuracy_ci95")}

@@ -8,7 +8,8 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm, engine_errors
-from .params import DEVICES, add_input_parameters, raster_path
+from .params import (CLEANUP_HELP, DEVICES, add_cleanup_parameters, add_input_parameters, cleanup_from_parameters,
+                     raster_path)
 
 HELP = """<p>Classifies a scene with a model file written by <i>Train classifier</i> or <i>Train and
 classify</i>. The stored representation statistics (band choice, PCA basis, percentile stretches), backbone
@@ -16,7 +17,7 @@ and head are applied unchanged, so another scene of the same sensor gets exactly
 <p>The rasters must match the model: the same number of HSI bands (wavelengths within 5 nm when both carry
 them) and SAR given exactly when the model was trained with SAR; otherwise the run stops and says what
 differs. A model built on the ImageNet checkpoint needs that checkpoint (<b>BACKBONE</b>, verified by its
-fingerprint). The scene is streamed in 64&times;64 tiles; memory does not grow with its size.</p>"""
+fingerprint). The scene is streamed in 64&times;64 tiles; memory does not grow with its size.</p>""" + CLEANUP_HELP
 
 
 class Classify(DiffLcAlgorithm):
@@ -36,6 +37,7 @@ class Classify(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
+        add_cleanup_parameters(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.require_torch()
@@ -48,9 +50,10 @@ class Classify(DiffLcAlgorithm):
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
         device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
         checkpoint = self.parameterAsFile(parameters, "BACKBONE", context) or None
+        cleanup = cleanup_from_parameters(self, parameters, context)
         with engine_errors():
             result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
-                                   device=device, checkpoint=checkpoint)
+                                   device=device, checkpoint=checkpoint, cleanup=cleanup)
         for name, count in result.class_pixels.items():
             feedback.pushInfo(f"{name}: {count} pixels")
         return {"OUTPUT": result.output, "CONFIDENCE": result.confidence}

@@ -36,6 +36,15 @@ def renderer_styles(layer) -> Dict[str, Tuple[str, str]]:
     return styles
 
 
+def reference_styles(layer, field_name: str) -> Dict[str, Tuple[str, str]]:
+    """Names of a reference layer's classes: only a categorized style on the reference field itself counts (a
+    'class_name' field or a style on another field, e.g. the map class of a sample, names something else)."""
+    renderer = layer.renderer() if hasattr(layer, "renderer") else None
+    if not isinstance(renderer, QgsCategorizedSymbolRenderer) or renderer.classAttribute() != field_name:
+        return {}
+    return renderer_styles(layer)
+
+
 def _value_key(value) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)

@@ -101,6 +101,44 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
                                                     d.tiles.stride, minValue=8, maxValue=64))
 
 
+CONNECTIVITY = ["4 (edges)", "8 (edges and corners)"]
+
+
+def add_cleanup_parameters(alg, advanced: bool = True) -> None:
+    """SIEVE_PIXELS, SIEVE_AREA, CONNECTIVITY, MAJORITY_RADIUS: the same clean-up in cleanmap, classify and
+    trainandclassify (advanced there; 0 = off)."""
+    add = (lambda p: _advanced(alg, p)) if advanced else alg.addParameter
+    integer, double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
+    add(QgsProcessingParameterNumber(
+        "MAJORITY_RADIUS", "Clean-up: majority filter radius in pixels ((2r+1)x(2r+1) window; 0 = off)", integer, 0,
+        minValue=0, maxValue=50))
+    add(QgsProcessingParameterNumber(
+        "SIEVE_PIXELS", "Clean-up: minimum mapping unit in pixels (smaller patches merge into their largest "
+        "neighbour; 0 = off)", integer, 0, minValue=0))
+    add(QgsProcessingParameterNumber(
+        "SIEVE_AREA", "Clean-up: minimum mapping unit as an area in hectares (converted to pixels; 0 = off)", double,
+        0.0, minValue=0.0))
+    add(QgsProcessingParameterEnum("CONNECTIVITY", "Clean-up: pixels of a patch connect by", CONNECTIVITY,
+                                   defaultValue=0))
+
+
+def cleanup_from_parameters(alg, parameters, context):
+    """The clean-up parameters as one engine CleanupSettings."""
+    from ..engine.settings import CleanupSettings
+
+    return CleanupSettings(
+        sieve_pixels=alg.parameterAsInt(parameters, "SIEVE_PIXELS", context),
+        sieve_area_ha=alg.parameterAsDouble(parameters, "SIEVE_AREA", context),
+        connectivity=(4, 8)[alg.parameterAsEnum(parameters, "CONNECTIVITY", context)],
+        majority_radius=alg.parameterAsInt(parameters, "MAJORITY_RADIUS", context))
+
+
+CLEANUP_HELP = """<p><b>Clean-up</b> (optional, advanced; the same as <i>Clean up a classified map</i>): a
+majority filter (<b>MAJORITY_RADIUS</b>) and then a minimum mapping unit (<b>SIEVE_PIXELS</b> or
+<b>SIEVE_AREA</b> in hectares, <b>CONNECTIVITY</b> 4 or 8) run on the complete map before it is moved into place;
+nodata never changes. The confidence raster stays the classifier's.</p>"""
+
+
 def _ints(text: str, name: str) -> Optional[Tuple[int, ...]]:
     text = (text or "").strip()
     if not text:

@@ -10,7 +10,8 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm, engine_errors
-from .params import add_backbone_parameters, add_input_parameters, add_method_parameters, training_request
+from .params import (CLEANUP_HELP, add_backbone_parameters, add_cleanup_parameters, add_input_parameters,
+                     add_method_parameters, cleanup_from_parameters, training_request)
 
 HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
 <ol>
@@ -34,7 +35,7 @@ samples. Class names and colours come from the label layer's categorized style (
 <p><b>Outputs</b>: classified GeoTIFF (Byte, nodata 0, colour table, category names, <code>.qml</code>
 style), optional confidence raster (max class probability), optional model file (<code>.difflc</code>,
 reusable by <i>Classify</i>), optional training report (HTML or JSON: validation accuracy on held-out
-training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>"""
+training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + CLEANUP_HELP
 
 
 class TrainAndClassify(DiffLcAlgorithm):
@@ -56,6 +57,7 @@ class TrainAndClassify(DiffLcAlgorithm):
             "REPORT", "Training report", fileFilter="HTML (*.html);;JSON (*.json)", optional=True,
             createByDefault=False))
         add_method_parameters(self)
+        add_cleanup_parameters(self)
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.require_torch()
@@ -71,7 +73,8 @@ class TrainAndClassify(DiffLcAlgorithm):
             trained = jobs.train(request, progress.sub(0.0, 0.6))
             try:
                 result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
-                                       progress.sub(0.6, 1.0), device=request.settings.device)
+                                       progress.sub(0.6, 1.0), device=request.settings.device,
+                                       cleanup=cleanup_from_parameters(self, parameters, context))
             finally:
                 if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
                     with contextlib.suppress(OSError):

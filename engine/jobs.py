@@ -20,7 +20,7 @@ from .labels import (ClassInfo, LabelSamples, collect_point_labels, collect_poly
 from .progress import Progress
 from .raster_io import RasterInfo, RasterReader, category_names, scan_bad_bands
 from .readers import StackedReader
-from .settings import PipelineSettings
+from .settings import CleanupSettings, PipelineSettings
 
 
 @dataclass
@@ -223,7 +223,9 @@ class ClassifyOutcome:
 
 def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confidence: Optional[str] = None,
              progress: Optional[Progress] = None, device: str = "auto",
-             checkpoint: Optional[str] = None) -> ClassifyOutcome:
+             checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None) -> ClassifyOutcome:
+    """Classify a scene into ``output``; with ``cleanup`` the complete map is cleaned before it moves into place
+    (the confidence raster stays the classifier's)."""
     from .bundle import check_inputs, load_bundle
     from .pipeline import from_bundle, predict_scene
     from .raster_io import ClassifiedWriter
@@ -238,14 +240,93 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
     counts = np.zeros(len(classes), dtype=np.int64)
     progress.log(f"Classifying {inputs.hsi_info.width}x{inputs.hsi_info.height} pixels into {len(classes)} classes "
                  f"in {model.settings.tiles.patch}-pixel tiles (stride {model.settings.tiles.stride})")
-    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence) as writer:
+    cleaning = cleanup is not None and cleanup.active
+    cleaned: Dict = {}
+    finish = _cleanup_hook(cleanup, inputs.hsi_info, progress.sub(0.9, 1.0), cleaned) if cleaning else None
+    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish) as writer:
         def write(row: int, index: np.ndarray, conf: np.ndarray) -> None:
             out = np.where(index >= 0, values[np.clip(index, 0, None)], -1)
             counts[:] += np.bincount(index[index >= 0], minlength=len(classes))
             writer.write(row, 0, out, conf if confidence else None)
 
-        predict_scene(model, inputs.reader, write, progress)
+        predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress)
+    if cleaning:
+        counts[:] = [cleaned["class_pixels"].get(int(v), 0) for v in values]
     return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# map clean-up (difflc:cleanmap and the optional step of classify)
+
+def _cleanup_hook(settings: CleanupSettings, info: RasterInfo, progress: Progress, summary: Dict):
+    """The clean-up as a ClassifiedWriter ``finish`` step: edits the complete temporary map in place."""
+    def finish(tmp: str) -> None:
+        from .cleanup import clean_band
+        from .raster_io import ClassBandEditor, pixel_area
+
+        pixel_m2 = None
+        if settings.sieve_area_ha > 0:
+            areas = pixel_area(info)
+            if areas.row_area is not None:
+                pixel_m2 = float(np.mean(areas.row_area))
+                if np.ptp(areas.row_area) > 1e-6 * pixel_m2:
+                    progress.log(f"Minimum mapping unit area converted with the mean pixel area, {pixel_m2:.6g} m² "
+                                 f"({areas.note})")
+        band = ClassBandEditor(tmp)
+        try:
+            summary.update(clean_band(band, settings, pixel_m2, progress))
+            summary["class_pixels"] = band.counts()
+        finally:
+            band.close()
+        progress.log(f"Clean-up: majority filter changed {summary['majority_changed']} pixels; minimum mapping unit "
+                     f"{summary['sieve_pixels']} pixels ({summary['connectivity']}-connected)")
+    return finish
+
+
+@dataclass
+class CleanOutcome:
+    output: str
+    summary: Dict
+    class_pixels: Dict[str, int]
+
+
+def clean_map(source: str, output: str, settings: CleanupSettings, progress: Optional[Progress] = None) -> CleanOutcome:
+    """Copy a classified raster through the classified writer (style carried over: names, colours, category names,
+    ``.qml``; nodata kept where it was) and clean it before it is moved into place."""
+    from .raster_io import ClassifiedWriter, class_styles
+
+    progress = progress or Progress()
+    if not settings.active:
+        raise ValueError("nothing to do: set a minimum mapping unit (sieve) and/or a majority filter radius")
+    reader = RasterReader(source)
+    info = reader.info
+    if info.band_count != 1:
+        raise ValueError(f"{os.path.basename(source)} has {info.band_count} bands: give a single-band classified map")
+    if os.path.abspath(source) == os.path.abspath(output):
+        raise ValueError("the cleaned map must be written to another file than its input")
+    styles = {v: (name, color) for v, name, color in class_styles(source)}
+    present: set = set()
+    block = 256
+    for row in range(0, info.height, block):  # the values actually mapped, in case some have no style
+        data = reader.read(row, 0, min(block, info.height - row), info.width)[0]
+        present.update(np.unique(data[~np.isnan(data)]).astype(np.int64).tolist())
+        progress.sub(0.0, 0.1).step((row + block) / info.height)
+    if any(v < 0 for v in present):
+        raise ValueError(f"{os.path.basename(source)} holds negative values: class values must be 0 or positive")
+    values = sorted(present | set(styles))
+    palette = default_colors(len(values))
+    classes = [ClassInfo(v, styles.get(v, (f"class {v}", None))[0], styles.get(v, (None, None))[1] or palette[i])
+               for i, v in enumerate(values)]
+    summary: Dict = {}
+    finish = _cleanup_hook(settings, info, progress.sub(0.3, 1.0), summary)
+    with ClassifiedWriter(output, info, classes, finish=finish) as writer:
+        for row in range(0, info.height, block):
+            rows = min(block, info.height - row)
+            data = reader.read(row, 0, rows, info.width)[0]
+            writer.write(row, 0, np.where(np.isnan(data), -1, data).astype(np.int64))
+            progress.sub(0.1, 0.3).step((row + rows) / info.height)
+    names = {c.value: c.name for c in classes}
+    return CleanOutcome(output, summary, {names[v]: int(n) for v, n in sorted(summary["class_pixels"].items())})
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,13 +416,18 @@ def _channel_names(modality: str) -> List[str]:
 def assess(classified: str, reference_raster: Optional[str] = None,
            reference_labels: Optional[LabelGeometries] = None, exclude: Optional[LabelGeometries] = None,
            ignore_values: Sequence[int] = (), html: Optional[str] = None, json_path: Optional[str] = None,
-           progress: Optional[Progress] = None) -> Dict:
+           progress: Optional[Progress] = None, area_estimation: bool = True) -> Dict:
     """Confusion matrix and metrics of a classified raster against a reference raster or labelled features.
 
-    Classes are matched by value. Pixels under ``exclude`` (e.g. the training points) and reference values in
-    ``ignore_values`` are left out, so the map is judged on independent pixels only.
+    Classes are matched by value (a value named differently in the map and the reference is refused). Pixels
+    under ``exclude`` (e.g. the training points) and reference values in ``ignore_values`` are left out, so the
+    map is judged on independent pixels only. With ``area_estimation`` the map's class areas, counted block by
+    block, weight the sample into Olofsson et al. 2014 area-adjusted accuracies and area estimates
+    (``metrics["area_estimation"]``, see :mod:`engine.area`).
     """
+    from .area import MapAreaCounter, check_class_names
     from .metrics import metrics_from_confusion
+    from .raster_io import pixel_area
     from .report import write_accuracy_report
 
     progress = progress or Progress()
@@ -350,6 +436,12 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     cls = RasterReader(classified)
     info = cls.info
     names = category_names(classified)
+    if reference_raster is not None:
+        check_class_names(names, category_names(reference_raster))
+    else:
+        check_class_names(names, _style_names(reference_labels))
+    areas = pixel_area(info) if area_estimation else None
+    counter = MapAreaCounter(areas.row_area) if area_estimation else None
     excluded = np.zeros(0, dtype=np.int64)
     if exclude is not None:
         rows, cols = _feature_pixels(exclude, info)
@@ -377,6 +469,8 @@ def assess(classified: str, reference_raster: Optional[str] = None,
             rows = min(block, info.height - row)
             ref = ref_reader.read(row, 0, rows, info.width)[0]
             pred = cls.read(row, 0, rows, info.width)[0]
+            if counter is not None:
+                counter.add(row, pred)
             flat = (np.arange(row, row + rows)[:, None] * info.width + np.arange(info.width)[None, :])
             add(ref.ravel(), pred.ravel(), flat.ravel())
             progress.step((row + rows) / info.height)
@@ -386,6 +480,8 @@ def assess(classified: str, reference_raster: Optional[str] = None,
         rows, cols, values = rows[inside], cols[inside], values[inside]
         pred = np.array([cls.read(int(r), int(c), 1, 1)[0, 0, 0] for r, c in zip(rows, cols)], dtype=np.float64)
         add(values.astype(np.float64), pred, rows * info.width + cols)
+        if counter is not None:
+            _count_map(cls, counter, progress)
     if not pairs:
         raise ValueError("no pixel has both a reference class and a classified value: check that the reference "
                          "covers the map, its CRS, and the ignored values")
@@ -400,8 +496,43 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     extra = {"classified": os.path.abspath(classified),
              "reference": os.path.abspath(reference_raster) if reference_raster else reference_labels.layer_name,
              "excluded_pixels": int(excluded.size)}
+    if counter is not None:
+        metrics["area_estimation"] = _area_estimation(cm, values, labels, counter, areas)
     write_accuracy_report(metrics, html_path=html, json_path=json_path, title="Accuracy assessment", extra=extra)
     return metrics
+
+
+def _count_map(cls: RasterReader, counter, progress: Progress, block: int = 256) -> None:
+    """The map's class areas, streamed by row blocks (the reference pass never reads the whole map)."""
+    height, width = cls.info.height, cls.info.width
+    for row in range(0, height, block):
+        rows = min(block, height - row)
+        counter.add(row, cls.read(row, 0, rows, width)[0])
+        progress.step((row + rows) / height)
+
+
+def _area_estimation(cm: np.ndarray, values: List[int], labels: List[str], counter, areas) -> Dict:
+    """Olofsson et al. 2014 estimates from the confusion matrix (rows = reference) and the streamed map areas."""
+    from .area import stratified_estimates
+
+    scale, unit = (1e-4, "ha") if areas.unit == "m2" else (1.0, "pixels")
+    map_area = np.array([counter.area.get(v, 0.0) * scale for v in values])
+    estimates = stratified_estimates(cm.T, map_area, values, labels, unit=unit)
+    out = estimates.to_dict()
+    out["area_note"] = areas.note + (": areas in hectares (1 ha = 10,000 m², 1 km² = 100 ha)" if unit == "ha" else "")
+    out["map_pixels"] = [int(counter.pixels.get(v, 0)) for v in values]
+    return out
+
+
+def _style_names(labels: LabelGeometries) -> Dict[int, str]:
+    """{class value: name} from a reference layer's styles (only integer values can match the map's)."""
+    names = {}
+    for key, (name, _color) in (labels.styles or {}).items():
+        try:
+            names[int(float(key))] = name
+        except (TypeError, ValueError):
+            continue
+    return names
 
 
 def _feature_pixels(labels: LabelGeometries, info: RasterInfo, with_values: bool = False):

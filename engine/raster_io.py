@@ -321,8 +321,10 @@ class ClassifiedWriter:
     marks with a negative value are written as nodata. Confidence nodata is −1 (NaN is written as −1).
     """
 
-    def __init__(self, path: str, ref: RasterInfo, classes, confidence_path: Optional[str] = None):
+    def __init__(self, path: str, ref: RasterInfo, classes, confidence_path: Optional[str] = None,
+                 finish: Optional[Callable[[str], None]] = None):
         self.path, self.ref, self.classes = str(path), ref, list(classes)
+        self.finish = finish  # called with the complete, closed temporary map before it moves (e.g. the clean-up)
         self.confidence_path = str(confidence_path) if confidence_path else None
         values = [int(c.value) for c in self.classes]
         if not values:
@@ -395,6 +397,8 @@ class ClassifiedWriter:
             self._cleanup()
             return False
         try:
+            if self.finish is not None:
+                self.finish(self._tmp)
             write_qml(f"{self._tmp}.qml", self.classes)
             _move_into_place(self._tmp, self.path)
             if self._tmp_conf:
@@ -457,6 +461,93 @@ class ImageWriter:
                 os.remove(p)
 
 
+class ClassBandEditor:
+    """Band 1 of a classified GeoTIFF opened for update, for the clean-up (engine.cleanup.ClassBand).
+
+    Rows come as int64 with -1 at nodata and go back with -1 written as the band's nodata value.
+    """
+
+    def __init__(self, path: str):
+        self._ds = gdal.Open(str(path), gdal.GA_Update)
+        self._band = self._ds.GetRasterBand(1)
+        self.height, self.width = self._ds.RasterYSize, self._ds.RasterXSize
+        nodata = self._band.GetNoDataValue()
+        self.nodata = None if nodata is None or math.isnan(nodata) else int(nodata)
+
+    def read(self, row: int, rows: int) -> np.ndarray:
+        raw = self._band.ReadAsArray(0, int(row), self.width, int(rows)).astype(np.int64)
+        if self.nodata is not None:
+            raw[raw == self.nodata] = -1
+        return raw
+
+    def write(self, row: int, values: np.ndarray) -> None:
+        if self.nodata is None and (values < 0).any():
+            raise ValueError("the map has no nodata value to write")
+        out = np.where(values < 0, self.nodata if self.nodata is not None else 0, values)
+        self._band.WriteArray(out.astype(gdal_array_type(self._band.DataType)), 0, int(row))
+
+    def sieve(self, threshold: int, connectivity: int, progress) -> None:
+        """GDAL's sieve in place on the whole band; nodata (the band's mask) is never a patch nor merged into."""
+        def callback(fraction, _message, _data):
+            if progress.is_canceled():
+                return 0
+            progress.report(fraction)
+            return 1
+
+        result = gdal.SieveFilter(self._band, self._band.GetMaskBand(), self._band, int(threshold), int(connectivity),
+                                  callback=callback)
+        progress.check()  # a cancelled sieve returns an error code: say why
+        if result not in (0, None):
+            raise ValueError(f"GDAL's sieve failed (error {result})")
+
+    def counts(self, block_rows: int = 256) -> dict:
+        """{class value: pixels}, streamed."""
+        total: dict = {}
+        for row in range(0, self.height, block_rows):
+            block = self.read(row, min(block_rows, self.height - row))
+            values, n = np.unique(block[block >= 0], return_counts=True)
+            for v, c in zip(values.tolist(), n.tolist()):
+                total[v] = total.get(v, 0) + c
+        return total
+
+    def close(self) -> None:
+        if self._ds is not None:
+            self._ds.FlushCache()
+        self._band = self._ds = None
+
+
+def gdal_array_type(gdal_type) -> type:
+    return {gdal.GDT_Byte: np.uint8, gdal.GDT_UInt16: np.uint16, gdal.GDT_Int16: np.int16,
+            gdal.GDT_UInt32: np.uint32, gdal.GDT_Int32: np.int32}.get(gdal_type, np.int64)
+
+
+def class_styles(path: str) -> List[Tuple[int, str, Optional[str]]]:
+    """(value, name, '#rrggbb' or None) of a classified raster: its ``.qml`` palette (what QGIS shows) when there is
+    one, else its category names with the colour table's colours."""
+    base = os.path.splitext(str(path))[0]
+    for qml in (f"{base}.qml", f"{path}.qml"):
+        if os.path.isfile(qml):
+            try:
+                entries = ET.parse(qml).getroot().iter("paletteEntry")
+                found = [(int(float(e.get("value"))), e.get("label") or e.get("value"), e.get("color"))
+                         for e in entries]
+            except (ET.ParseError, TypeError, ValueError):
+                found = []
+            if found:
+                return found
+    ds = gdal.Open(str(path))
+    band = ds.GetRasterBand(1)
+    ct = band.GetColorTable()
+    out = []
+    for value, name in category_names(path).items():
+        color = None
+        if ct is not None and value < ct.GetCount():
+            r, g, b = ct.GetColorEntry(value)[:3]
+            color = f"#{r:02x}{g:02x}{b:02x}"
+        out.append((value, name, color))
+    return out
+
+
 def category_names(path: str) -> dict:
     """{class value: name} from a classified raster's category names (the nodata entry left out)."""
     ds = gdal.Open(str(path))
@@ -468,3 +559,52 @@ def category_names(path: str) -> dict:
 
 def gdal_version() -> str:
     return gdal.__version__
+
+
+@dataclass(frozen=True)
+class PixelArea:
+    """Ground area of one pixel in each row, and how it was worked out (said in the accuracy report)."""
+
+    row_area: Optional[np.ndarray]  # [height] m² per pixel; None when the raster has no CRS (areas in pixels)
+    unit: str  # "m2" or "pixels"
+    note: str
+
+
+def _authalic_q(phi: np.ndarray, e: float) -> np.ndarray:
+    s = np.sin(phi)
+    if e < 1e-12:
+        return 2.0 * s
+    return (1 - e * e) * (s / (1 - (e * s) ** 2) - np.log((1 - e * s) / (1 + e * s)) / (2 * e))
+
+
+def pixel_area(info: RasterInfo) -> PixelArea:
+    """Pixel areas: constant in a projected CRS (its linear unit converted to metres); in a geographic CRS each
+    row's pixels are the ellipsoidal quadrangles between their latitudes (exact: A = a² Δλ |q(φ1) − q(φ2)| / 2 with
+    the authalic q of the CRS's ellipsoid), so a degree grid gets true areas at every latitude."""
+    gt = info.geotransform
+    if not info.crs_wkt:
+        return PixelArea(None, "pixels", "the map has no CRS: areas are counted in pixels")
+    srs = osr.SpatialReference(wkt=info.crs_wkt)
+    if srs.IsProjected():
+        metres = srs.GetLinearUnits()
+        area = abs(gt[1] * gt[5] - gt[2] * gt[4]) * metres * metres
+        unit_name = srs.GetLinearUnitsName() or "metre"
+        return PixelArea(np.full(info.height, area), "m2",
+                         f"projected CRS ({info.crs_label()}, unit {unit_name}): one pixel = {area:.6g} m²")
+    if srs.IsGeographic():
+        if gt[2] or gt[4]:
+            raise ValueError(f"the map is in a geographic CRS ({info.crs_label()}) with a rotated grid: reproject it "
+                             "to an equal-area or projected CRS to estimate areas")
+        rad = srs.GetAngularUnits()  # radians per CRS unit
+        a, inv_f = srs.GetSemiMajor(), srs.GetInvFlattening()
+        f = 1.0 / inv_f if inv_f else 0.0
+        e = math.sqrt(f * (2 - f))
+        top = (gt[3] + np.arange(info.height) * gt[5]) * rad
+        bottom = top + gt[5] * rad
+        top, bottom = np.clip(top, -math.pi / 2, math.pi / 2), np.clip(bottom, -math.pi / 2, math.pi / 2)
+        rows = 0.5 * a * a * abs(gt[1] * rad) * np.abs(_authalic_q(top, e) - _authalic_q(bottom, e))
+        return PixelArea(rows, "m2", f"geographic CRS ({info.crs_label()}): pixel areas computed row by row on its "
+                                     f"ellipsoid (a = {a:.3f} m, 1/f = {inv_f:.6g}), from {rows.min():.6g} to "
+                                     f"{rows.max():.6g} m²")
+    return PixelArea(None, "pixels", f"the map's CRS ({info.crs_label()}) is neither projected nor geographic: "
+                                     "areas are counted in pixels")

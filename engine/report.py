@@ -72,6 +72,53 @@ def confusion_svg(cm, names, cell: int = 36) -> str:
     return "".join(parts)
 
 
+def _num(v, digits: int = 0) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def area_estimation_html(est: Optional[Dict]) -> str:
+    """The Olofsson et al. 2014 section: estimated areas ± 95 % CI, area-adjusted accuracies, the error matrix in
+    estimated area proportions, and the assumptions the estimators rest on."""
+    if not est:
+        return ""
+    e = html.escape
+    unit = est.get("unit", "pixels")
+    km2 = unit == "ha"
+    classes = est.get("classes", [])
+    rows = "".join(
+        f"<tr><th>{e(str(c['name']))}</th><td>{_num(c['map_area'])}</td><td>{_num(c['weight'], 4)}</td>"
+        f"<td>{c['samples']}</td><td>{_num(c['estimated_area'])} ± {_num(c['estimated_area_ci95'])}</td>"
+        + (f"<td>{_num(_div(c['estimated_area'], 100), 2)} ± {_num(_div(c['estimated_area_ci95'], 100), 2)}</td>"
+           if km2 else "") +
+        f"<td>{_num(c['users_accuracy'], 3)} ± {_num(c['users_accuracy_ci95'], 3)}</td>"
+        f"<td>{_num(c['producers_accuracy'], 3)} ± {_num(c['producers_accuracy_ci95'], 3)}</td></tr>"
+        for c in classes)
+    head = (f"<tr><th>class</th><th>map area ({unit})</th><th>weight W<sub>i</sub></th><th>samples n<sub>i</sub></th>"
+            f"<th>estimated area ({unit}) ± 95 % CI</th>" + ("<th>estimated area (km²) ± 95 % CI</th>" if km2 else "")
+            + "<th>user's accuracy ± 95 % CI</th><th>producer's accuracy ± 95 % CI</th></tr>")
+    names = [str(c["name"]) for c in classes]
+    matrix = est.get("error_matrix_area_proportions", [])
+    mhead = "".join(f"<th>{e(n)}</th>" for n in names)
+    mbody = "".join(f"<tr><th>{e(names[i])}</th>" + "".join(f"<td>{_num(v, 4)}</td>" for v in row) +
+                    f"<td><b>{_num(sum(v or 0 for v in row), 4)}</b></td></tr>" for i, row in enumerate(matrix))
+    mtotal = "".join(f"<td><b>{_num(sum((r[j] or 0) for r in matrix), 4)}</b></td>" for j in range(len(matrix)))
+    return (f'<h2 id="area-estimation">Area-adjusted accuracy and area estimates (Olofsson et al. 2014)</h2>'
+            f'<table id="area-estimates">{head}{rows}</table>'
+            f"<p>Overall accuracy (area-weighted): <b>{_num(est.get('overall_accuracy'), 3)} ± "
+            f"{_num(est.get('overall_accuracy_ci95'), 3)}</b> (95 % CI). Total mapped area: "
+            f"{_num(est.get('total_area'))} {e(unit)}.</p>"
+            f"<h3>Error matrix in estimated area proportions (rows: map, columns: reference)</h3>"
+            f'<table id="area-proportions"><tr><th></th>{mhead}<th>total</th></tr>{mbody}'
+            f"<tr><th>total</th>{mtotal}<td></td></tr></table>"
+            f"<p>{e(str(est.get('area_note', '')))}.</p><p>{e(str(est.get('assumptions', '')))}</p>")
+
+
+def _div(v, d):
+    return None if v is None else v / d
+
+
 def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None) -> str:
     e = html.escape
     per = metrics.get("per_class", [])
@@ -105,6 +152,7 @@ th {{ background: #f2f2f2; text-align: left; }}
 <h2>Confusion matrix (rows: reference, columns: prediction)</h2>
 <table id="confusion-matrix"><tr><th></th>{head}<th>total</th></tr>{body}<tr><th>total</th>{totals}<td></td></tr></table>
 {confusion_svg(cm, names) if cm else ""}
+{area_estimation_html(metrics.get("area_estimation"))}
 {extra_html}
 </body></html>
 """

@@ -103,6 +103,20 @@ class TileSettings:
 
 
 @dataclass
+class CleanupSettings:
+    """Map clean-up after classification (engine.cleanup): majority filter, then a minimum mapping unit."""
+
+    sieve_pixels: int = 0  # minimum mapping unit in pixels: patches smaller than this merge into a neighbour; 0 = off
+    sieve_area_ha: float = 0.0  # the same as an area (hectares), converted with the map's pixel area; 0 = off
+    connectivity: int = 4  # 4 (edges) or 8 (edges and corners) connect a patch's pixels
+    majority_radius: int = 0  # majority (modal) filter over a (2r+1) x (2r+1) window; 0 = off
+
+    @property
+    def active(self) -> bool:
+        return self.sieve_pixels > 1 or self.sieve_area_ha > 0 or self.majority_radius > 0
+
+
+@dataclass
 class PipelineSettings:
     representation: RepresentationSettings = field(default_factory=RepresentationSettings)
     backbone: BackboneSettings = field(default_factory=BackboneSettings)

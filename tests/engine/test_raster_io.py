@@ -228,3 +228,24 @@ def test_qml_loads_in_qgis(tmp_path, qgis_app):
     assert [(c.value, c.label) for c in renderer.classes()] == [(1.0, "c1"), (2.0, "c2"), (3.0, "c3")]
     write_qml(str(tmp_path / "x.qml"), _classes(1))  # the helper alone writes valid XML too
     ET.parse(tmp_path / "x.qml")
+
+
+def test_pixel_area_projected_and_on_the_ellipsoid():
+    from osgeo import osr
+
+    from engine.raster_io import RasterInfo, pixel_area
+
+    def info(epsg, gt, width, height):
+        srs = osr.SpatialReference()
+        srs.ImportFromEPSG(epsg)
+        return RasterInfo("x", width, height, 1, gt, srs.ExportToWkt(), epsg, [None], [1.0], [0.0], None, None, [],
+                          [""], [""], "Byte")
+
+    utm = pixel_area(info(32633, (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0), 3, 2))
+    assert utm.unit == "m2" and utm.row_area.tolist() == [100.0, 100.0]
+    # a global 1-degree grid sums to the area of the WGS 84 ellipsoid, 510,065,621.7 km²
+    globe = pixel_area(info(4326, (-180.0, 1.0, 0.0, 90.0, 0.0, -1.0), 360, 180))
+    assert globe.row_area.sum() * 360 / 1e6 == pytest.approx(510_065_621.7, rel=1e-9)
+    assert "ellipsoid" in globe.note
+    assert pixel_area(RasterInfo("x", 1, 1, 1, (0, 1, 0, 0, 0, -1), "", None, [None], [1.0], [0.0], None, None, [],
+                                 [""], [""], "Byte")).row_area is None

@@ -308,7 +308,8 @@ def test_accuracy_with_reference_raster_ignore_and_exclude(qgis_app, tmp_path):
 def test_accuracy_without_ignore_counts_every_reference_value(qgis_app, tmp_path):
     classified, reference, _ = _small_map(tmp_path)
     js = tmp_path / "acc.json"
-    run("accuracy", {"CLASSIFIED": classified, "REFERENCE": reference, "JSON": str(js), "HTML": None})
+    run("accuracy", {"CLASSIFIED": classified, "REFERENCE": reference, "JSON": str(js), "HTML": None,
+                     "AREA_ESTIMATES": False})  # -1 is no map class: the area estimators would refuse it
     report = json.loads(js.read_text())
     assert report["class_values"] == [-1, 1, 2, 3]  # -1 is a reference class now
     assert report["n_samples"] == 19  # only the map's nodata pixel is left out
@@ -325,8 +326,132 @@ def test_accuracy_with_reference_points(qgis_app, tmp_path):
     pts = write_points(tmp_path / "ref.gpkg", xs, ys, [v for *_, v in picks], field="truth")
     js = tmp_path / "acc.json"
     result = run("accuracy", {"CLASSIFIED": classified, "REFERENCE_LABELS": QgsVectorLayer(pts, "ref", "ogr"),
-                              "REFERENCE_FIELD": "truth", "JSON": str(js), "HTML": None})
+                              "REFERENCE_FIELD": "truth", "JSON": str(js), "HTML": None,
+                              "AREA_ESTIMATES": False})  # map class 2 holds a single reference point
     report = json.loads(js.read_text())
     # reference 1: (0,0)->1, (3,2)->3; reference 2: (0,2)->2, (1,0)->1; reference 3: (3,4)->3
     assert report["confusion_matrix"] == [[1, 0, 1], [1, 1, 0], [0, 0, 1]]
     assert report["n_samples"] == 5 and result["OA"] == pytest.approx(3 / 5)
+
+
+def test_accuracy_area_estimates_weight_the_sample_by_the_map_areas(qgis_app, tmp_path):
+    """Olofsson et al. 2014 section of the report on the 4x5 map (10 m pixels = 0.01 ha), checked with plain loops."""
+    classified, reference, _ = _small_map(tmp_path)
+    html, js = tmp_path / "acc.html", tmp_path / "acc.json"
+    result = run("accuracy", {"CLASSIFIED": classified, "REFERENCE": reference, "IGNORE": "-1",
+                              "HTML": str(html), "JSON": str(js)})
+    est = json.loads(js.read_text())["area_estimation"]
+    n = _hand_confusion(np.ones(MAP.shape, bool)).T  # rows = map class, columns = reference class
+    map_ha = np.array([(MAP == v).sum() for v in (1, 2, 3)]) * 0.01
+    total = map_ha.sum()
+    assert est["unit"] == "ha" and est["total_area"] == pytest.approx(total) and "projected CRS" in est["area_note"]
+    assert [c["map_area"] for c in est["classes"]] == pytest.approx(map_ha.tolist())
+    for j, c in enumerate(est["classes"]):
+        share = sum(map_ha[i] / total * n[i, j] / n[i].sum() for i in range(3))
+        assert c["estimated_area"] == pytest.approx(total * share)
+        assert c["users_accuracy"] == pytest.approx(n[j, j] / n[j].sum())
+    oa = sum(map_ha[i] / total * n[i, i] / n[i].sum() for i in range(3))
+    assert result["ADJUSTED_OA"] == pytest.approx(oa) and est["overall_accuracy"] == pytest.approx(oa)
+    text = html.read_text()
+    assert "Olofsson et al. 2014" in text and '<table id="area-estimates">' in text
+    assert "stratified random sample" in text and "independently of the training data" in text
+    assert '<table id="confusion-matrix">' in text  # the plain confusion matrix stays
+
+
+def test_accuracy_area_estimates_refuse_unusable_samples_with_the_class_name(qgis_app, tmp_path):
+    from qgis.core import QgsProcessingException, QgsVectorLayer
+
+    classified, _, gt = _small_map(tmp_path)
+    # map class 2 (Forest) gets one reference point only: no stratum variance
+    picks = [(0, 0, 1), (1, 0, 1), (0, 2, 2), (3, 4, 3), (3, 2, 3)]
+    xs = [gt[0] + (c + 0.5) * gt[1] for _, c, _ in picks]
+    ys = [gt[3] + (r + 0.5) * gt[5] for r, _, _ in picks]
+    pts = write_points(tmp_path / "ref.gpkg", xs, ys, [v for *_, v in picks], field="truth")
+    with pytest.raises(QgsProcessingException, match=r"empty stratum: map class\(es\) 'Forest' \(value 2\)"):
+        run("accuracy", {"CLASSIFIED": classified, "REFERENCE_LABELS": QgsVectorLayer(pts, "ref", "ogr"),
+                         "REFERENCE_FIELD": "truth", "HTML": None})
+    # the same class value named differently in the reference layer's style
+    layer = styled_layer(pts, field="truth", styles={1: ("Water", "#1f78b4"), 2: ("Urban", "#e31a1c")})
+    with pytest.raises(QgsProcessingException, match="value 2 is 'Forest' in the map but 'Urban' in the reference"):
+        run("accuracy", {"CLASSIFIED": classified, "REFERENCE_LABELS": layer, "REFERENCE_FIELD": "truth",
+                         "HTML": None, "AREA_ESTIMATES": False})
+
+
+# ------------------------------------------------------------------------------------------------ clean-up
+
+CLEAN_NAMES = ["", "Meadow", "Lake", "Road"]
+CLEAN_COLORS = {1: (10, 200, 30), 2: (0, 60, 250), 3: (120, 120, 120)}
+
+
+def _styled_map(path, data):
+    """A Byte map (nodata 0) styled the GDAL way only: category names + colour table, no .qml.
+
+    Styled at creation: GDAL 3.6's GTiff drops category names set in update mode next to a colour table."""
+    from osgeo import gdal, osr
+
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[1], data.shape[0], 1, gdal.GDT_Byte)
+    ds.SetGeoTransform((500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
+    ds.SetProjection(srs.ExportToWkt())
+    band = ds.GetRasterBand(1)
+    band.SetNoDataValue(0)
+    ct = gdal.ColorTable()
+    for value, rgb in CLEAN_COLORS.items():
+        ct.SetColorEntry(value, (*rgb, 255))
+    band.SetRasterColorTable(ct)
+    band.SetCategoryNames(CLEAN_NAMES)
+    band.WriteArray(data.astype(np.uint8))
+    ds = None
+    return str(path)
+
+
+def _patch_sizes(data, value, connectivity=4):
+    from scipy.ndimage import label
+
+    structure = None if connectivity == 4 else np.ones((3, 3), int)
+    labelled, n = label(data == value, structure=structure)
+    return sorted(np.bincount(labelled.ravel())[1:].tolist())
+
+
+def test_cleanmap_sieve_majority_nodata_and_style(qgis_app, tmp_path):
+    data = np.ones((20, 20), np.uint8)
+    data[2, 2:5] = 2  # a 3-pixel lake: below a 4-pixel unit
+    data[8, 2:7] = 2  # a 5-pixel lake: kept
+    data[14, 14] = 3  # a lone road pixel: the majority filter takes it
+    data[15:20, 0:6] = 0  # nodata
+    data[12, 0:3] = 0  # a nodata strip
+    source = _styled_map(tmp_path / "map.tif", data)
+    sieved = tmp_path / "sieved.tif"
+    rec = Recorder()
+    run("cleanmap", {"INPUT": source, "SIEVE_PIXELS": 4, "CONNECTIVITY": 0, "OUTPUT": str(sieved)}, rec)
+    out, facts = read_array(sieved)
+    assert (out[2, 2:5] == 1).all() and (out[8, 2:7] == 2).all()  # 3-pixel island merged, 5-pixel one kept
+    assert out[14, 14] == 1  # a lone pixel is below the unit too
+    assert np.array_equal(out == 0, data == 0) and facts["nodata"] == 0  # nodata kept, at the same pixels
+    assert facts["categories"][:4] == CLEAN_NAMES and facts["colors"][2][:3] == CLEAN_COLORS[2]
+    qml = (tmp_path / "sieved.qml").read_text()
+    assert 'label="Lake"' in qml and 'color="#003cfa"' in qml
+    assert "Lake: 5 pixels" in rec.text
+
+    smooth = tmp_path / "smooth.tif"
+    run("cleanmap", {"INPUT": source, "MAJORITY_RADIUS": 1, "OUTPUT": str(smooth)})
+    out, _ = read_array(smooth)
+    assert out[14, 14] == 1 and (out[8, 2:7] == 1).all()  # a 1-pixel-wide line loses every 3x3 vote
+    assert np.array_equal(out == 0, data == 0)
+
+
+def test_classify_cleanup_is_the_cleanmap_algorithm(trained, scene, tmp_path):
+    """The optional clean-up of classify gives exactly what cleanmap gives on the uncleaned map."""
+    model = trained[2] / "model.difflc"
+    base = {"MODEL": str(model), "HSI": scene.hsi, "SAR": scene.sar}
+    clean = {"MAJORITY_RADIUS": 1, "SIEVE_PIXELS": 30, "CONNECTIVITY": 1}
+    run("classify", {**base, "OUTPUT": str(tmp_path / "raw.tif")})
+    run("classify", {**base, **clean, "OUTPUT": str(tmp_path / "cleaned.tif")})
+    run("cleanmap", {"INPUT": str(tmp_path / "raw.tif"), **clean, "OUTPUT": str(tmp_path / "cleanmap.tif")})
+    cleaned, facts = read_array(tmp_path / "cleaned.tif")
+    again, _ = read_array(tmp_path / "cleanmap.tif")
+    assert np.array_equal(cleaned, again)
+    assert facts["categories"][1:3] == ["Water", "Forest"] and (tmp_path / "cleaned.qml").exists()
+    for value in (1, 2):
+        assert min(_patch_sizes(cleaned, value, connectivity=8)) >= 30

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from helpers_rasters import label_points_from_raster, needs_real_data, read_array, real_chip_crop
@@ -41,3 +42,18 @@ def test_real_chip_water_map_is_accurate_on_independent_pixels(qgis_app, tmp_pat
         "EXCLUDE": QgsVectorLayer(points, "training", "ogr"), "JSON": str(js), "HTML": None})
     assert result["OA"] == pytest.approx(oa)
     assert json.loads(js.read_text())["n_samples"] == int(evaluate.sum())
+
+    # the map cleaned with a 0.1 ha minimum mapping unit: the chip is in EPSG:4326, so the unit is converted with
+    # the mean ellipsoidal pixel area (about 78.5 m², i.e. 13 pixels); class names and nodata carried over
+    from scipy.ndimage import label
+
+    cleaned = tmp_path / "water_clean.tif"
+    processing.run("difflc:cleanmap", {"INPUT": str(out), "SIEVE_AREA": 0.1, "MAJORITY_RADIUS": 1,
+                                       "OUTPUT": str(cleaned)})
+    clean, clean_facts = read_array(cleaned)
+    assert clean_facts["categories"][:2] == facts["categories"][:2] and clean_facts["nodata"] == facts["nodata"]
+    assert np.array_equal(clean == facts["nodata"], data == facts["nodata"])
+    for value in (0, 1):
+        labelled, _ = label(clean == value)
+        assert np.bincount(labelled.ravel())[1:].min() >= 13
+    assert float((clean[evaluate] == truth[evaluate]).mean()) > oa - 0.02  # cleaning does not wreck the map
