@@ -35,3 +35,53 @@ def test_paths_module_imports_nothing_heavy():
     source = Path(paths.__file__).read_text()
     for name in ("torch", "qgis", "osgeo", "numpy"):
         assert f"import {name}" not in source
+
+
+def test_resolve_backbone_auto_prefers_installed_imagenet_then_prior(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DIFFLC_BACKBONE", raising=False)
+    prior = tmp_path / "prior.safetensors"
+    monkeypatch.setattr(paths, "shipped_prior", lambda: prior)
+    assert paths.resolve_backbone("auto", None)[0] == "scene"  # nothing at all: the scene-trained fallback
+    prior.write_bytes(b"p")
+    kind, path, why = paths.resolve_backbone("auto", None)
+    assert (kind, path) == ("prior", prior) and "no ImageNet checkpoint" in why
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "64x64_diffusion.pt").write_bytes(b"c")
+    kind, path, why = paths.resolve_backbone("auto", None)
+    assert (kind, path) == ("imagenet", tmp_path / "cache" / "64x64_diffusion.pt") and "download cache" in why
+    monkeypatch.setenv("DIFFLC_BACKBONE", str(tmp_path / "mine.pt"))
+    (tmp_path / "mine.pt").write_bytes(b"m")
+    kind, path, why = paths.resolve_backbone("auto", None)
+    assert path == tmp_path / "mine.pt" and "$DIFFLC_BACKBONE" in why
+    # explicit choices
+    assert paths.resolve_backbone("prior", None)[:2] == ("prior", prior)
+    assert paths.resolve_backbone("scene", None)[0] == "scene"
+    assert paths.resolve_backbone("scene", "x.pt")[:2] == ("imagenet", Path("x.pt"))  # the parameter wins
+
+
+def test_resolve_backbone_refusals(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFLC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("DIFFLC_BACKBONE", raising=False)
+    monkeypatch.setattr(paths, "shipped_prior", lambda: tmp_path / "missing.safetensors")
+    import pytest
+
+    with pytest.raises(ValueError, match="no ImageNet ADM checkpoint found"):
+        paths.resolve_backbone("imagenet", None)
+    with pytest.raises(ValueError, match="shipped prior .* is missing"):
+        paths.resolve_backbone("prior", None)
+    with pytest.raises(ValueError, match="unknown backbone source"):
+        paths.resolve_backbone("imagenet64", None)
+
+
+def test_the_prior_ships_with_its_manifest():
+    import json
+
+    prior = paths.shipped_prior()
+    assert prior.is_file(), "resources/priors must hold the shipped prior"
+    manifest = json.loads(prior.with_suffix(".json").read_text())
+    assert manifest["weights"] == prior.name and prior.stat().st_size <= 20e6
+    used = {f["file"] for f in manifest["corpus"]}
+    assert not any("enmap" in f or "salinas" in f for f in used)  # the evaluation scenes stay unseen
+    for key in ("steps", "batch_size", "seed", "loss_final_500", "code_version", "weights_sha256"):
+        assert key in manifest

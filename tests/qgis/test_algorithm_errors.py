@@ -15,7 +15,7 @@ import pytest
 from helpers_rasters import (CLASS_STYLE, label_points_from_raster, needs_real_data, read_array, real_chip_crop,
                              sample_pixels, scene_points, shared_data, styled_layer, synthetic_scene, write_points)
 
-TINY = {"COMPACT_STEPS": 2, "STRIDE": 32}
+TINY = {"COMPACT_STEPS": 2, "ADAPT_STEPS": 2, "STRIDE": 32}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

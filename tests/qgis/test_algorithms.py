@@ -14,7 +14,7 @@ import pytest
 from helpers_rasters import (CLASS_STYLE, EPSG, HSI_NODATA, read_array, scene_points, styled_layer, synthetic_scene,
                              write_points, write_raster)
 
-TINY = {"COMPACT_STEPS": 2, "STRIDE": 32}
+TINY = {"COMPACT_STEPS": 2, "ADAPT_STEPS": 2, "STRIDE": 32}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -125,10 +125,14 @@ def test_trainclassifier_writes_a_self_describing_model_file(trained, scene):
     assert sar["band_count"] == 2 and sar["descriptions"] == ["VV", "VH"]
     assert metadata["settings"]["backbone"]["compact_steps"] == 2
     assert metadata["settings"]["tiles"]["stride"] == 32
-    assert metadata["backbone"]["kind"] == "compact" and len(metadata["backbone"]["fingerprint"]) == 64
+    # the default Stage A: the shipped prior, FiLM-adapted (2 steps here); the file carries only the delta
+    assert metadata["backbone"]["kind"] == "prior" and len(metadata["backbone"]["fingerprint"]) == 64
+    assert metadata["backbone"]["adaptation"]["steps"] == 2
+    assert metadata["spatial"]["sigma"] in metadata["settings"]["spatial"]["candidates"]
     assert str(EPSG) in metadata["crs_wkt"] and metadata["pixel_size"] == [10.0, 10.0]
     assert metadata["labels"]["used"] == 16 and metadata["labels"]["per_class"] == {"Water": 8, "Forest": 8}
-    assert any(k.startswith("head.") for k in tensors) and any(k.startswith("backbone.") for k in tensors)
+    assert any(k.startswith("head.") for k in tensors) and any(k.startswith("film.") for k in tensors)
+    assert not any(k.startswith("backbone.") for k in tensors)
     # the validation metrics are logged, returned and written to the report
     report = json.loads((folder / "report.json").read_text())
     assert 0.0 <= result["VALIDATION_OA"] <= 1.0
@@ -183,11 +187,20 @@ def test_adaptbackbone_then_trainclassifier_uses_the_adapted_file(scene, labels,
         assert np.array_equal(mtensors[name].numpy(), tensor.numpy()), name
 
 
-def test_adaptbackbone_without_checkpoint_trains_the_compact_backbone(scene, tmp_path):
-    result = run("adaptbackbone", {"HSI": scene.hsi, "OUTPUT": str(tmp_path / "c.difflcbb"), "COMPACT_STEPS": 2})
+def test_adaptbackbone_without_checkpoint_adapts_the_shipped_prior(scene, tmp_path):
+    rec = Recorder()
+    result = run("adaptbackbone", {"HSI": scene.hsi, "OUTPUT": str(tmp_path / "p.difflcbb"), "ADAPT_STEPS": 2}, rec)
+    assert result["KIND"] == "prior" and "shipped remote-sensing prior" in rec.text
+    _, meta, tensors = _bundle(tmp_path / "p.difflcbb")
+    assert meta["backbone"]["modalities"] == ["prgb", "pca"]  # no SAR given
+    assert tensors and all(k.startswith("film.") for k in tensors)  # the delta only, never the prior itself
+
+
+def test_adaptbackbone_scene_source_trains_the_compact_backbone(scene, tmp_path):
+    result = run("adaptbackbone", {"HSI": scene.hsi, "OUTPUT": str(tmp_path / "c.difflcbb"), "COMPACT_STEPS": 2,
+                                   "BACKBONE_SOURCE": 3})
     assert result["KIND"] == "compact"
     _, meta, tensors = _bundle(tmp_path / "c.difflcbb")
-    assert meta["backbone"]["modalities"] == ["prgb", "pca"]  # no SAR given
     assert tensors and all(k.startswith("backbone.") for k in tensors)
 
 

@@ -36,7 +36,7 @@ def test_trainandclassify_through_qgis_process(inputs, tmp_path):
     scene, labels, rows, cols = inputs
     out = tmp_path / "landcover.tif"
     proc = qgis_process("--json", "run", "difflc:trainandclassify", "--", f"HSI={scene.hsi}", f"SAR={scene.sar}",
-                        f"LABELS={labels}", "CLASS_FIELD=class_id", "COMPACT_STEPS=2", "STRIDE=32",
+                        f"LABELS={labels}", "CLASS_FIELD=class_id", "COMPACT_STEPS=2", "ADAPT_STEPS=2", "STRIDE=32",
                         f"OUTPUT={out}", f"MODEL={tmp_path / 'model.difflc'}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
@@ -53,7 +53,7 @@ def test_failing_run_exits_non_zero_with_the_message(inputs, tmp_path):
     scene, labels, _, _ = inputs
     out = tmp_path / "landcover.tif"
     proc = qgis_process("run", "difflc:trainandclassify", "--", f"HSI={scene.hsi}", f"LABELS={labels}",
-                        "CLASS_FIELD=landuse", "COMPACT_STEPS=2", f"OUTPUT={out}", cwd=tmp_path)
+                        "CLASS_FIELD=landuse", "COMPACT_STEPS=2", "ADAPT_STEPS=2", f"OUTPUT={out}", cwd=tmp_path)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1, output[-3000:]  # a clean failure, not a crash (139)
     assert "has no field 'landuse'" in output and "Available fields: fid, class_id" in output, output[-3000:]

@@ -26,7 +26,7 @@ def test_real_chip_water_map_is_accurate_on_independent_pixels(qgis_app, tmp_pat
     out = tmp_path / "water.tif"
     processing.run("difflc:trainandclassify", {
         "HSI": crop["s2"], "SAR": crop["s1"], "LABELS": points, "CLASS_FIELD": "class_id", "OUTPUT": str(out),
-        "COMPACT_STEPS": 2, "STRIDE": 32, "SEED": 0})
+        "COMPACT_STEPS": 2, "ADAPT_STEPS": 2, "STRIDE": 32, "SEED": 0})
     data, facts = read_array(out)
     assert facts["nodata"] == 255  # 0 ("not water") is a class value
     evaluate = truth != -1
