@@ -5,6 +5,7 @@ from qgis.core import QgsProcessingParameterFileDestination
 
 from .base import DiffLcAlgorithm, engine_errors
 from .params import (
+    STAGE_A_HELP,
     add_backbone_parameters,
     add_input_parameters,
     add_method_parameters,
@@ -12,14 +13,10 @@ from .params import (
     settings_from_parameters,
 )
 
-HELP = """<p>Stage A of UniDiff, unsupervised (no labels): the frozen ImageNet ADM network learns the scene's
-modalities (pseudo-RGB, PCA, SAR) through its own FiLM path only: the modality enters as the class label
-(rows 1&ndash;4 of <i>label_emb</i>) and only <i>label_emb</i> + the decoder's <i>emb_layers</i> (~5 % of the
-weights) are trained with the denoising objective on random 64&times;64 patches, pRGB in every batch.
-Paper defaults: lr 3e-3, batch 32, 2000 steps (the public code used lr 1e-4: preset "public").</p>
-<p>Without a checkpoint a compact ADM network is trained on the scene instead (offline backbone).</p>
-<p>The output (<code>.difflcbb</code>) holds only what was trained plus the fingerprint of the base weights;
-give it to <i>Train classifier</i> as <b>ADAPTED</b>.</p>"""
+HELP = """<p>Stage A of UniDiff alone, unsupervised (no labels): writes the adapted network for <i>Train
+classifier</i> (<b>ADAPTED</b>), so Stage A can be run once and reused.</p>""" + STAGE_A_HELP + """
+<p>Adaptation presets: paper lr 3e-3 (default), public code lr 1e-4 ("public"). The output
+(<code>.difflcbb</code>) holds only what was trained plus the fingerprint of the base weights.</p>"""
 
 
 class AdaptBackbone(DiffLcAlgorithm):

@@ -45,10 +45,20 @@ def add_input_parameters(alg, labels: bool = True) -> None:
         alg.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS"))
 
 
+BACKBONE_SOURCES = ["auto", "prior", "imagenet", "scene"]
+BACKBONE_SOURCE_LABELS = [
+    "Auto: the ImageNet ADM if installed, else the shipped remote-sensing prior",
+    "Shipped remote-sensing prior (compact ADM, FiLM-adapted to the scene)",
+    "ImageNet ADM checkpoint (BACKBONE, $DIFFLC_BACKBONE or the download cache)",
+    "Compact network trained from scratch on the scene (no prior; slower, measured less accurate)"]
+
+
 def add_backbone_parameters(alg) -> None:
     alg.addParameter(QgsProcessingParameterFile(
-        "BACKBONE", "ImageNet ADM 64x64 checkpoint (64x64_diffusion.pt; empty = compact backbone trained on "
-        "the scene)", optional=True, fileFilter="PyTorch checkpoint (*.pt *.pth *.safetensors)"))
+        "BACKBONE", "ImageNet ADM 64x64 checkpoint (64x64_diffusion.pt; empty = found automatically, else the "
+        "shipped prior)", optional=True, fileFilter="PyTorch checkpoint (*.pt *.pth *.safetensors)"))
+    _advanced(alg, QgsProcessingParameterEnum("BACKBONE_SOURCE", "Pretrained network (Stage A starts from)",
+                                              BACKBONE_SOURCE_LABELS, defaultValue=0))
     alg.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
     alg.addParameter(QgsProcessingParameterNumber("SEED", "Random seed", QgsProcessingParameterNumber.Integer,
                                                   defaultValue=0, minValue=0))
@@ -67,11 +77,13 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
     _advanced(alg, QgsProcessingParameterEnum("SAR_UNITS", "SAR values are", SAR_DB, defaultValue=0))
     if adaptation:
         _advanced(alg, QgsProcessingParameterNumber(
-            "ADAPT_STEPS", "FiLM adaptation steps (ImageNet backbone)", integer, d.adaptation.steps, minValue=0))
+            "ADAPT_STEPS", "FiLM adaptation steps (-1 = the network's default: 2000 ImageNet, 100 shipped prior; "
+            "0 = no adaptation)", integer, -1, minValue=-1))
         _advanced(alg, QgsProcessingParameterEnum("ADAPT_PRESET", "Adaptation preset (paper lr 3e-3, public code "
                                                   "lr 1e-4)", PRESETS, defaultValue=0))
         _advanced(alg, QgsProcessingParameterNumber(
-            "ADAPT_BATCH", "Adaptation batch size", integer, d.adaptation.batch_size, minValue=1))
+            "ADAPT_BATCH", "Adaptation batch size (0 = the network's default: 32 ImageNet, 8 shipped prior)",
+            integer, 0, minValue=0))
         _advanced(alg, QgsProcessingParameterNumber(
             "COMPACT_STEPS", "Training steps of the compact backbone (no checkpoint)", integer,
             d.backbone.compact_steps, minValue=1))
@@ -99,7 +111,27 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
             defaultValue=d.head.class_weighting))
         _advanced(alg, QgsProcessingParameterNumber("STRIDE", "Tile stride (pixels; patches are 64x64)", integer,
                                                     d.tiles.stride, minValue=8, maxValue=64))
+        _advanced(alg, QgsProcessingParameterNumber(
+            "SMOOTHING", "Spatial regularisation: Gaussian sigma on the class probabilities in pixels (-1 = chosen "
+            "by cross-validation on the training labels; 0 = off)", QgsProcessingParameterNumber.Double, -1.0,
+            minValue=-1.0, maxValue=10.0))
 
+
+STAGE_A_HELP = """<p><b>Stage A &mdash; the pretrained network</b> (<b>BACKBONE_SOURCE</b>, default <i>auto</i>): the
+frozen network is adapted to the scene's modalities through its own FiLM path only (UniDiff: the modality enters
+as the class label; only <i>label_emb</i> + the decoder's <i>emb_layers</i> train, with the denoising objective on
+random 64&times;64 patches, pseudo-RGB in every batch). <i>auto</i> uses the ImageNet ADM 64&times;64 checkpoint
+when one is installed (<b>BACKBONE</b>, <code>$DIFFLC_BACKBONE</code> or the cache filled by <i>Download
+backbone</i>; 2000 steps at batch 32 as in the paper &mdash; hours on a CPU), else the remote-sensing prior that
+ships with the plugin: a compact ADM (1.6 M weights) pretrained offline on real Sentinel-2, Landsat-8, LEVIR-CD
+RGB and Sentinel-1/ERS-2 SAR scenes (100 adaptation steps at batch 8, about a minute on a CPU). The log says
+which network was used and why. <i>Compact network trained on the scene</i> is the behaviour before the prior
+shipped (no prior; <b>COMPACT_STEPS</b>).</p>"""
+
+SMOOTHING_HELP = """<p><b>Spatial regularisation</b> (<b>SMOOTHING</b>): the class-probability map is smoothed by a
+Gaussian (nodata never votes) before the argmax, which removes isolated misclassified pixels. Its width
+&sigma; (0, 0.7, 1, 1.5, 2 or 3 pixels) is chosen by cross-validation on the training labels only and stored in
+the model file; 0 switches it off, a positive value fixes it.</p>"""
 
 CONNECTIVITY = ["4 (edges)", "8 (edges and corners)"]
 
@@ -157,6 +189,8 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
     if has("BACKBONE"):
         path = alg.parameterAsFile(parameters, "BACKBONE", context)
         s.backbone.checkpoint = path or None
+        if has("BACKBONE_SOURCE"):
+            s.backbone.source = BACKBONE_SOURCES[alg.parameterAsEnum(parameters, "BACKBONE_SOURCE", context)]
         s.device = DEVICES[alg.parameterAsEnum(parameters, "DEVICE", context)]
         s.seed = alg.parameterAsInt(parameters, "SEED", context)
     if has("RGB_BANDS"):
@@ -167,11 +201,12 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         units = SAR_DB[alg.parameterAsEnum(parameters, "SAR_UNITS", context)]
         s.representation.sar_db = None if units == "auto" else units == "dB"
     if has("ADAPT_STEPS"):
-        s.adaptation.steps = alg.parameterAsInt(parameters, "ADAPT_STEPS", context)
+        steps = alg.parameterAsInt(parameters, "ADAPT_STEPS", context)
+        s.adaptation.steps = None if steps < 0 else steps
         s.adaptation.preset = PRESETS[alg.parameterAsEnum(parameters, "ADAPT_PRESET", context)]
         if s.adaptation.preset == "public":
             s.adaptation.lr = 1e-4
-        s.adaptation.batch_size = alg.parameterAsInt(parameters, "ADAPT_BATCH", context)
+        s.adaptation.batch_size = alg.parameterAsInt(parameters, "ADAPT_BATCH", context) or None
         s.backbone.compact_steps = alg.parameterAsInt(parameters, "COMPACT_STEPS", context)
     if has("TIMESTEPS"):
         timesteps = _ints(alg.parameterAsString(parameters, "TIMESTEPS", context), "TIMESTEPS")
@@ -187,6 +222,8 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.head.include_spectrum = alg.parameterAsBool(parameters, "SPECTRUM", context)
         s.head.class_weighting = alg.parameterAsBool(parameters, "CLASS_WEIGHTS", context)
         s.tiles.stride = alg.parameterAsInt(parameters, "STRIDE", context)
+        sigma = alg.parameterAsDouble(parameters, "SMOOTHING", context)
+        s.spatial.sigma = None if sigma < 0 else sigma
     return s
 
 

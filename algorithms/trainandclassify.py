@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm, engine_errors
-from .params import (CLEANUP_HELP, add_backbone_parameters, add_cleanup_parameters, add_input_parameters,
+from .params import (CLEANUP_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters, add_input_parameters,
                      add_method_parameters, cleanup_from_parameters, training_request)
 
 HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
@@ -18,16 +18,14 @@ HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the w
 <li>The HSI raster becomes a pseudo-RGB image (bands nearest 640/550/460 nm) and a PCA image (first three
 components); the SAR raster a Pauli-style image (dB converted to linear). Statistics are fitted once and
 stored in the model.</li>
-<li>Backbone: with <b>BACKBONE</b> = the ImageNet ADM 64&times;64 checkpoint, the frozen network is adapted to
-these modalities by training only its FiLM path (label embedding + decoder <i>emb_layers</i>, ~5 % of the
-weights; UniDiff). Without a checkpoint, a compact ADM network is trained on the scene's own unlabelled patches
-(offline, minutes on a CPU).</li>
+<li>Stage A: a pretrained diffusion network is adapted to these modalities through its FiLM path (below).</li>
 <li>Per-pixel diffusion features (timestep &times; decoder block, every modality) plus, by default, the pixel's
 own bands feed the pixel classifier (<b>HEAD</b>): by default a Random Forest (<b>TREES</b> = 500), validated
 out-of-bag on the training labels; or the UniDiff MLP with a feature <b>FUSION</b>, validated on a
 stratified split of the <i>training</i> labels.</li>
 <li>The scene is classified in 64&times;64 tiles (stride 32, probabilities averaged over overlaps), streamed
-window by window: memory does not grow with the scene.</li>
+window by window: memory does not grow with the scene; the probabilities are regularised spatially (below)
+before the argmax.</li>
 </ol>
 <p><b>SAR</b> on another grid or CRS is resampled onto the HSI grid on the fly. Label points in any CRS are
 transformed; points outside the raster or on nodata are reported and skipped; each class needs 2 usable
@@ -35,7 +33,8 @@ samples. Class names and colours come from the label layer's categorized style (
 <p><b>Outputs</b>: classified GeoTIFF (Byte, nodata 0, colour table, category names, <code>.qml</code>
 style), optional confidence raster (max class probability), optional model file (<code>.difflc</code>,
 reusable by <i>Classify</i>), optional training report (HTML or JSON: validation accuracy on held-out
-training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + CLEANUP_HELP
+training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + \
+    STAGE_A_HELP + SMOOTHING_HELP + CLEANUP_HELP
 
 
 class TrainAndClassify(DiffLcAlgorithm):

@@ -4,17 +4,18 @@ from __future__ import annotations
 from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
 from .base import DiffLcAlgorithm, engine_errors
-from .params import add_backbone_parameters, add_input_parameters, add_method_parameters, training_request
+from .params import (SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_input_parameters,
+                     add_method_parameters, training_request)
 
 HELP = """<p>Trains the pixel classifier and writes a self-describing model file (<code>.difflc</code>: a zip
 of JSON metadata and safetensors weights, safe to load): classes with names and colours, input bands and
 wavelengths, every representation statistic, feature settings, backbone identity, CRS, pixel size, seed and
 versions. Use it with <i>Classify</i> on this or another scene of the same sensor.</p>
 <p>With <b>ADAPTED</b> (from <i>Adapt backbone</i>) Stage A is not repeated; otherwise the backbone is prepared
-here (FiLM adaptation of the ImageNet checkpoint given as <b>BACKBONE</b>, or a compact backbone trained on the
-scene). The head (<b>HEAD</b>) is a Random Forest on diffusion features + the pixel's bands by default (the most
+here (see Stage A below). The head (<b>HEAD</b>) is a Random Forest on diffusion features + the pixel's bands by default (the most
 accurate measured), or the UniDiff MLP. Validation metrics come from the training labels only (out-of-bag for
-the forest, a stratified split for the MLP) and are logged (and written to <b>REPORT</b>).</p>"""
+the forest, a stratified split for the MLP) and are logged (and written to <b>REPORT</b>).</p>""" + STAGE_A_HELP + \
+    SMOOTHING_HELP
 
 
 class TrainClassifier(DiffLcAlgorithm):

@@ -183,6 +183,33 @@ def suite(scene: SceneData) -> List[str]:
     return list(BASELINES) + [m for m in PRODUCT_METHODS if m != "difflc_mlp"]
 
 
+def merge_runs(runs: Sequence[Dict]) -> Dict:
+    """Union of several runs' methods per scene (same seeds, hence the same splits), summaries recomputed.
+
+    A method present in two runs must have given identical metrics on every seed (the product is deterministic
+    on the CPU): that is checked, and a mismatch is an error rather than a silent choice."""
+    merged: Dict = {}
+    for results in runs:
+        for scene, res in results.items():
+            if scene not in merged:
+                merged[scene] = json.loads(json.dumps(res))
+                continue
+            into = merged[scene]
+            if into["seeds"] != res["seeds"]:
+                raise ValueError(f"{scene}: runs with different seeds ({into['seeds']} vs {res['seeds']}) cannot be paired")
+            for m, runs_m in res["methods"].items():
+                if m in into["methods"]:
+                    a = [r["overall_accuracy"] for r in into["methods"][m]]
+                    b = [r["overall_accuracy"] for r in runs_m]
+                    if a != b:
+                        raise ValueError(f"{scene}/{m}: two runs disagree ({a} vs {b}); the product is not deterministic")
+                    continue
+                into["methods"][m] = runs_m
+    for res in merged.values():
+        res["summary"] = summarise(res["methods"])
+    return merged
+
+
 def _jsonable(obj):
     if isinstance(obj, dict):
         return {k: _jsonable(v) for k, v in obj.items()}
@@ -206,9 +233,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="run nothing: merge earlier runs (e.g. one process per scene) into --out and print them")
     a = p.parse_args(argv)
     if a.merge:
-        results = {}
-        for path in a.merge.split(","):
-            results.update(json.loads(Path(path).read_text())["results"])
+        results = merge_runs([json.loads(Path(path).read_text())["results"] for path in a.merge.split(",")])
         Path(a.out).write_text(json.dumps({"results": results, "merged_from": a.merge.split(",")}, indent=1))
         print(markdown(results))
         print(target_verdict(results))
