@@ -14,7 +14,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .layers import read_label_features
 from .params import raster_path
 
@@ -55,7 +55,7 @@ class Accuracy(DiffLcAlgorithm):
                            ("MF1", "Mean F1"), ("AA", "Average accuracy")):
             self.addOutput(QgsProcessingOutputNumber(name, text))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..engine import jobs
 
         classified = raster_path(self, parameters, "CLASSIFIED", context)
@@ -79,9 +79,8 @@ class Accuracy(DiffLcAlgorithm):
             raise QgsProcessingException(f"IGNORE must be integers separated by commas, got '{ignore_text}'.")
         html = self.parameterAsFileOutput(parameters, "HTML", context) or None
         json_path = self.parameterAsFileOutput(parameters, "JSON", context) or None
-        with engine_errors():
-            m = jobs.assess(classified, reference, ref_labels, exclude, ignore, html, json_path,
-                            self.progress_for(feedback))
+        m = jobs.assess(classified, reference, ref_labels, exclude, ignore, html, json_path,
+                        self.progress_for(feedback))
         feedback.pushInfo(f"OA {100 * m['overall_accuracy']:.2f} %  kappa {m['kappa']:.4f}  "
                           f"mIoU {100 * m['mean_iou']:.2f} %  mF1 {100 * m['mean_f1']:.2f} %  "
                           f"AA {100 * m['average_accuracy']:.2f} %  ({m['n_samples']} pixels)")

@@ -7,7 +7,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .params import DEVICES, add_input_parameters, raster_path
 
 HELP = """<p>Classifies a scene with a model file written by <i>Train classifier</i> or <i>Train and
@@ -37,7 +37,7 @@ class Classify(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine import jobs
 
@@ -48,9 +48,8 @@ class Classify(DiffLcAlgorithm):
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
         device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
         checkpoint = self.parameterAsFile(parameters, "BACKBONE", context) or None
-        with engine_errors():
-            result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
-                                   device=device, checkpoint=checkpoint)
+        result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
+                               device=device, checkpoint=checkpoint)
         for name, count in result.class_pixels.items():
             feedback.pushInfo(f"{name}: {count} pixels")
         return {"OUTPUT": result.output, "CONFIDENCE": result.confidence}

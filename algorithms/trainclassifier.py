@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .params import add_backbone_parameters, add_input_parameters, add_method_parameters, training_request
 
 HELP = """<p>Trains the pixel classifier and writes a self-describing model file (<code>.difflc</code>: a zip
@@ -36,14 +36,13 @@ class TrainClassifier(DiffLcAlgorithm):
             createByDefault=False))
         add_method_parameters(self)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine import jobs
 
         model_path = self.parameterAsFileOutput(parameters, "MODEL", context)
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         adapted = self.parameterAsFile(parameters, "ADAPTED", context) or None
-        with engine_errors():
-            request = training_request(self, parameters, context, feedback, model_path, report, adapted)
-            trained = jobs.train(request, self.progress_for(feedback))
+        request = training_request(self, parameters, context, feedback, model_path, report, adapted)
+        trained = jobs.train(request, self.progress_for(feedback))
         return {"MODEL": trained.bundle, "REPORT": report, "VALIDATION_OA": trained.validation_oa}
