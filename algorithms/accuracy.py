@@ -48,7 +48,7 @@ class Accuracy(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             "IGNORE", "Reference values meaning 'no reference' (comma separated)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "HTML", "Report (HTML)", fileFilter="HTML (*.html)", optional=True))
+            "HTML", "Report (HTML)", fileFilter="HTML (*.html *.htm)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             "JSON", "Report (JSON)", fileFilter="JSON (*.json)", optional=True, createByDefault=False))
         for name, text in (("OA", "Overall accuracy"), ("KAPPA", "Kappa"), ("MIOU", "Mean IoU"),

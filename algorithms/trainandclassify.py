@@ -53,7 +53,7 @@ class TrainAndClassify(DiffLcAlgorithm):
             "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)", optional=True,
             createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "REPORT", "Training report", fileFilter="HTML (*.html);;JSON (*.json)", optional=True,
+            "REPORT", "Training report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True,
             createByDefault=False))
         add_method_parameters(self)
 

@@ -32,7 +32,7 @@ class TrainClassifier(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "REPORT", "Training report", fileFilter="HTML (*.html);;JSON (*.json)", optional=True,
+            "REPORT", "Training report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True,
             createByDefault=False))
         add_method_parameters(self)
 

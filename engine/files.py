@@ -192,11 +192,6 @@ def check_outputs(outputs: Sequence[OutputSpec], inputs: Sequence[InputSpec]) ->
         if not out.path:
             continue
         path = out.path
-        ext = os.path.splitext(path)[1].lower()
-        if out.extensions and ext not in out.extensions:
-            raise OutputPathError(
-                f"{out.name}: {path} — '{ext or 'no extension'}' does not fit what is written here "
-                f"({', '.join(out.extensions)}): give a name ending in {out.extensions[0]}")
         key = real(path)
         if key in sources:
             src = sources[key]
@@ -206,6 +201,11 @@ def check_outputs(outputs: Sequence[OutputSpec], inputs: Sequence[InputSpec]) ->
             raise OutputPathError(f"{out.name}: {path} is also the output {seen[key].name}; one would overwrite "
                                   "the other: give each output its own file")
         seen[key] = out
+        ext = os.path.splitext(path)[1].lower()
+        if out.extensions and ext not in out.extensions:
+            raise OutputPathError(
+                f"{out.name}: {path} — '{ext or 'no extension'}' does not fit what is written here "
+                f"({', '.join(out.extensions)}): give a name ending in {out.extensions[0]}")
         if os.path.isdir(path):
             raise OutputPathError(f"{out.name}: {path} is a folder: give a file name inside it")
         folder = os.path.dirname(os.path.abspath(path))
