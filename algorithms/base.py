@@ -102,12 +102,27 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
                 return False, str(exc)
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
-            return ok, message
+            return ok, self._unreadable_input(parameters, context) or message
         try:
             self.check_outputs(parameters, context)
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
+
+    def _unreadable_input(self, parameters, context) -> str:
+        """QGIS says "not found" for a layer file that exists but does not load: say what is really wrong."""
+        for definition in self.parameterDefinitions():
+            name, kind = definition.name(), definition.type()
+            value = parameters.get(name)
+            if kind not in ("raster", "vector") or not isinstance(value, str) or not os.path.isfile(value):
+                continue
+            layer = (self.parameterAsRasterLayer if kind == "raster" else self.parameterAsVectorLayer)(
+                parameters, name, context)
+            if layer is None or not layer.isValid():
+                what = "a raster GDAL" if kind == "raster" else "a vector layer OGR"
+                return (f"{name}: {value} exists but is not {what} can read: choose the right file, or export it "
+                        "again (e.g. as GeoTIFF / GeoPackage).")
+        return ""
 
     def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
         self.check_outputs(parameters, context)
@@ -396,25 +411,21 @@ def terminate_as_cancel(feedback=None):
     """While an algorithm runs in the main thread (qgis_process), SIGTERM stops it like Cancel.
 
     The handler asks the feedback to cancel and raises :class:`Terminated` in the running Python code, so the
-    writers' cleanup and :func:`error_boundary` remove every temporary. A second SIGTERM leaves at once
-    (after removing what it can). The previous handler comes back afterwards. In the desktop the run is in
-    a worker thread, where Python cannot install handlers: nothing changes there.
+    writers' cleanup and :func:`error_boundary` remove every temporary. Python runs it at the next bytecode of
+    the main thread (after the native call in progress, e.g. one torch step); from then on a second SIGTERM
+    gets the default action, so cleanup can never keep the process alive. The previous handler comes back
+    afterwards. In the
+    desktop the run is in a worker thread, where Python cannot install handlers: nothing changes there.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    hits = []
 
     def handler(signum, frame):
-        hits.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not delayed by our cleanup
         if feedback is not None:
             feedback.cancel()
-        if len(hits) == 1:
-            raise Terminated()
-        from ..engine.files import remove_temporaries
-
-        remove_temporaries()
-        os._exit(128 + signal.SIGTERM)
+        raise Terminated()
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

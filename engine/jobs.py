@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import OutputPathError, UserInputError
+from .errors import UserInputError
 from .labels import (ClassInfo, LabelError, LabelSamples, collect_point_labels, collect_polygon_labels,
                      default_colors, reader_valid_fn)
 from .progress import Progress

@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from typing import Dict, Optional
 
 from .files import write_text

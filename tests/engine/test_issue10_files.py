@@ -256,6 +256,15 @@ def test_sar_coverage_is_measured_and_an_empty_sar_named(tmp_path):
                          scan_bands=True)
     assert inputs.sar_coverage == pytest.approx(0.5)
     assert any("half.tif covers 50 % of the HSI scene" in m for m in logged)
+    from engine.jobs import LabelGeometries, label_samples
+    from engine.labels import LabelError
+
+    xs = GT[0] + 10.0 * np.array([2.5, 3.5, 12.5, 13.5, 14.5])  # class 2: one point where the SAR has data
+    ys = GT[3] - 10.0 * np.array([5.5, 6.5, 5.5, 6.5, 7.5])
+    labels = LabelGeometries("pts", "class_id", xs, ys, [2, 2, 1, 1, 2])
+    with pytest.raises(LabelError, match=r"'class 2' \(value 2: 1 usable\).*the SAR raster covers only 50 % of the "
+                                         r"HSI scene"):
+        label_samples(labels, inputs)
     empty = np.full((2, 20, 20), -99, np.float32)
     with pytest.raises(UserInputError, match="the SAR raster empty.tif has no valid pixel over the HSI scene in "
                                              "band\\(s\\) 1, 2"):

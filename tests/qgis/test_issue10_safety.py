@@ -98,6 +98,10 @@ def test_every_algorithm_with_file_outputs_checks_them(scene, model, tmp_path):
     for alg, params, source in cases:
         message = refusal(alg, params)
         assert f"is the input {source}" in message, (alg, message)
+    text = tmp_path / "notes.tif"
+    text.write_text("not a raster")
+    message = refusal("classify", {"MODEL": model, "HSI": str(text), "OUTPUT": str(tmp_path / "m.tif")})
+    assert f"HSI: {text} exists but is not a raster GDAL can read" in message and "not found" not in message
     assert digest(folder) == before and shutil_copy.read_bytes() == Path(model).read_bytes()
 
 
