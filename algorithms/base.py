@@ -18,7 +18,8 @@ import threading
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from qgis.core import Qgis, QgsMessageLog, QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (Qgis, QgsMessageLog, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingOutputLayerDefinition)
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine.progress import Cancelled, Progress
@@ -140,8 +141,17 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_FOLDER_CREATED = ()  # output parameters whose folder the algorithm creates itself
 
     def output_path(self, name: str, parameters, context) -> str:
-        """The file a destination parameter will really be written to ('' when none is wanted)."""
+        """The file a destination parameter will really be written to ('' when none is wanted).
+
+        A temporary output is left out: it lies in QGIS's own fresh folder, and asking for its path here would
+        make QGIS generate (and, in the desktop, register for loading) one more temporary name per call.
+        """
         definition = self.parameterDefinition(name)
+        value = parameters.get(name, definition.defaultValue())
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        if value is None or str(value) in ("", QgsProcessing.TEMPORARY_OUTPUT):
+            return ""
         if definition.type() == "fileDestination":
             if name not in parameters and not definition.createByDefault():
                 return ""

@@ -193,7 +193,7 @@ file is replaced only once the new one has been written completely.</p>"""
 
     def output_path(self, name, parameters, context) -> str:
         """The GeoPackage really written (another extension becomes .gpkg), for the shared output check."""
-        original = self.parameterAsOutputLayer(parameters, name, context) or ""
+        original = super().output_path(name, parameters, context)
         if not original or original.startswith(("memory:", "postgres:", "postgis:", "ogr:", "spatialite:")):
             return original
         return os.path.splitext(original)[0] + ".gpkg"
