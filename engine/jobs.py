@@ -20,7 +20,7 @@ from .labels import (ClassInfo, LabelError, LabelSamples, collect_point_labels, 
                      default_colors, reader_valid_fn)
 from .progress import Progress
 from .raster_io import RasterInfo, RasterReader, category_names, scan_bad_bands
-from .readers import StackedReader
+from .readers import _BLOCK_BYTES, StackedReader
 from .settings import PipelineSettings
 
 
@@ -64,6 +64,8 @@ def _sar_coverage(sar: RasterReader, hsi: RasterReader, progress: Progress, bloc
     """Share of valid HSI pixels where the SAR has data; refuses a SAR band with no data at all over the HSI."""
     sar_bands_seen = np.zeros(sar.band_count, dtype=bool)
     both = hsi_valid = 0
+    bytes_per_row = 4 * (sar.band_count + hsi.band_count) * sar.width
+    block_rows = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, bytes_per_row))))  # flat memory on wide scenes
     for row in range(0, sar.height, block_rows):
         rows = min(block_rows, sar.height - row)
         s = ~np.isnan(sar.read(row, 0, rows, sar.width))

@@ -328,10 +328,16 @@ _CREATE = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", 
 WRITER_KEY = "DIFFLC_WRITER"  # dataset metadata (inside the TIFF) marking a raster this plugin wrote
 
 
+_OWN_FIRST_BANDS = ("class", "confidence (winning class probability)", "red", "PC1", "Pauli R")
+
+
 def written_by_plugin(path: str) -> bool:
+    """The marker, or (outputs written before it existed) the first band description our writers give."""
     try:
         ds = gdal.Open(str(path))
-        return bool(ds is not None and ds.GetMetadataItem(WRITER_KEY))
+        if ds is None:
+            return False
+        return bool(ds.GetMetadataItem(WRITER_KEY)) or ds.GetRasterBand(1).GetDescription() in _OWN_FIRST_BANDS
     except RuntimeError:
         return False
 
