@@ -15,7 +15,7 @@ from qgis.core import (
     QgsProcessingParameterVectorLayer,
 )
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .layers import read_label_features, reference_styles
 from .params import raster_path
 
@@ -68,7 +68,7 @@ class Accuracy(DiffLcAlgorithm):
             "AREA_ESTIMATES", "Area-adjusted accuracy and area estimates (Olofsson et al. 2014; needs a reference "
             "sample stratified by map class)", defaultValue=True))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "HTML", "Report (HTML)", fileFilter="HTML (*.html)", optional=True))
+            "HTML", "Report (HTML)", fileFilter="HTML (*.html *.htm)", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             "JSON", "Report (JSON)", fileFilter="JSON (*.json)", optional=True, createByDefault=False))
         for name, text in (("OA", "Overall accuracy"), ("KAPPA", "Kappa"), ("MIOU", "Mean IoU"),
@@ -77,7 +77,7 @@ class Accuracy(DiffLcAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("ADJUSTED_OA", "Area-adjusted overall accuracy (Olofsson et al. 2014)"))
         self.addOutput(QgsProcessingOutputNumber("ADJUSTED_OA_CI", "Area-adjusted overall accuracy: 95 % CI half-width"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..engine import jobs
 
         classified = raster_path(self, parameters, "CLASSIFIED", context)
@@ -103,9 +103,8 @@ class Accuracy(DiffLcAlgorithm):
         html = self.parameterAsFileOutput(parameters, "HTML", context) or None
         json_path = self.parameterAsFileOutput(parameters, "JSON", context) or None
         area_estimation = self.parameterAsBool(parameters, "AREA_ESTIMATES", context)
-        with engine_errors():
-            m = jobs.assess(classified, reference, ref_labels, exclude, ignore, html, json_path,
-                            self.progress_for(feedback), area_estimation=area_estimation)
+        m = jobs.assess(classified, reference, ref_labels, exclude, ignore, html, json_path,
+                        self.progress_for(feedback), area_estimation=area_estimation)
         feedback.pushInfo(f"OA {100 * m['overall_accuracy']:.2f} %  kappa {m['kappa']:.4f}  "
                           f"mIoU {100 * m['mean_iou']:.2f} %  mF1 {100 * m['mean_f1']:.2f} %  "
                           f"AA {100 * m['average_accuracy']:.2f} %  ({m['n_samples']} pixels)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterFileDestination
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .params import (
     STAGE_A_HELP,
     add_backbone_parameters,
@@ -32,7 +32,7 @@ class AdaptBackbone(DiffLcAlgorithm):
             "OUTPUT", "Adapted backbone", fileFilter="Adapted backbone (*.difflcbb)"))
         add_method_parameters(self, features=False)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine import jobs
 
@@ -40,6 +40,5 @@ class AdaptBackbone(DiffLcAlgorithm):
         hsi = raster_path(self, parameters, "HSI", context)
         sar = raster_path(self, parameters, "SAR", context, optional=True)
         output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        with engine_errors():
-            info = jobs.adapt_backbone(hsi, sar, settings, output, self.progress_for(feedback))
+        info = jobs.adapt_backbone(hsi, sar, settings, output, self.progress_for(feedback))
         return {"OUTPUT": output, "FINGERPRINT": info["fingerprint"], "KIND": info["kind"]}

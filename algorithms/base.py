@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import signal
 import sys
 import sysconfig
+import threading
+import traceback
 from typing import Any, Callable, Dict, List, Optional
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingException
+from qgis.core import (Qgis, QgsMessageLog, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingOutputLayerDefinition)
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine.progress import Cancelled, Progress
@@ -86,13 +91,107 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         return " ".join(line.strip() for line in "\n".join(parts).splitlines() if line.strip())
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        """Torch first: the dialog and qgis_process then say how to install it before anything runs."""
+        """Torch first, then QGIS's own checks, then the outputs: all before any work starts.
+
+        Both the dialog and ``qgis_process`` (3.22) call this; :meth:`prepareAlgorithm` repeats the output
+        check for callers that do not.
+        """
         if self.NEEDS_TORCH:
             try:
                 require_torch()
             except QgsProcessingException as exc:
                 return False, str(exc)
-        return super().checkParameterValues(parameters, context)
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, self._unreadable_input(parameters, context) or message
+        try:
+            self.check_outputs(parameters, context)
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        return True, ""
+
+    def _unreadable_input(self, parameters, context) -> str:
+        """QGIS says "not found" for a layer file that exists but does not load: say what is really wrong."""
+        for definition in self.parameterDefinitions():
+            name, kind = definition.name(), definition.type()
+            value = parameters.get(name)
+            if kind not in ("raster", "vector") or not isinstance(value, str) or not os.path.isfile(value):
+                continue
+            layer = (self.parameterAsRasterLayer if kind == "raster" else self.parameterAsVectorLayer)(
+                parameters, name, context)
+            if layer is None or not layer.isValid():
+                what = "a raster GDAL" if kind == "raster" else "a vector layer OGR"
+                return (f"{name}: {value} exists but is not {what} can read: choose the right file, or export it "
+                        "again (e.g. as GeoTIFF / GeoPackage).")
+        return ""
+
+    def prepareAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        self.check_outputs(parameters, context)
+        return True
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        """The one error boundary: whatever the engine raises reaches the user as one line."""
+        with error_boundary(feedback), terminate_as_cancel(feedback):
+            return self.process(parameters, context, feedback)
+
+    def process(self, parameters, context, feedback):
+        raise NotImplementedError
+
+    # outputs: never an input, never another output, a folder that takes files, an extension that fits
+    OUTPUT_FOLDER_CREATED = ()  # output parameters whose folder the algorithm creates itself
+
+    def output_path(self, name: str, parameters, context) -> str:
+        """The file a destination parameter will really be written to ('' when none is wanted).
+
+        A temporary output is left out: it lies in QGIS's own fresh folder, and asking for its path here would
+        make QGIS generate (and, in the desktop, register for loading) one more temporary name per call.
+        """
+        definition = self.parameterDefinition(name)
+        value = parameters.get(name, definition.defaultValue())
+        if isinstance(value, QgsProcessingOutputLayerDefinition):
+            value = value.sink.staticValue()
+        if value is None or str(value) in ("", QgsProcessing.TEMPORARY_OUTPUT):
+            return ""
+        if definition.type() == "fileDestination":
+            if name not in parameters and not definition.createByDefault():
+                return ""
+            return self.parameterAsFileOutput(parameters, name, context) or ""
+        return self.parameterAsOutputLayer(parameters, name, context) or ""
+
+    def check_outputs(self, parameters, context) -> None:
+        """Refuse outputs that would destroy an input or another output, or cannot be written (named)."""
+        from ..engine.errors import OutputPathError
+        from ..engine.files import InputSpec, OutputSpec, check_outputs
+
+        outputs, inputs, rasters = [], [], []
+        for definition in self.parameterDefinitions():
+            name, kind = definition.name(), definition.type()
+            if definition.isDestination():
+                path = self.output_path(name, parameters, context)
+                if not path or _not_a_file(path):
+                    continue
+                extensions = ()
+                if kind == "rasterDestination":
+                    extensions = (".tif", ".tiff")
+                    rasters.append((name, path))
+                elif kind == "fileDestination":
+                    extensions = tuple(e.lower() for e in re.findall(r"\*(\.[\w.]+)", definition.fileFilter() or ""))
+                outputs.append(OutputSpec(name, path, extensions, name in self.OUTPUT_FOLDER_CREATED))
+            elif kind in ("raster", "vector", "file", "source", "mesh", "layer"):
+                path = _input_file(self, definition, parameters, context)
+                if path:
+                    inputs.append(InputSpec(name, path))
+        try:
+            check_outputs(outputs, inputs)
+            if rasters:
+                from ..engine.raster_io import raster_sidecar_problem
+
+                for name, path in rasters:
+                    problem = raster_sidecar_problem(path)
+                    if problem:
+                        raise OutputPathError(f"{name}: {problem}")
+        except OutputPathError as exc:
+            raise QgsProcessingException(sentence(str(exc))) from None
 
     # helpers shared by the subclasses
     def require_torch(self):
@@ -103,6 +202,30 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
 
     def run_engine(self, function: Callable[..., Any], feedback=None, *args, **kwargs) -> Any:
         return run_engine(function, feedback, *args, **kwargs)
+
+
+def _not_a_file(path: str) -> bool:
+    return path.startswith(("memory:", "postgres:", "postgis:", "ogr:", "spatialite:", "/vsi")) or "://" in path
+
+
+def _input_file(alg, definition, parameters, context) -> str:
+    """The file behind an input parameter (a layer's source without '|layername=…'), or ''."""
+    name, kind = definition.name(), definition.type()
+    if name not in parameters or parameters[name] in (None, ""):
+        return ""
+    try:
+        if kind == "file":
+            return alg.parameterAsFile(parameters, name, context) or ""
+        if kind == "raster":
+            layer = alg.parameterAsRasterLayer(parameters, name, context)
+        else:
+            layer = alg.parameterAsLayer(parameters, name, context)
+    except Exception:  # an unloadable input is QGIS's own check to report
+        return ""
+    if layer is None:
+        return ""
+    source = layer.source().split("|", 1)[0]
+    return source if os.path.exists(source) else ""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -210,18 +333,119 @@ def progress_for(feedback) -> Progress:
                     is_canceled=feedback.isCanceled)
 
 
+DEBUG_ENV = "DIFFLC_DEBUG"
+
+
+def sentence(text: str) -> str:
+    """One message, ending with a full stop: how every refusal reads."""
+    text = str(text).strip()
+    if not text:
+        return "unknown error."
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+class Terminated(Exception):
+    """SIGTERM during a run: unwinds like a cancel, so the writers' cleanup runs."""
+
+
+def error_message(exc: BaseException) -> str:
+    """What the user reads for any exception: the engine's own message, or a plain description."""
+    if isinstance(exc, QgsProcessingException):
+        return str(exc)
+    if isinstance(exc, Cancelled):
+        return "Cancelled by the user; no output was written or changed."
+    if isinstance(exc, Terminated):
+        return "Stopped by a termination signal (SIGTERM); no output was written or changed."
+    if isinstance(exc, ValueError):  # the engine's UserInputError family and other bad-input errors
+        return sentence(str(exc))
+    if isinstance(exc, MemoryError):
+        return ("Out of memory: close other programs, use a smaller scene or fewer TIMESTEPS/BLOCKS, "
+                "and run again.")
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return sentence(f"cannot access{where}: {exc.strerror or exc}: check the path, its permissions and the "
+                        "free disk space")
+    return sentence(f"unexpected {type(exc).__name__}: {exc} (a bug in Diffusion Land Cover: run again with "
+                    f"{DEBUG_ENV}=1 for the full traceback and report it)")
+
+
 @contextlib.contextmanager
-def engine_errors():
-    """Turn the engine's Cancelled and ValueError (its "bad input" errors) into QgsProcessingException.
+def error_boundary(feedback=None):
+    """Every exception leaves as one QgsProcessingException (qgis_process exits 1, the dialog shows it in
+    red); the traceback goes to the log only when ``DIFFLC_DEBUG=1``. Temporaries still alive are removed.
 
     A raised exception, not a normal return, is what makes a cancelled qgis_process run exit non-zero.
     """
     try:
         yield
-    except Cancelled as exc:
-        raise QgsProcessingException("Cancelled by the user.") from exc
-    except ValueError as exc:
-        raise QgsProcessingException(str(exc)) from exc
+    except BaseException as exc:  # noqa: B902 - everything but a real interpreter exit becomes one line
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        from ..engine.files import remove_temporaries
+
+        remove_temporaries()
+        if isinstance(exc, QgsProcessingException):
+            _print_once()
+            raise
+        if _debug():
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            QgsMessageLog.logMessage(text, GROUP, Qgis.Info)
+            if feedback is not None:
+                feedback.pushDebugInfo(text)
+        _print_once()
+        raise QgsProcessingException(error_message(exc)) from None
+
+
+def _print_once() -> None:
+    """qgis_process prints a failing run's message three times: its ConsoleFeedback ("ERROR:"), and the
+    message log twice (QgsProcessingFeedback.reportError and QgsProcessingAlgorithm.run both log it). A
+    qgis_process run is over once the algorithm fails, so its message log is silenced for the rest of the
+    process and the one "ERROR:" line remains. The desktop's and processing.run's logs stay untouched."""
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    args = QCoreApplication.arguments()
+    if args and os.path.basename(args[0]).startswith("qgis_process"):
+        QgsApplication.messageLog().blockSignals(True)
+
+
+engine_errors = error_boundary  # the name the algorithms used before the boundary moved here
+
+
+@contextlib.contextmanager
+def terminate_as_cancel(feedback=None):
+    """While an algorithm runs in the main thread (qgis_process), SIGTERM stops it like Cancel.
+
+    The handler asks the feedback to cancel and raises :class:`Terminated` in the running Python code, so the
+    writers' cleanup and :func:`error_boundary` remove every temporary. Python runs it at the next bytecode of
+    the main thread (after the native call in progress, e.g. one torch step); from then on a second SIGTERM
+    gets the default action, so cleanup can never keep the process alive. The previous handler comes back
+    afterwards. In the
+    desktop the run is in a worker thread, where Python cannot install handlers: nothing changes there.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not delayed by our cleanup
+        if feedback is not None:
+            feedback.cancel()
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # not the interpreter's main thread after all
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def run_engine(function: Callable[..., Any], feedback=None, *args, **kwargs) -> Any:
@@ -235,5 +459,5 @@ def run_engine(function: Callable[..., Any], feedback=None, *args, **kwargs) -> 
             accepts = False
         if accepts:
             kwargs["progress"] = progress_for(feedback)
-    with engine_errors():
+    with error_boundary(feedback):
         return function(*args, **kwargs)

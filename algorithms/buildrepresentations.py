@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingException, QgsProcessingParameterRasterDestination
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .params import add_input_parameters, add_method_parameters, raster_path, settings_from_parameters
 
 HELP = """<p>Writes the representations the diffusion backbone sees, as 3-band Float32 GeoTIFFs in [&minus;1, 1]
@@ -28,7 +28,7 @@ class BuildRepresentations(DiffLcAlgorithm):
                                                                   createByDefault=False))
         add_method_parameters(self, adaptation=False, features=False)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..engine import jobs
 
         settings = settings_from_parameters(self, parameters, context)
@@ -41,6 +41,5 @@ class BuildRepresentations(DiffLcAlgorithm):
             feedback.pushWarning("No SAR raster given: the SAR image is not written.")
         if not any(outputs.values()):
             raise QgsProcessingException("Choose at least one output image (PRGB, PCA or SAR_IMAGE).")
-        with engine_errors():
-            written = jobs.build_representations(hsi, sar, settings, outputs, self.progress_for(feedback))
+        written = jobs.build_representations(hsi, sar, settings, outputs, self.progress_for(feedback))
         return {"PRGB": written.get("prgb"), "PCA": written.get("pca"), "SAR_IMAGE": written.get("sar")}

@@ -115,7 +115,7 @@ QGIS's Python. Optionally writes everything to a JSON file to attach to a bug re
         for key in sorted(_NUMBERS):
             self.addOutput(QgsProcessingOutputNumber(key, key.replace("_", " ").title()))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         env = collect_environment()
         for key in _STRINGS + sorted(_BOOLEANS) + sorted(_NUMBERS):
             if key == "PIP_COMMAND":
@@ -133,8 +133,9 @@ QGIS's Python. Optionally writes everything to a JSON file to attach to a bug re
         results: Dict[str, Any] = dict(env)
         output = self.parameterAsFileOutput(parameters, self.OUTPUT, context) if self.OUTPUT in parameters else ""
         if output:
-            with open(output, "w", encoding="utf-8") as handle:
-                json.dump(env, handle, indent=2, sort_keys=True)
+            from ..engine.files import write_text
+
+            write_text(output, json.dumps(env, indent=2, sort_keys=True))
             feedback.pushInfo(f"Report written to {output}")
             results[self.OUTPUT] = output
         return results

@@ -7,7 +7,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .params import (CLEANUP_HELP, DEVICES, add_cleanup_parameters, add_input_parameters, cleanup_from_parameters,
                      raster_path)
 
@@ -39,7 +39,7 @@ class Classify(DiffLcAlgorithm):
             "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
         add_cleanup_parameters(self)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine import jobs
 
@@ -51,9 +51,8 @@ class Classify(DiffLcAlgorithm):
         device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
         checkpoint = self.parameterAsFile(parameters, "BACKBONE", context) or None
         cleanup = cleanup_from_parameters(self, parameters, context)
-        with engine_errors():
-            result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
-                                   device=device, checkpoint=checkpoint, cleanup=cleanup)
+        result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
+                               device=device, checkpoint=checkpoint, cleanup=cleanup)
         for name, count in result.class_pixels.items():
             feedback.pushInfo(f"{name}: {count} pixels")
         return {"OUTPUT": result.output, "CONFIDENCE": result.confidence}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterRasterDestination, QgsProcessingParameterRasterLayer
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .params import add_cleanup_parameters, cleanup_from_parameters, raster_path
 
 HELP = """<p>Cleans a classified raster the usual way before it is used: a <b>majority (modal) filter</b> removes
@@ -34,14 +34,13 @@ class CleanMap(DiffLcAlgorithm):
         add_cleanup_parameters(self, advanced=False)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Cleaned classified raster"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         from ..engine import jobs
 
         source = raster_path(self, parameters, "INPUT", context)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         settings = cleanup_from_parameters(self, parameters, context)
-        with engine_errors():
-            result = jobs.clean_map(source, output, settings, self.progress_for(feedback))
+        result = jobs.clean_map(source, output, settings, self.progress_for(feedback))
         for name, count in result.class_pixels.items():
             feedback.pushInfo(f"{name}: {count} pixels")
         return {"OUTPUT": result.output}

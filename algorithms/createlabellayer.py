@@ -191,6 +191,13 @@ file is replaced only once the new one has been written completely.</p>"""
         raise QgsProcessingException("No CRS for the label layer: set the CRS parameter (e.g. EPSG:32633) or give "
                                      "a reference raster.")
 
+    def output_path(self, name, parameters, context) -> str:
+        """The GeoPackage really written (another extension becomes .gpkg), for the shared output check."""
+        original = super().output_path(name, parameters, context)
+        if not original or original.startswith(("memory:", "postgres:", "postgis:", "ogr:", "spatialite:")):
+            return original
+        return os.path.splitext(original)[0] + ".gpkg"
+
     def _gpkg_path(self, parameters, context) -> str:
         original = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         if not original or original.startswith(("memory:", "postgres:", "postgis:", "ogr:", "spatialite:")):
@@ -206,7 +213,7 @@ file is replaced only once the new one has been written completely.</p>"""
             context.setLayersToLoadOnCompletion(layers)
         return path
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         classes = parse_classes(self.parameterAsString(parameters, "CLASSES", context))
         crs = self._crs(parameters, context)
         path = self._gpkg_path(parameters, context)

@@ -65,6 +65,8 @@ the BACKBONE parameter to it.</p>
 <p><b>Advanced</b>: <i>URL</i> selects a mirror; <i>CONFIG</i> (JSON of a UNetConfig) is for testing mirrors of
 other ADM checkpoints; leave it empty for the official one.</p>"""
 
+    OUTPUT_FOLDER_CREATED = ("OUTPUT",)  # the cache folder is made on first use
+
     def initAlgorithm(self, config=None):  # noqa: N802
         url = QgsProcessingParameterString("URL", "Download URL", defaultValue=OFFICIAL_URL)
         url.setFlags(url.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
@@ -82,7 +84,7 @@ other ADM checkpoints; leave it empty for the official one.</p>"""
         self.addOutput(QgsProcessingOutputString("FINGERPRINT", "Weights fingerprint (sha256)"))
         self.addOutput(QgsProcessingOutputBoolean("REUSED", "An installed file was reused"))
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine.download import fetch_backbone
 

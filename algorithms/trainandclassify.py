@@ -9,9 +9,9 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .base import DiffLcAlgorithm, engine_errors
-from .params import (CLEANUP_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters, add_input_parameters,
-                     add_method_parameters, cleanup_from_parameters, training_request)
+from .base import DiffLcAlgorithm
+from .params import (CLEANUP_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters,
+                     add_input_parameters, add_method_parameters, cleanup_from_parameters, training_request)
 
 HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
 <ol>
@@ -53,12 +53,12 @@ class TrainAndClassify(DiffLcAlgorithm):
             "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)", optional=True,
             createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "REPORT", "Training report", fileFilter="HTML (*.html);;JSON (*.json)", optional=True,
+            "REPORT", "Training report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True,
             createByDefault=False))
         add_method_parameters(self)
         add_cleanup_parameters(self)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine import jobs
 
@@ -67,17 +67,16 @@ class TrainAndClassify(DiffLcAlgorithm):
         model_path = self.parameterAsFileOutput(parameters, "MODEL", context) or None
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         progress = self.progress_for(feedback)
-        with engine_errors():
-            request = training_request(self, parameters, context, feedback, model_path, report)
-            trained = jobs.train(request, progress.sub(0.0, 0.6))
-            try:
-                result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
-                                       progress.sub(0.6, 1.0), device=request.settings.device,
-                                       cleanup=cleanup_from_parameters(self, parameters, context))
-            finally:
-                if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
-                    with contextlib.suppress(OSError):
-                        os.remove(trained.bundle)
-                        os.rmdir(os.path.dirname(trained.bundle))  # only if empty: never a user's folder
+        request = training_request(self, parameters, context, feedback, model_path, report)
+        trained = jobs.train(request, progress.sub(0.0, 0.6))
+        try:
+            result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
+                                   progress.sub(0.6, 1.0), device=request.settings.device,
+                                   cleanup=cleanup_from_parameters(self, parameters, context))
+        finally:
+            if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
+                with contextlib.suppress(OSError):
+                    os.remove(trained.bundle)
+                    os.rmdir(os.path.dirname(trained.bundle))  # only if empty: never a user's folder
         return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "MODEL": model_path,
                 "REPORT": report, "VALIDATION_OA": trained.validation_oa}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
-from .base import DiffLcAlgorithm, engine_errors
+from .base import DiffLcAlgorithm
 from .params import (SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_input_parameters,
                      add_method_parameters, training_request)
 
@@ -33,18 +33,17 @@ class TrainClassifier(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "REPORT", "Training report", fileFilter="HTML (*.html);;JSON (*.json)", optional=True,
+            "REPORT", "Training report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True,
             createByDefault=False))
         add_method_parameters(self)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+    def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine import jobs
 
         model_path = self.parameterAsFileOutput(parameters, "MODEL", context)
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         adapted = self.parameterAsFile(parameters, "ADAPTED", context) or None
-        with engine_errors():
-            request = training_request(self, parameters, context, feedback, model_path, report, adapted)
-            trained = jobs.train(request, self.progress_for(feedback))
+        request = training_request(self, parameters, context, feedback, model_path, report, adapted)
+        trained = jobs.train(request, self.progress_for(feedback))
         return {"MODEL": trained.bundle, "REPORT": report, "VALIDATION_OA": trained.validation_oa}

@@ -24,9 +24,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import zipfile
+import zlib
 from typing import Dict, Tuple
+
+from . import files
+from .errors import CorruptFileError, UserInputError
 
 FORMAT = "difflc-model"
 FORMAT_VERSION = 1
@@ -35,11 +38,11 @@ WEIGHTS_NAME = "weights.safetensors"
 WAVELENGTH_TOLERANCE_NM = 5.0
 
 
-class BundleError(ValueError):
+class BundleError(CorruptFileError):
     """The file is not a readable model bundle."""
 
 
-class BundleMismatchError(ValueError):
+class BundleMismatchError(UserInputError):
     """The input rasters do not match what the model was trained on."""
 
 
@@ -53,18 +56,10 @@ def save_bundle(path: str, metadata: Dict, tensors: Dict) -> None:
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat())
     text = json.dumps(meta, indent=2, ensure_ascii=False, allow_nan=True, default=_json_default)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".difflc-", suffix=".tmp")
-    os.close(fd)
-    try:
+    with files.atomic_path(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr(METADATA_NAME, text)
             zf.writestr(WEIGHTS_NAME, blob)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _json_default(o):
@@ -88,7 +83,10 @@ def _open(path: str) -> zipfile.ZipFile:
     if not zipfile.is_zipfile(path):
         raise BundleError(f"{path} is not a Diffusion Land Cover model bundle (not a zip container): choose a "
                           "file saved by the 'train' algorithm")
-    zf = zipfile.ZipFile(path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BundleError(f"the model file {path} is damaged ({exc}): copy it again or retrain") from None
     names = set(zf.namelist())
     if METADATA_NAME not in names or WEIGHTS_NAME not in names:
         zf.close()
@@ -96,9 +94,37 @@ def _open(path: str) -> zipfile.ZipFile:
     return zf
 
 
+def _member(zf: zipfile.ZipFile, name: str, path: str) -> bytes:
+    """One member's bytes; a failed CRC or inflate means the file was damaged after it was written."""
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise BundleError(f"the model file {path} is damaged ({name}: {exc}): copy it again from where it was "
+                          "saved, or retrain") from None
+
+
+_REQUIRED = ("classes", "inputs", "representations", "settings", "backbone", "modalities", "group_sizes", "head")
+
+
+def validate_model(meta: Dict, path: str) -> None:
+    """Everything classify reads, present and consistent: an edited metadata.json is caught here, by name."""
+    edited = f"the model file {path} was edited or is incomplete"
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise BundleError(f"{edited}: metadata.json lacks {', '.join(missing)}: use the file as 'Train "
+                          "classifier' wrote it, or retrain")
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, dict) and {"value", "name"} <= set(c) for c in classes):
+        raise BundleError(f"{edited}: 'classes' must be a list of {{value, name, color}}: retrain or restore it")
+    n_head = (meta.get("head") or {}).get("n_classes") if isinstance(meta.get("head"), dict) else None
+    if n_head is not None and len(classes) != int(n_head):
+        raise BundleError(f"{edited}: metadata.json lists {len(classes)} class(es) but the classifier predicts "
+                          f"{n_head}: restore the original file or retrain")
+
+
 def _read_metadata(zf: zipfile.ZipFile, path: str, formats: Tuple[str, ...] = (FORMAT,)) -> Dict:
     try:
-        meta = json.loads(zf.read(METADATA_NAME).decode("utf-8"))
+        meta = json.loads(_member(zf, METADATA_NAME, path).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"the metadata of {path} is damaged: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") not in formats:
@@ -124,7 +150,7 @@ def load_bundle(path: str, formats: Tuple[str, ...] = (FORMAT,)) -> Tuple[Dict, 
 
     with _open(str(path)) as zf:
         meta = _read_metadata(zf, str(path), formats)
-        blob = zf.read(WEIGHTS_NAME)
+        blob = _member(zf, WEIGHTS_NAME, path)
     try:
         tensors = st_load(blob)
     except Exception as exc:  # safetensors raises its own error types
@@ -161,11 +187,20 @@ def check_inputs(metadata: Dict, hsi_info, sar_info=None,
         if wt and wn:
             diffs = [(i, a, b) for i, (a, b) in enumerate(zip(wt, wn))
                      if a is not None and b is not None and abs(a - b) > tolerance_nm]
-            if diffs:
+            reordered = len(wt) == len(wn) and None not in wt and None not in wn and all(
+                abs(a - b) <= tolerance_nm for a, b in zip(sorted(wt), sorted(wn)))
+            if diffs and reordered:
+                i, a, b = diffs[0]
+                problems.append(f"the HSI bands are the training bands in another order (band {i + 1} is "
+                                f"{b:.2f} nm here, {a:.2f} nm at training; {len(diffs)} positions differ): "
+                                "restore the training band order (e.g. Raster ▸ Conversion ▸ Rearrange Bands)")
+            elif diffs:
                 i, a, b = max(diffs, key=lambda d: abs(d[1] - d[2]))
                 problems.append(f"{len(diffs)} HSI band wavelength(s) differ from the training image by more "
                                 f"than {tolerance_nm:g} nm (largest: band {i + 1}, {b:.2f} nm here vs {a:.2f} nm "
                                 "at training): use an image from the same sensor or retrain")
+        if not problems:
+            problems += _name_problems("HSI", hsi_t.get("descriptions"), hsi["descriptions"])
     sar_t = inputs.get("sar")
     if sar_t and sar_info is None:
         problems.append("the model was trained with a SAR raster: give a SAR layer "
@@ -177,5 +212,26 @@ def check_inputs(metadata: Dict, hsi_info, sar_info=None,
         if sar["band_count"] != sar_t.get("band_count"):
             problems.append(f"the SAR raster has {sar['band_count']} band(s), the model was trained on "
                             f"{sar_t.get('band_count')}: use the same polarisations in the same order")
+        else:
+            problems += _name_problems("SAR", sar_t.get("descriptions"), sar["descriptions"])
     if problems:
         raise BundleMismatchError("the input rasters do not match this model: " + "; ".join(problems))
+
+
+def _name_problems(kind: str, trained, here) -> list:
+    """Band names (descriptions) compared in order, when both rasters name every band.
+
+    Same count is not same bands: a reordered stack or another sensor's bands give another map silently.
+    """
+    norm = lambda names: [" ".join(str(n).split()).lower() for n in (names or [])]  # noqa: E731
+    t, h = norm(trained), norm(here)
+    if not t or len(t) != len(h) or not all(t) or not all(h) or t == h:
+        return []
+    diffs = [i for i, (a, b) in enumerate(zip(t, h)) if a != b]
+    i = diffs[0]
+    first = f"band {i + 1} is '{here[i]}' here, '{trained[i]}' at training"
+    if sorted(t) == sorted(h):
+        return [f"the {kind} bands are the training bands in another order ({first}; {len(diffs)} positions "
+                "differ): restore the training band order (e.g. Raster ▸ Conversion ▸ Rearrange Bands)"]
+    return [f"the {kind} band names differ from the training image ({first}; {len(diffs)} of {len(t)} bands "
+            "differ): use an image of the same sensor and product, or retrain"]

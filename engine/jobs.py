@@ -15,11 +15,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .labels import (ClassInfo, LabelSamples, collect_point_labels, collect_polygon_labels, default_colors,
-                     reader_valid_fn)
+from .errors import UserInputError
+from .labels import (ClassInfo, LabelError, LabelSamples, collect_point_labels, collect_polygon_labels,
+                     default_colors, reader_valid_fn)
 from .progress import Progress
 from .raster_io import RasterInfo, RasterReader, category_names, scan_bad_bands
-from .readers import StackedReader
+from .readers import _BLOCK_BYTES, StackedReader
 from .settings import CleanupSettings, PipelineSettings
 
 
@@ -43,11 +44,49 @@ class Inputs:
     hsi_info: RasterInfo
     sar_info: Optional[RasterInfo]
     reader: StackedReader
+    sar_coverage: Optional[float] = None  # share of the HSI grid where every SAR band has data (when scanned)
+
+
+def has_georeferencing(info: RasterInfo) -> bool:
+    """GDAL reports (0, 1, 0, 0, 0, 1) and no CRS for a plain image: map coordinates cannot be placed on it."""
+    return bool(info.crs_wkt) or tuple(info.geotransform) != (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+def require_georeferencing(info: RasterInfo, role: str, what: str) -> None:
+    if not has_georeferencing(info):
+        raise UserInputError(
+            f"the {role} raster {os.path.basename(info.path)} has no georeferencing (no CRS and no geotransform), "
+            f"so {what} cannot be placed on it: georeference it (Raster ▸ Georeferencer, or Assign Projection "
+            "for a raster that has coordinates), then run again")
+
+
+def _sar_coverage(sar: RasterReader, hsi: RasterReader, progress: Progress, block_rows: int = 256) -> float:
+    """Share of valid HSI pixels where the SAR has data; refuses a SAR band with no data at all over the HSI."""
+    sar_bands_seen = np.zeros(sar.band_count, dtype=bool)
+    both = hsi_valid = 0
+    bytes_per_row = 4 * (sar.band_count + hsi.band_count) * sar.width
+    block_rows = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, bytes_per_row))))  # flat memory on wide scenes
+    for row in range(0, sar.height, block_rows):
+        rows = min(block_rows, sar.height - row)
+        s = ~np.isnan(sar.read(row, 0, rows, sar.width))
+        sar_bands_seen |= s.any(axis=(1, 2))
+        h = ~np.isnan(hsi.read(row, 0, rows, hsi.width)).all(axis=0)
+        hsi_valid += int(h.sum())
+        both += int((h & s.all(axis=0)).sum())
+        progress.step((row + rows) / sar.height)
+    if not sar_bands_seen.all():
+        empty = ", ".join(str(b + 1) for b in np.flatnonzero(~sar_bands_seen))
+        raise UserInputError(
+            f"the SAR raster {os.path.basename(sar.info.path)} has no valid pixel over the HSI scene in band(s) "
+            f"{empty} (all nodata{' after resampling onto the HSI grid' if sar.warped else ''}): check its nodata "
+            "value and that it covers the HSI, or leave SAR empty")
+    return both / max(hsi_valid, 1)
 
 
 def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan_bands: bool = False) -> Inputs:
-    """Readers for the HSI and (warped onto its grid) SAR; optionally finds all-nodata HSI bands."""
-    hsi = RasterReader(hsi_path)
+    """Readers for the HSI and (warped onto its grid) SAR; optionally finds all-nodata HSI bands and measures
+    how much of the scene the SAR covers (a SAR with holes silently costs labels otherwise)."""
+    hsi = RasterReader(hsi_path, log=progress.log, name="HSI")
     if hsi.band_count < 3:
         raise ValueError(f"the HSI raster {os.path.basename(hsi_path)} has {hsi.band_count} band(s): at least 3 "
                          "are needed (pseudo-RGB and PCA are built from them)")
@@ -58,7 +97,13 @@ def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan
         if extra:
             progress.log(f"HSI bands without any valid pixel, left out: {', '.join(str(b + 1) for b in extra)}")
             hsi.info.bad_bands = sorted(set(hsi.info.bad_bands) | set(extra))
-    return Inputs(hsi.info, sar.info if sar else None, StackedReader(hsi, sar))
+    coverage = None
+    if scan_bands and sar is not None:
+        coverage = _sar_coverage(sar, hsi, progress)
+        if coverage < 0.995:
+            progress.log(f"The SAR raster {os.path.basename(sar_path)} covers {100 * coverage:.0f} % of the HSI "
+                         "scene: pixels without SAR stay unclassified (nodata) and labels there are skipped")
+    return Inputs(hsi.info, sar.info if sar else None, StackedReader(hsi, sar), coverage)
 
 
 def _class_infos(labels: LabelGeometries) -> List[ClassInfo]:
@@ -99,6 +144,19 @@ def label_samples(labels: LabelGeometries, inputs: Inputs) -> LabelSamples:
                                             band_count=reader.band_count, height=reader.height,
                                             read=reader.read))
 
+    require_georeferencing(info, "HSI", f"the label layer '{labels.layer_name}'")
+    try:
+        return _label_samples(labels, inputs, valid)
+    except LabelError as exc:
+        if inputs.sar_coverage is not None and inputs.sar_coverage < 0.995:
+            raise LabelError(f"{exc}. Note: the SAR raster covers only {100 * inputs.sar_coverage:.0f} % of the "
+                             "HSI scene and labels where it has no data are skipped: give a SAR covering the "
+                             "whole scene, or leave SAR empty") from None
+        raise
+
+
+def _label_samples(labels: LabelGeometries, inputs: Inputs, valid) -> LabelSamples:
+    info = inputs.hsi_info
     infos = _class_infos(labels)
     name = f"the label layer '{labels.layer_name}'"
     has_points = len(labels.point_values) > 0
@@ -191,6 +249,10 @@ def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOu
 def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
     from .report import write_accuracy_report
 
+    names = [c.get("name") for c in metadata.get("classes") or []]
+    if validation and len(names) == len(validation.get("per_class") or []):  # names, not "class 0"
+        validation = {**validation, "per_class": [{**p, "name": names[i]}
+                                                  for i, p in enumerate(validation["per_class"])]}
     extra = {"labels": metadata.get("labels"), "backbone": metadata.get("backbone", {}).get("kind"),
              "training": {k: v for k, v in (metadata.get("training") or {}).items() if k != "validation"},
              "note": f"validation is {_validation_kind(metadata)}, not an independent reference"}
@@ -226,16 +288,21 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
              checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None) -> ClassifyOutcome:
     """Classify a scene into ``output``; with ``cleanup`` the complete map is cleaned before it moves into place
     (the confidence raster stays the classifier's)."""
-    from .bundle import check_inputs, load_bundle
+    from .bundle import BundleError, check_inputs, load_bundle, validate_model
     from .pipeline import from_bundle, predict_scene
     from .raster_io import ClassifiedWriter
 
     progress = progress or Progress()
     metadata, tensors = load_bundle(bundle_path)
+    validate_model(metadata, bundle_path)
     inputs = open_inputs(hsi, sar, progress)
     check_inputs(metadata, inputs.hsi_info, inputs.sar_info)
-    model = from_bundle(metadata, tensors, device=device, checkpoint=checkpoint)
-    classes = [ClassInfo.from_dict(c) for c in metadata["classes"]]
+    try:
+        model = from_bundle(metadata, tensors, device=device, checkpoint=checkpoint)
+        classes = [ClassInfo.from_dict(c) for c in metadata["classes"]]
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:  # hand-edited metadata.json or weights
+        raise BundleError(f"the model file {bundle_path} was edited or is incomplete ({type(exc).__name__}: "
+                          f"{exc}): restore the original file or retrain") from None
     values = np.array([c.value for c in classes], dtype=np.int64)
     counts = np.zeros(len(classes), dtype=np.int64)
     progress.log(f"Classifying {inputs.hsi_info.width}x{inputs.hsi_info.height} pixels into {len(classes)} classes "
@@ -243,7 +310,7 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
     cleaning = cleanup is not None and cleanup.active
     cleaned: Dict = {}
     finish = _cleanup_hook(cleanup, inputs.hsi_info, progress.sub(0.9, 1.0), cleaned) if cleaning else None
-    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish) as writer:
+    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish, log=progress.log) as writer:
         def write(row: int, index: np.ndarray, conf: np.ndarray) -> None:
             out = np.where(index >= 0, values[np.clip(index, 0, None)], -1)
             counts[:] += np.bincount(index[index >= 0], minlength=len(classes))
@@ -319,7 +386,7 @@ def clean_map(source: str, output: str, settings: CleanupSettings, progress: Opt
                for i, v in enumerate(values)]
     summary: Dict = {}
     finish = _cleanup_hook(settings, info, progress.sub(0.3, 1.0), summary)
-    with ClassifiedWriter(output, info, classes, finish=finish) as writer:
+    with ClassifiedWriter(output, info, classes, finish=finish, log=progress.log) as writer:
         for row in range(0, info.height, block):
             rows = min(block, info.height - row)
             data = reader.read(row, 0, rows, info.width)[0]
@@ -433,8 +500,15 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     progress = progress or Progress()
     if (reference_raster is None) == (reference_labels is None):
         raise ValueError("give exactly one reference: a reference raster or a reference label layer")
-    cls = RasterReader(classified)
+    cls = RasterReader(classified, name="classified")
     info = cls.info
+    if info.band_count != 1 or not (info.dtype.startswith(("Byte", "UInt", "Int"))):
+        raise UserInputError(
+            f"CLASSIFIED: {os.path.basename(classified)} has {info.band_count} band(s) of {info.dtype}; a classified "
+            "map has one band of integer class values (Byte/UInt16, e.g. the OUTPUT of 'Classify'): choose the "
+            "classified raster, not an image")
+    if reference_labels is not None or exclude is not None:
+        require_georeferencing(info, "classified", "the reference/exclude features")
     names = category_names(classified)
     if reference_raster is not None:
         check_class_names(names, category_names(reference_raster))

@@ -13,6 +13,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .errors import UserInputError
+
 gdal.UseExceptions()
 ogr.UseExceptions()
 
@@ -22,7 +24,7 @@ _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#
             "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5"]
 
 
-class LabelError(ValueError):
+class LabelError(UserInputError):
     """The labels cannot train a model; the message says which layer/field/class and what to do."""
 
 
@@ -172,11 +174,13 @@ def build_samples(rows: np.ndarray, cols: np.ndarray, values: Sequence, height: 
             f"none of the {total} features of {layer_name} can be used ({report['outside_raster']} outside the "
             f"raster, {report['on_nodata']} on nodata pixels, {report['missing_value']} without a "
             f"'{field_name}' value): check that the labels lie on the image and that its CRS is right")
-    few = [f"'{c.name}' ({int(n)})" for c, n in zip(classes, per_class) if n < min_per_class]
+    few = [f"'{c.name}' (value {int(c.value)}: {int(n)} usable)" for c, n in zip(classes, per_class)
+           if n < min_per_class]
     if few:
         raise LabelError(
             f"class {', '.join(few)} in field '{field_name}' of {layer_name} has fewer than {min_per_class} "
-            f"usable samples: add more samples of that class on valid image pixels, or remove the class")
+            f"usable samples (of all labels, {report['outside_raster']} lie outside the raster and {report['on_nodata']} on "
+            "nodata pixels): add more samples of that class on valid image pixels, or remove the class")
     if len(classes) < 2:
         raise LabelError(f"{layer_name} holds only one class ('{classes[0].name}') in field '{field_name}': "
                          "a classifier needs at least two classes")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -18,6 +17,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, osr
 
+from . import files
+from .errors import CorruptFileError, UserInputError
 from .readers import sample_valid_pixels  # noqa: F401  (re-exported: the streaming sampler lives there)
 
 gdal.UseExceptions()
@@ -89,13 +90,15 @@ def _band_metadata(band) -> dict:
 
 def read_info(path: str) -> RasterInfo:
     """Metadata of a raster; a clear ``ValueError`` when GDAL cannot read it."""
+    if not os.path.exists(str(path)) and not str(path).startswith("/vsi"):
+        raise UserInputError(f"the raster {path} does not exist: check the path")
     try:
         ds = gdal.Open(str(path))
     except RuntimeError as exc:
-        raise ValueError(f"cannot read raster {path}: {exc}. Check that the file exists and is a raster "
-                         "GDAL can open (GeoTIFF, ENVI, …).") from None
+        raise UserInputError(f"{path} exists but is not a raster GDAL can read ({exc}): choose a GeoTIFF, ENVI "
+                             "or another GDAL raster, or export it again") from None
     if ds is None or ds.RasterCount == 0:
-        raise ValueError(f"cannot read raster {path}: GDAL found no raster bands in it")
+        raise UserInputError(f"{path} has no raster bands: choose an image file")
     n = ds.RasterCount
     envi = {k.lower(): v for k, v in (ds.GetMetadata("ENVI") or {}).items()}
     envi_waves = _envi_list(envi.get("wavelength"))
@@ -197,6 +200,7 @@ class RasterReader:
                  name: str = "SAR", ref_name: str = "HSI", resample: str = "bilinear"):
         self.info = read_info(path)
         self._src = gdal.Open(str(path))
+        self.name, self._log, self._inf_bands = name, log, set()
         self.warped = False
         ds = self._src
         if ref is not None and not same_grid(self.info, ref):
@@ -235,7 +239,13 @@ class RasterReader:
     def read(self, row: int, col: int, rows: int, cols: int) -> np.ndarray:
         if row < 0 or col < 0 or row + rows > self.height or col + cols > self.width:
             raise ValueError(f"window ({row}, {col}, {rows}, {cols}) leaves the {self.width}x{self.height} raster")
-        raw = self._ds.ReadAsArray(int(col), int(row), int(cols), int(rows))
+        try:
+            raw = self._ds.ReadAsArray(int(col), int(row), int(cols), int(rows))
+        except RuntimeError as exc:
+            detail = str(exc).replace(f"{self.info.path}, ", "").rstrip(". ")
+            raise CorruptFileError(
+                f"the {self.name} raster {self.info.path} cannot be read (rows {row + 1}-{row + rows}: {detail}); "
+                "the file is damaged or truncated: copy or export it again") from None
         raw = raw.reshape(self.band_count, rows, cols)
         self._bytes_since_flush += raw.nbytes
         if self._bytes_since_flush > _FLUSH_BYTES:
@@ -251,6 +261,14 @@ class RasterReader:
                     out[b][np.isnan(out[b]) if math.isnan(nd) else raw[b] == nd] = np.nan
         if np.any(self._scale != 1) or np.any(self._offset != 0):
             out = out * self._scale + self._offset
+        infinite = np.isinf(out)
+        if infinite.any():  # ±Inf is no measurement: nodata, like NaN (PCA and stretches need finite values)
+            bands = [b for b in np.flatnonzero(infinite.any(axis=(1, 2))).tolist() if b not in self._inf_bands]
+            out[infinite] = np.nan
+            if bands and self._log is not None:
+                self._log(f"{self.name} band(s) {', '.join(str(b + 1) for b in bands)} of "
+                          f"{os.path.basename(self.info.path)} hold ±Inf values: treated as nodata")
+            self._inf_bands.update(bands)
         return out
 
 
@@ -274,7 +292,10 @@ def scan_bad_bands(reader, progress=None, block_rows: int = 256) -> List[int]:
 # classified output
 
 def write_qml(path: str, classes, band: int = 1) -> None:
-    """A QGIS paletted-renderer style (``<raster>.qml`` is applied automatically when the layer loads)."""
+    """A QGIS paletted-renderer style (``<raster>.qml`` is applied automatically when the layer loads).
+
+    It carries :data:`files.SIDECAR_MARKER`, so a later run may replace it but never a style the user made.
+    """
     root = ET.Element("qgis", {"version": "3.22.0", "styleCategories": "AllStyleCategories"})
     pipe = ET.SubElement(root, "pipe")
     renderer = ET.SubElement(pipe, "rasterrenderer", {"type": "paletted", "band": str(band), "opacity": "1",
@@ -294,6 +315,7 @@ def write_qml(path: str, classes, band: int = 1) -> None:
     ET.indent(tree)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n")
+        fh.write(f"<!-- {files.SIDECAR_MARKER}: replaced by its next run; edit a copy to keep your own -->\n")
         tree.write(fh, encoding="unicode")
 
 
@@ -302,30 +324,65 @@ def _hex_rgb(color: str) -> Tuple[int, int, int]:
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
-def _tmp_beside(path: str, suffix: str) -> str:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)) or ".", prefix=".difflc-",
-                               suffix=suffix)
-    os.close(fd)
-    os.remove(tmp)  # GDAL creates it; we only wanted a unique name in the target folder
-    return tmp
-
-
 _CREATE = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"]
+WRITER_KEY = "DIFFLC_WRITER"  # dataset metadata (inside the TIFF) marking a raster this plugin wrote
+
+
+_OWN_FIRST_BANDS = ("class", "confidence (winning class probability)", "red", "PC1", "Pauli R")
+
+
+def written_by_plugin(path: str) -> bool:
+    """The marker, or (outputs written before it existed) the first band description our writers give."""
+    try:
+        ds = gdal.Open(str(path))
+        if ds is None:
+            return False
+        return bool(ds.GetMetadataItem(WRITER_KEY)) or ds.GetRasterBand(1).GetDescription() in _OWN_FIRST_BANDS
+    except RuntimeError:
+        return False
+
+
+def raster_sidecar_problem(path: str) -> Optional[str]:
+    """Why writing the GeoTIFF ``path`` would replace a ``.aux.xml`` the plugin did not write, else None.
+
+    GDAL keeps category names (and QGIS statistics) in ``<path>.aux.xml``; the new map needs its own, so an
+    existing one may only go when it belongs to an earlier output of this plugin.
+    """
+    aux = f"{path}.aux.xml"
+    if not os.path.exists(aux) or (os.path.exists(path) and written_by_plugin(path)):
+        return None
+    return (f"{aux} exists and was not written by this plugin (GDAL would replace it with the new map's): "
+            "move it away or choose another output name")
+
+
+def _create_tiff(path: str, ref: "RasterInfo", bands: int, dtype):
+    try:
+        ds = gdal.GetDriverByName("GTiff").Create(path, ref.width, ref.height, bands, dtype, _CREATE)
+    except RuntimeError as exc:
+        files.discard(path)
+        raise files.OutputPathError(f"cannot create {path}: {exc}") from None
+    ds.SetGeoTransform(ref.geotransform)
+    if ref.crs_wkt:
+        ds.SetProjection(ref.crs_wkt)
+    ds.SetMetadataItem(WRITER_KEY, "diffusion_landcover")
+    return ds
 
 
 class ClassifiedWriter:
     """Streams a classified GeoTIFF (+ optional Float32 confidence) into place on success only.
 
-    Byte (UInt16 when a class value exceeds 254), tiled, DEFLATE, colour table, category names, ``.qml``.
-    Nodata is 0 unless 0 is itself a class value; then it is 255 (Byte) / 65535 (UInt16). Pixels the caller
-    marks with a negative value are written as nodata. Confidence nodata is −1 (NaN is written as −1).
+    Byte (UInt16 when a class value exceeds 254), tiled, DEFLATE, colour table, category names, ``.qml``
+    (unless the user's own ``.qml`` is there: it is kept and ``log`` says so). Nodata is 0 unless 0 is itself
+    a class value; then it is 255 (Byte) / 65535 (UInt16). Pixels the caller marks with a negative value are
+    written as nodata. Confidence nodata is −1 (NaN is written as −1).
     """
 
     def __init__(self, path: str, ref: RasterInfo, classes, confidence_path: Optional[str] = None,
-                 finish: Optional[Callable[[str], None]] = None):
+                 finish: Optional[Callable[[str], None]] = None, log: Optional[Callable[[str], None]] = None):
         self.path, self.ref, self.classes = str(path), ref, list(classes)
         self.finish = finish  # called with the complete, closed temporary map before it moves (e.g. the clean-up)
         self.confidence_path = str(confidence_path) if confidence_path else None
+        self.log = log or (lambda message: None)
         values = [int(c.value) for c in self.classes]
         if not values:
             raise ValueError("no classes to write")
@@ -339,16 +396,9 @@ class ClassifiedWriter:
         self._ds = self._conf = None
         self._tmp = self._tmp_conf = None
 
-    def _create(self, path: str, dtype, bands: int = 1):
-        ds = gdal.GetDriverByName("GTiff").Create(path, self.ref.width, self.ref.height, bands, dtype, _CREATE)
-        ds.SetGeoTransform(self.ref.geotransform)
-        if self.ref.crs_wkt:
-            ds.SetProjection(self.ref.crs_wkt)
-        return ds
-
     def __enter__(self) -> "ClassifiedWriter":
-        self._tmp = _tmp_beside(self.path, ".tif")
-        self._ds = self._create(self._tmp, self.dtype)
+        self._tmp = files.temp_beside(self.path, ".tif")
+        self._ds = _create_tiff(self._tmp, self.ref, 1, self.dtype)
         band = self._ds.GetRasterBand(1)
         band.SetNoDataValue(self.nodata)
         top = max(max(c.value for c in self.classes), self.nodata if self.nodata < 65535 else 0)
@@ -364,8 +414,8 @@ class ClassifiedWriter:
         band.SetCategoryNames(names)
         band.SetDescription("class")
         if self.confidence_path:
-            self._tmp_conf = _tmp_beside(self.confidence_path, ".tif")
-            self._conf = self._create(self._tmp_conf, gdal.GDT_Float32)
+            self._tmp_conf = files.temp_beside(self.confidence_path, ".tif")
+            self._conf = _create_tiff(self._tmp_conf, self.ref, 1, gdal.GDT_Float32)
             cb = self._conf.GetRasterBand(1)
             cb.SetNoDataValue(-1.0)
             cb.SetDescription("confidence (winning class probability)")
@@ -382,44 +432,47 @@ class ClassifiedWriter:
             conf[np.isnan(conf) | (v < 0)] = -1.0
             self._conf.GetRasterBand(1).WriteArray(conf, int(col), int(row))
 
-    def _cleanup(self) -> None:
-        for tmp in (self._tmp, self._tmp_conf):
-            for p in (tmp, f"{tmp}.aux.xml", f"{tmp}.qml") if tmp else ():
-                if os.path.exists(p):
-                    os.remove(p)
-
     def __exit__(self, exc_type, exc, tb) -> bool:
         for ds in (self._ds, self._conf):
             if ds is not None:
                 ds.FlushCache()
         self._ds = self._conf = None  # closes the files
         if exc_type is not None:
-            self._cleanup()
+            files.discard(self._tmp, self._tmp_conf)
             return False
         try:
             if self.finish is not None:
                 self.finish(self._tmp)
-            write_qml(f"{self._tmp}.qml", self.classes)
+            qml = f"{os.path.splitext(self.path)[0]}.qml"
+            if files.is_own_sidecar(qml):
+                write_qml(f"{self._tmp}.qml", self.classes)
+            else:
+                self.log(f"{qml} was not written by this plugin: kept as it is (the map's colour table and "
+                         "category names still carry the classes)")
             _move_into_place(self._tmp, self.path)
             if self._tmp_conf:
                 _move_into_place(self._tmp_conf, self.confidence_path)
         except BaseException:
-            self._cleanup()
+            files.discard(self._tmp, self._tmp_conf)
             raise
         return False
 
 
 def _move_into_place(tmp: str, path: str) -> None:
-    """Replace ``path`` and its sidecars by ``tmp`` and its sidecars (stale sidecars of ``path`` removed)."""
+    """Replace ``path`` and its sidecars by ``tmp`` and its sidecars.
+
+    A stale ``.aux.xml`` of an earlier output of ours is removed; a ``.qml`` is only touched when ``tmp``
+    brings one (the writer decided it may replace the old one).
+    """
     base = os.path.splitext(path)[0]
-    for ext in (".aux.xml", ".qml"):
-        src = f"{tmp}{ext}"
-        dst = f"{path}{ext}" if ext == ".aux.xml" else f"{base}{ext}"
-        if os.path.exists(src):
-            os.replace(src, dst)
-        elif os.path.exists(dst):
-            os.remove(dst)
-    os.replace(tmp, path)
+    aux_src, aux_dst = f"{tmp}.aux.xml", f"{path}.aux.xml"
+    if os.path.exists(aux_src):
+        files.commit(aux_src, aux_dst)
+    elif os.path.exists(aux_dst) and written_by_plugin(path):
+        os.remove(aux_dst)
+    if os.path.exists(f"{tmp}.qml"):
+        files.commit(f"{tmp}.qml", f"{base}.qml")
+    files.commit(tmp, path)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -434,12 +487,8 @@ class ImageWriter:
 
     def __init__(self, path: str, ref: RasterInfo, band_names: Sequence[str]):
         self.path = str(path)
-        self._tmp = _tmp_beside(self.path, ".tif")
-        self._ds = gdal.GetDriverByName("GTiff").Create(self._tmp, ref.width, ref.height, len(band_names),
-                                                        gdal.GDT_Float32, _CREATE)
-        self._ds.SetGeoTransform(ref.geotransform)
-        if ref.crs_wkt:
-            self._ds.SetProjection(ref.crs_wkt)
+        self._tmp = files.temp_beside(self.path, ".tif")
+        self._ds = _create_tiff(self._tmp, ref, len(band_names), gdal.GDT_Float32)
         for b, name in enumerate(band_names, start=1):
             band = self._ds.GetRasterBand(b)
             band.SetNoDataValue(float("nan"))
@@ -452,13 +501,11 @@ class ImageWriter:
     def commit(self) -> None:
         self._ds.FlushCache()
         self._ds = None
-        os.replace(self._tmp, self.path)
+        _move_into_place(self._tmp, self.path)
 
     def discard(self) -> None:
         self._ds = None
-        for p in (self._tmp, f"{self._tmp}.aux.xml"):
-            if os.path.exists(p):
-                os.remove(p)
+        files.discard(self._tmp)
 
 
 class ClassBandEditor:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
-import tempfile
 from typing import Dict, Optional
+
+from .files import write_text
 
 _SUMMARY = [("overall_accuracy", "Overall accuracy (OA)"), ("average_accuracy", "Average accuracy (AA)"),
             ("kappa", "Cohen's kappa"), ("mean_f1", "Mean F1 (mF1)"), ("mean_iou", "Mean IoU (mIoU)")]
@@ -19,19 +19,6 @@ def _fmt(v, pct: bool = True) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
     return f"{100 * v:.2f}" if pct else f"{v:.4f}"
-
-
-def _write_atomic(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".difflc-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def confusion_svg(cm, names, cell: int = 36) -> str:
@@ -134,7 +121,7 @@ def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None) -> str:
     body = "".join(f"<tr><th>{e(str(names[i]))}</th>" + "".join(f"<td>{v}</td>" for v in row) +
                    f"<td><b>{sum(row)}</b></td></tr>" for i, row in enumerate(cm))
     totals = "".join(f"<td><b>{sum(r[j] for r in cm)}</b></td>" for j in range(len(cm)))
-    extra_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(json.dumps(v) if not isinstance(v, str) else v)}</td></tr>"
+    extra_rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v)}</td></tr>"
                          for k, v in (extra or {}).items())
     extra_html = f"<h2>Run</h2><table>{extra_rows}</table>" if extra_rows else ""
     return f"""<!DOCTYPE html>
@@ -163,6 +150,6 @@ def write_accuracy_report(metrics: Dict, html_path: Optional[str] = None, json_p
     """Write the metrics (from :mod:`engine.metrics`) as JSON and/or HTML, each via temp file + move."""
     if json_path:
         payload = {"title": title, **metrics, "extra": extra or {}}
-        _write_atomic(json_path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+        write_text(json_path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
     if html_path:
-        _write_atomic(html_path, render_html(metrics, title, extra))
+        write_text(html_path, render_html(metrics, title, extra))

@@ -147,6 +147,11 @@ class RepresentationModel:
 # -------------------------------------------------------------------------------------------------------
 # fitting
 
+def _one_based(bands) -> str:
+    """Band numbers as users see them (1-based), whatever the 0-based list inside."""
+    return ", ".join(str(int(b) + 1) for b in sorted(bands)) or "none"
+
+
 def fit_representations(hsi_sample: np.ndarray, sar_sample: Optional[np.ndarray], hsi_meta: Dict,
                         sar_meta: Optional[Dict], settings: RepresentationSettings,
                         seed: int = 0) -> RepresentationModel:
@@ -157,24 +162,26 @@ def fit_representations(hsi_sample: np.ndarray, sar_sample: Optional[np.ndarray]
     """
     del seed
     hsi_sample = np.asarray(hsi_sample, dtype=np.float64)
+    hsi_sample = np.where(np.isinf(hsi_sample), np.nan, hsi_sample)  # ±Inf is nodata, as in the readers
     n_bands = int(hsi_sample.shape[0])
     declared = int(hsi_meta.get("band_count") or n_bands)
     if declared != n_bands:
         raise ValueError(f"HSI metadata says {declared} bands but the sample has {n_bands}")
     bad = {int(b) for b in (hsi_meta.get("bad_bands") or [])}
     if any(b < 0 or b >= n_bands for b in bad):
-        raise ValueError(f"bad band indices {sorted(bad)} lie outside 0..{n_bands - 1}")
+        raise ValueError(f"bad bands {_one_based(bad)} lie outside bands 1..{n_bands}")
     # a band that is NaN in every sampled pixel is bad whatever the metadata says
     if hsi_sample.shape[1]:
         bad |= {int(b) for b in np.flatnonzero(np.isnan(hsi_sample).all(axis=1))}
     usable = [b for b in range(n_bands) if b not in bad]
     if len(usable) < 3:
-        raise ValueError(f"only {len(usable)} usable HSI band(s) after removing bad bands {sorted(bad)}: "
+        raise ValueError(f"only {len(usable)} usable HSI band(s) after leaving out bad bands {_one_based(bad)}: "
                          "at least 3 are needed")
 
     ok = ~np.isnan(hsi_sample[usable]).any(axis=0)
     if sar_sample is not None:
         sar_sample = np.asarray(sar_sample, dtype=np.float64)
+        sar_sample = np.where(np.isinf(sar_sample), np.nan, sar_sample)
         if sar_sample.shape[1] != hsi_sample.shape[1]:
             raise ValueError("the HSI and SAR samples must hold the same pixels")
         ok &= ~np.isnan(sar_sample).any(axis=0)

@@ -40,7 +40,7 @@ def test_points_counts_outside_nodata_duplicates():
     assert [c.value for c in s.classes] == [1, 2, 3]
     assert sorted(zip(s.rows.tolist(), s.cols.tolist())) == [(0, 0), (1, 1), (2, 2), (3, 3), (5, 5), (6, 6)]
     assert s.class_index[s.rows == 5].tolist() == [2]
-    with pytest.raises(LabelError, match="'class 3' \\(1\\)"):  # class 3 has one usable pixel left
+    with pytest.raises(LabelError, match="'class 3' \\(value 3: 1 usable\\)"):  # class 3 has one usable pixel left
         collect_point_labels(xs, ys, vals, _ref(), valid=lambda r, c: ~((r == 5) & (c == 5)) & valid[r, c])
 
 
@@ -59,7 +59,7 @@ def test_label_errors():
     xs, ys = _xy([0, 1, 2], [0, 0, 0])
     with pytest.raises(LabelError, match="has no features"):
         collect_point_labels([], [], [], _ref(), layer_name="points.gpkg")
-    with pytest.raises(LabelError, match="'class 2' \\(1\\).*field 'cls'"):
+    with pytest.raises(LabelError, match="'class 2' \\(value 2: 1 usable\\).*field 'cls'"):
         collect_point_labels(xs, ys, [1, 1, 2], _ref(), field_name="cls")
     with pytest.raises(LabelError, match="only one class"):
         collect_point_labels(xs, ys, [1, 1, 1], _ref())

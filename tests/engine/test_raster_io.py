@@ -74,9 +74,9 @@ def test_wavelengths_from_descriptions_and_envi(tmp_path):
 def test_unreadable_file_is_a_clear_error(tmp_path):
     p = tmp_path / "junk.tif"
     p.write_text("not a raster")
-    with pytest.raises(ValueError, match="cannot read raster"):
+    with pytest.raises(ValueError, match="exists but is not a raster"):  # not "not found": it is there
         read_info(str(p))
-    with pytest.raises(ValueError, match="cannot read raster"):
+    with pytest.raises(ValueError, match="does not exist"):
         read_info(str(tmp_path / "missing.tif"))
 
 

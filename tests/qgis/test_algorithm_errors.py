@@ -200,7 +200,7 @@ def test_class_with_one_point_names_the_class(scene, tmp_path):
     styles = {**CLASS_STYLE, 3: ("Sand", "#ffff99")}
     message = error_of("trainclassifier", train_params(scene, styled_layer(layer, styles=styles),
                                                        MODEL=str(tmp_path / "m.difflc")))
-    assert "'Sand' (1)" in message and "fewer than 2 usable samples" in message and "class_id" in message
+    assert "'Sand' (value 3: 1 usable)" in message and "fewer than 2 usable samples" in message and "class_id" in message
     assert not (tmp_path / "m.difflc").exists() and leftovers(tmp_path) == []
 
 
@@ -334,10 +334,18 @@ def test_cancelled_run_keeps_an_existing_output(model, scene, existing, tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.qml", "map.tif"]
 
 
-def test_successful_run_replaces_an_existing_output(model, scene, existing):
+def test_successful_run_replaces_an_existing_output_but_never_a_users_style(model, scene, existing):
+    """The map is what OUTPUT asked for; the user's own .qml beside it is kept (and said so); a .qml the plugin
+    wrote itself (its marker) is replaced."""
+    from diffusion_landcover.engine.files import SIDECAR_MARKER
+
     out, qml = existing
-    run("classify", {"MODEL": model, "HSI": scene.hsi, "SAR": scene.sar, "OUTPUT": str(out)})
+    fb = make_feedback()
+    run("classify", {"MODEL": model, "HSI": scene.hsi, "SAR": scene.sar, "OUTPUT": str(out)}, fb)
     data, facts = read_array(out)
     assert facts["size"] == scene.shape and facts["categories"][1:3] == ["Water", "Forest"]
+    assert qml.read_text() == OLD_STYLE and "was not written by this plugin: kept" in fb.text
+    qml.write_text(f"<!-- {SIDECAR_MARKER} -->\n{OLD_STYLE}")
+    run("classify", {"MODEL": model, "HSI": scene.hsi, "SAR": scene.sar, "OUTPUT": str(out)})
     style = qml.read_text()
-    assert style != OLD_STYLE and 'label="Water"' in style
+    assert OLD_STYLE not in style and 'label="Water"' in style and SIDECAR_MARKER in style
