@@ -45,12 +45,13 @@ def add_input_parameters(alg, labels: bool = True) -> None:
         alg.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS"))
 
 
-BACKBONE_SOURCES = ["auto", "prior", "imagenet", "scene"]
+BACKBONE_SOURCES = ["auto", "untrained", "prior", "imagenet", "scene"]
 BACKBONE_SOURCE_LABELS = [
-    "Auto: the ImageNet ADM if installed, else the shipped remote-sensing prior",
-    "Shipped remote-sensing prior (compact ADM, FiLM-adapted to the scene)",
+    "Auto: the ImageNet ADM if installed, else the most accurate measured (see help)",
+    "Untrained compact ADM (random, seeded weights; no training)",
+    "Shipped remote-sensing prior (compact ADM pretrained offline, FiLM-adapted to the scene)",
     "ImageNet ADM checkpoint (BACKBONE, $DIFFLC_BACKBONE or the download cache)",
-    "Compact network trained from scratch on the scene (no prior; slower, measured less accurate)"]
+    "Compact network trained from scratch on the scene (COMPACT_STEPS)"]
 
 
 def add_backbone_parameters(alg) -> None:

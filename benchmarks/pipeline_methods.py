@@ -2,17 +2,16 @@
 
 Product path (``engine.pipeline.fit_predict_arrays``: tiled prediction, exactly what the plugin runs), each
 variant changing ONE thing of the default (``VARIANTS``):
-- ``difflc``: the default — the shipped remote-sensing prior, frozen, FiLM-adapted to the scene (label_emb +
-  decoder emb_layers, pRGB anchor in every batch), features t=200 at the default decoder blocks of every
-  modality, Random Forest head on [diffusion features ‖ standardised bands] with its out-of-bag feature check,
-  class probabilities smoothed with σ chosen by cross-validation on the training labels;
+- ``difflc``: the default — a seeded, untrained compact ADM (the most accurate Stage A measured), features t=200
+  at the default decoder blocks of every modality, Random Forest head on [diffusion features ‖ standardised
+  bands] with its out-of-bag feature check, class probabilities smoothed with σ chosen by cross-validation on
+  the training labels;
 - ``difflc_nosmooth``: without the smoothing (σ = 0);
-- ``difflc_frozen``: the prior without adaptation (0 steps);
-- ``difflc_pcaonly``: adaptation on PCA patches alone, no pRGB anchor (UniDiff's Table 6 ablation);
-- ``difflc_scene``: the compact network trained from scratch on the scene (300 steps; the default before the
-  prior shipped);
-- ``difflc_untrained``: an untrained (randomly initialised) compact network — the control every gain is
-  measured against;
+- ``difflc_prior``: Stage A on the shipped remote-sensing prior, FiLM-adapted to the scene (label_emb + decoder
+  emb_layers, pRGB anchor in every batch; 100 steps at batch 8); ``difflc_prior_nosmooth`` without smoothing;
+- ``difflc_prior_frozen``: the prior without adaptation (0 steps);
+- ``difflc_prior_pcaonly``: the prior adapted on PCA patches alone, no pRGB anchor (UniDiff's Table 6 ablation);
+- ``difflc_scene``: the compact network trained from scratch on the scene (300 steps; issue 5's default);
 - ``difflc_mlp``: the UniDiff MLP head (concat fusion) instead of the forest.
 
 Ablations on cached features (``feature_cache.py``: scene-trained backbones, features averaged over the
@@ -48,20 +47,21 @@ def _settings(seed: int, head_kind: Optional[str] = None) -> PipelineSettings:
 
 # variant → (backbone key, settings changes); variants with the same backbone key share one Stage A
 VARIANTS: Dict[str, tuple] = {
-    "difflc": ("prior", {}),
-    "difflc_nosmooth": ("prior", {"sigma": 0.0}),
-    "difflc_frozen": ("frozen", {}),
-    "difflc_pcaonly": ("pcaonly", {}),
+    "difflc": ("untrained", {}),  # the default (auto without an ImageNet checkpoint → paths.AUTO_FALLBACK)
+    "difflc_nosmooth": ("untrained", {"sigma": 0.0}),
+    "difflc_prior": ("prior", {}),
+    "difflc_prior_nosmooth": ("prior", {"sigma": 0.0}),
+    "difflc_prior_frozen": ("frozen", {}),
+    "difflc_prior_pcaonly": ("pcaonly", {}),
     "difflc_scene": ("scene", {}),
-    "difflc_untrained": ("untrained", {}),
-    "difflc_mlp": ("prior", {"head_kind": "mlp"}),
+    "difflc_mlp": ("untrained", {"head_kind": "mlp"}),
 }
 BACKBONES = {
+    "untrained": {"source": "untrained"},
     "prior": {"source": "prior"},
     "frozen": {"source": "prior", "adapt_steps": 0},
     "pcaonly": {"source": "prior", "adapt_modalities": ("pca",)},
     "scene": {"source": "scene"},
-    "untrained": {"source": "scene", "compact_steps": 0},
 }
 
 

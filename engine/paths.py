@@ -43,6 +43,9 @@ def backbone_candidates() -> List[Path]:
 
 
 PRIOR_NAME = "compact_rs_prior"
+# what "auto" uses when no ImageNet checkpoint is installed: the most accurate Stage A measured on the real
+# scenes (BENCHMARKS.md, "Accuracy: the prior, its adaptation and the spatial regularisation")
+AUTO_FALLBACK = "untrained"
 
 
 def shipped_prior() -> Path:
@@ -64,8 +67,8 @@ def resolve_backbone(source: str, checkpoint: Optional[str]) -> Tuple[str, Optio
     kind is "imagenet" (the ImageNet ADM checkpoint), "prior" (the shipped remote-sensing prior) or "scene"
     (a compact network trained from scratch on the scene; no file).
     """
-    if source not in ("auto", "prior", "imagenet", "scene"):
-        raise ValueError(f"unknown backbone source {source!r}: use auto, prior, imagenet or scene")
+    if source not in ("auto", "untrained", "prior", "imagenet", "scene"):
+        raise ValueError(f"unknown backbone source {source!r}: use auto, untrained, prior, imagenet or scene")
     if checkpoint:
         return "imagenet", Path(checkpoint), "given as the BACKBONE parameter"
     if source in ("auto", "imagenet"):
@@ -78,13 +81,18 @@ def resolve_backbone(source: str, checkpoint: Optional[str]) -> Tuple[str, Optio
             raise ValueError("no ImageNet ADM checkpoint found (looked in: "
                              + "; ".join(str(p) for p in backbone_candidates())
                              + "): run 'Download backbone' or give its path as BACKBONE")
-    if source in ("auto", "prior"):
+    fallback = source == "auto"
+    if fallback:
+        source = AUTO_FALLBACK
+    why = "no ImageNet checkpoint installed" if fallback else "asked for"
+    if source == "untrained":
+        return "untrained", None, f"a seeded, untrained compact ADM ({why}; the most accurate measured)"
+    if source == "prior":
         prior = shipped_prior()
         if prior.is_file():
-            why = "no ImageNet checkpoint installed" if source == "auto" else "asked for"
             return "prior", prior, f"the shipped remote-sensing prior ({why})"
-        if source == "prior":
+        if not fallback:
             raise ValueError(f"the shipped prior {prior} is missing: reinstall the plugin")
-        return "scene", None, f"no ImageNet checkpoint installed and the shipped prior {prior} is missing"
+        return "untrained", None, f"no ImageNet checkpoint installed and the shipped prior {prior} is missing"
     return "scene", None, "asked for (compact network trained from scratch on this scene)"
 

@@ -10,6 +10,7 @@ and prediction from ``tiling.predict_tiled``.
 """
 from __future__ import annotations
 
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -167,14 +168,19 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
         if unknown or not settings.adaptation.modalities:
             raise ValueError(f"adaptation modalities {list(settings.adaptation.modalities)} must be a non-empty subset "
                              f"of this scene's {modalities}")
-        if kind != "scene":
+        if kind not in ("scene", "untrained"):
             sampler = PoolSampler({m: pool[m] for m in settings.adaptation.modalities})
             progress.log(f"FiLM adaptation on {', '.join(settings.adaptation.modalities)} only"
                          + ("" if "prgb" in settings.adaptation.modalities else " (no pRGB anchor)"))
-    if kind == "scene":
-        progress.log(f"Backbone: compact ADM trained from scratch on this scene's patches "
-                     f"({settings.backbone.compact_steps} steps) — {why}")
-        model = train_compact_backbone(sampler, settings.backbone, seed=settings.seed, device=device, progress=work)
+    if kind in ("scene", "untrained"):
+        backbone_settings = settings.backbone
+        if kind == "untrained":
+            backbone_settings = dataclasses.replace(settings.backbone, compact_steps=0)
+            progress.log(f"Backbone: compact ADM, randomly initialised with seed {settings.seed}, not trained — {why}")
+        else:
+            progress.log(f"Backbone: compact ADM trained from scratch on this scene's patches "
+                         f"({settings.backbone.compact_steps} steps) — {why}")
+        model = train_compact_backbone(sampler, backbone_settings, seed=settings.seed, device=device, progress=work)
         tensors = {f"backbone.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
         info = {"kind": "compact", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model),
                 "modalities": modalities, "final_loss": _tail_mean(getattr(model, "train_losses", []))}

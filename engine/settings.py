@@ -23,14 +23,15 @@ class RepresentationSettings:
     sample_size: int = 200_000  # pixels sampled for percentile statistics
 
 
-BACKBONE_SOURCES = ("auto", "prior", "imagenet", "scene")
+BACKBONE_SOURCES = ("auto", "untrained", "prior", "imagenet", "scene")
 
 
 @dataclass
 class BackboneSettings:
-    # auto: the ImageNet ADM when one is installed (checkpoint, $DIFFLC_BACKBONE or the download cache), else the
-    # shipped remote-sensing prior; prior: the shipped prior; imagenet: the ImageNet ADM (must be found);
-    # scene: a compact network trained from scratch on the scene (the pre-prior behaviour, kept as a control)
+    # auto: the ImageNet ADM when one is installed (checkpoint, $DIFFLC_BACKBONE or the download cache), else
+    # paths.AUTO_FALLBACK (the most accurate of the others measured, BENCHMARKS.md); untrained: a seeded,
+    # randomly initialised compact ADM; prior: the shipped remote-sensing prior, FiLM-adapted; imagenet: the
+    # ImageNet ADM (must be found); scene: a compact network trained from scratch on the scene
     source: str = "auto"
     checkpoint: Optional[str] = None  # ImageNet ADM 64x64 file given explicitly (wins over auto)
     # denoising steps / batch that train the compact backbone on the scene's patches: sized so a 512x512 scene

@@ -42,10 +42,14 @@ def test_resolve_backbone_auto_prefers_installed_imagenet_then_prior(tmp_path, m
     monkeypatch.delenv("DIFFLC_BACKBONE", raising=False)
     prior = tmp_path / "prior.safetensors"
     monkeypatch.setattr(paths, "shipped_prior", lambda: prior)
-    assert paths.resolve_backbone("auto", None)[0] == "scene"  # nothing at all: the scene-trained fallback
+    monkeypatch.setattr(paths, "AUTO_FALLBACK", "prior")
+    assert paths.resolve_backbone("auto", None)[0] == "untrained"  # no prior file: the untrained network
     prior.write_bytes(b"p")
     kind, path, why = paths.resolve_backbone("auto", None)
     assert (kind, path) == ("prior", prior) and "no ImageNet checkpoint" in why
+    monkeypatch.setattr(paths, "AUTO_FALLBACK", "untrained")
+    kind, path, why = paths.resolve_backbone("auto", None)
+    assert (kind, path) == ("untrained", None) and "no ImageNet checkpoint" in why
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "64x64_diffusion.pt").write_bytes(b"c")
     kind, path, why = paths.resolve_backbone("auto", None)
@@ -57,6 +61,7 @@ def test_resolve_backbone_auto_prefers_installed_imagenet_then_prior(tmp_path, m
     # explicit choices
     assert paths.resolve_backbone("prior", None)[:2] == ("prior", prior)
     assert paths.resolve_backbone("scene", None)[0] == "scene"
+    assert paths.resolve_backbone("untrained", None)[0] == "untrained"
     assert paths.resolve_backbone("scene", "x.pt")[:2] == ("imagenet", Path("x.pt"))  # the parameter wins
 
 

@@ -125,14 +125,13 @@ def test_trainclassifier_writes_a_self_describing_model_file(trained, scene):
     assert sar["band_count"] == 2 and sar["descriptions"] == ["VV", "VH"]
     assert metadata["settings"]["backbone"]["compact_steps"] == 2
     assert metadata["settings"]["tiles"]["stride"] == 32
-    # the default Stage A: the shipped prior, FiLM-adapted (2 steps here); the file carries only the delta
-    assert metadata["backbone"]["kind"] == "prior" and len(metadata["backbone"]["fingerprint"]) == 64
-    assert metadata["backbone"]["adaptation"]["steps"] == 2
+    # the default Stage A without an ImageNet checkpoint: a seeded, untrained compact network (stored whole)
+    assert metadata["backbone"]["kind"] == "compact" and len(metadata["backbone"]["fingerprint"]) == 64
+    assert metadata["settings"]["backbone"]["source"] == "auto"
     assert metadata["spatial"]["sigma"] in metadata["settings"]["spatial"]["candidates"]
     assert str(EPSG) in metadata["crs_wkt"] and metadata["pixel_size"] == [10.0, 10.0]
     assert metadata["labels"]["used"] == 16 and metadata["labels"]["per_class"] == {"Water": 8, "Forest": 8}
-    assert any(k.startswith("head.") for k in tensors) and any(k.startswith("film.") for k in tensors)
-    assert not any(k.startswith("backbone.") for k in tensors)
+    assert any(k.startswith("head.") for k in tensors) and any(k.startswith("backbone.") for k in tensors)
     # the validation metrics are logged, returned and written to the report
     report = json.loads((folder / "report.json").read_text())
     assert 0.0 <= result["VALIDATION_OA"] <= 1.0
@@ -187,9 +186,10 @@ def test_adaptbackbone_then_trainclassifier_uses_the_adapted_file(scene, labels,
         assert np.array_equal(mtensors[name].numpy(), tensor.numpy()), name
 
 
-def test_adaptbackbone_without_checkpoint_adapts_the_shipped_prior(scene, tmp_path):
+def test_adaptbackbone_prior_source_adapts_the_shipped_prior(scene, tmp_path):
     rec = Recorder()
-    result = run("adaptbackbone", {"HSI": scene.hsi, "OUTPUT": str(tmp_path / "p.difflcbb"), "ADAPT_STEPS": 2}, rec)
+    result = run("adaptbackbone", {"HSI": scene.hsi, "OUTPUT": str(tmp_path / "p.difflcbb"), "ADAPT_STEPS": 2,
+                                   "BACKBONE_SOURCE": 2}, rec)
     assert result["KIND"] == "prior" and "shipped remote-sensing prior" in rec.text
     _, meta, tensors = _bundle(tmp_path / "p.difflcbb")
     assert meta["backbone"]["modalities"] == ["prgb", "pca"]  # no SAR given
@@ -198,7 +198,7 @@ def test_adaptbackbone_without_checkpoint_adapts_the_shipped_prior(scene, tmp_pa
 
 def test_adaptbackbone_scene_source_trains_the_compact_backbone(scene, tmp_path):
     result = run("adaptbackbone", {"HSI": scene.hsi, "OUTPUT": str(tmp_path / "c.difflcbb"), "COMPACT_STEPS": 2,
-                                   "BACKBONE_SOURCE": 3})
+                                   "BACKBONE_SOURCE": 4})
     assert result["KIND"] == "compact"
     _, meta, tensors = _bundle(tmp_path / "c.difflcbb")
     assert tensors and all(k.startswith("backbone.") for k in tensors)
