@@ -188,6 +188,15 @@ RENAMED = {"difflc": "difflc_prior", "difflc_nosmooth": "difflc_prior_nosmooth",
            "difflc_pcaonly": "difflc_prior_pcaonly", "difflc_untrained": "difflc"}
 
 
+def rename_methods(results: Dict, mapping: Dict[str, str]) -> Dict:
+    """The same results under other method names (all names mapped at once, so swaps are safe)."""
+    out = json.loads(json.dumps(results))
+    for res in out.values():
+        res["methods"] = {mapping.get(m, m): v for m, v in res["methods"].items()}
+        res.pop("summary", None)
+    return out
+
+
 def merge_runs(runs: Sequence[Dict]) -> Dict:
     """Union of several runs' methods per scene (same seeds, hence the same splits), summaries recomputed.
 
@@ -236,9 +245,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "out" / "accuracy.json"))
     p.add_argument("--merge", default=None, metavar="A.json,B.json",
                    help="run nothing: merge earlier runs (e.g. one process per scene) into --out and print them")
+    p.add_argument("--legacy", default=None, metavar="A.json,...",
+                   help="with --merge: runs made before the default changed; their method names are mapped by RENAMED")
     a = p.parse_args(argv)
     if a.merge:
-        results = merge_runs([json.loads(Path(path).read_text())["results"] for path in a.merge.split(",")])
+        runs = [json.loads(Path(path).read_text())["results"] for path in a.merge.split(",")]
+        legacy = {Path(x).resolve() for x in (a.legacy or "").split(",") if x}
+        runs = [rename_methods(r, RENAMED) if Path(path).resolve() in legacy else r
+                for r, path in zip(runs, a.merge.split(","))]
+        results = merge_runs(runs)
         Path(a.out).write_text(json.dumps({"results": results, "merged_from": a.merge.split(",")}, indent=1))
         print(markdown(results))
         print(target_verdict(results))

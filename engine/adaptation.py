@@ -256,9 +256,10 @@ def train_compact_backbone(sampler, settings: BackboneSettings, *, seed: int,
     model = build_backbone(config, seed=seed).to(device)
     params = dict(model.named_parameters())
     n = sum(p.numel() for p in params.values())
-    progress.log(f"Backbone: compact {config.name} ({n:,} parameters) trained from scratch on the scene's "
-                 f"patches: {settings.compact_steps} steps, batch {settings.compact_batch_size}, "
-                 f"lr {settings.compact_lr:g}, device {device}")
+    if settings.compact_steps > 0:
+        progress.log(f"Backbone: compact {config.name} ({n:,} parameters) trained from scratch on the scene's "
+                     f"patches: {settings.compact_steps} steps, batch {settings.compact_batch_size}, "
+                     f"lr {settings.compact_lr:g}, device {device}")
     losses, _ = _denoise_loop(model, params, sampler, steps=settings.compact_steps,
                               batch_size=settings.compact_batch_size, lr=settings.compact_lr, weight_decay=0.0,
                               ema_decay=None, seed=seed + 1, device=device, progress=progress)
