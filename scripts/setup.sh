@@ -43,7 +43,8 @@ fi
 # 2. virtual environment ---------------------------------------------------------------------------
 verify() {
   QT_QPA_PLATFORM=offscreen "$VENV/bin/python" -c \
-    'import torch, sklearn, safetensors, numpy, osgeo.gdal_array, qgis.core, pytest' >/dev/null 2>&1
+    'import torch, sklearn, safetensors, numpy, osgeo.gdal_array, qgis.core, pytest, guided_diffusion.unet' \
+    >/dev/null 2>&1
 }
 if [[ ! -x "$VENV/bin/python" ]] || ! QT_QPA_PLATFORM=offscreen "$VENV/bin/python" -c 'import qgis.core' >/dev/null 2>&1; then
   # a venv made from another python (pyenv) cannot see Debian's qgis: rebuild it
@@ -63,6 +64,8 @@ say "installing requirements/dev.txt (constrained by requirements/constraints.tx
 pip_flags=(-q)
 [[ -n "${CI:-}" ]] && pip_flags+=(--progress-bar off)
 "$VENV/bin/python" -m pip install "${pip_flags[@]}" -r requirements/dev.txt -c requirements/constraints.txt
+say "installing requirements/reference.txt (test-only oracle, without its dependencies)"
+"$VENV/bin/python" -m pip install "${pip_flags[@]}" --no-deps -r requirements/reference.txt
 if ! verify; then
   echo "[setup] .venv cannot import torch, sklearn, safetensors, osgeo.gdal_array and qgis.core together:" >&2
   QT_QPA_PLATFORM=offscreen "$VENV/bin/python" -c \
