@@ -37,6 +37,9 @@ class Classify(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "PROBABILITIES", "Class probabilities (one Float32 band per class)", optional=True,
+            createByDefault=False))
         add_cleanup_parameters(self)
 
     def process(self, parameters, context, feedback):
@@ -48,11 +51,12 @@ class Classify(DiffLcAlgorithm):
         sar = raster_path(self, parameters, "SAR", context, optional=True)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
+        probabilities = self.parameterAsOutputLayer(parameters, "PROBABILITIES", context) or None
         device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
         checkpoint = self.parameterAsFile(parameters, "BACKBONE", context) or None
         cleanup = cleanup_from_parameters(self, parameters, context)
         result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
-                               device=device, checkpoint=checkpoint, cleanup=cleanup)
+                               device=device, checkpoint=checkpoint, cleanup=cleanup, probabilities=probabilities)
         for name, count in result.class_pixels.items():
             feedback.pushInfo(f"{name}: {count} pixels")
-        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence}
+        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "PROBABILITIES": result.probabilities}

@@ -49,6 +49,9 @@ class TrainAndClassify(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "PROBABILITIES", "Class probabilities (one Float32 band per class)", optional=True,
+            createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
             "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)", optional=True,
             createByDefault=False))
@@ -64,6 +67,7 @@ class TrainAndClassify(DiffLcAlgorithm):
 
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
+        probabilities = self.parameterAsOutputLayer(parameters, "PROBABILITIES", context) or None
         model_path = self.parameterAsFileOutput(parameters, "MODEL", context) or None
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         progress = self.progress_for(feedback)
@@ -72,11 +76,13 @@ class TrainAndClassify(DiffLcAlgorithm):
         try:
             result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
                                    progress.sub(0.6, 1.0), device=request.settings.device,
-                                   cleanup=cleanup_from_parameters(self, parameters, context))
+                                   cleanup=cleanup_from_parameters(self, parameters, context),
+                                   probabilities=probabilities)
         finally:
             if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
                 with contextlib.suppress(OSError):
                     os.remove(trained.bundle)
                     os.rmdir(os.path.dirname(trained.bundle))  # only if empty: never a user's folder
-        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "MODEL": model_path,
+        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "PROBABILITIES": result.probabilities,
+                "MODEL": model_path,
                 "REPORT": report, "VALIDATION_OA": trained.validation_oa}

@@ -281,13 +281,16 @@ class ClassifyOutcome:
     output: str
     confidence: Optional[str]
     class_pixels: Dict[str, int]
+    probabilities: Optional[str] = None
 
 
 def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confidence: Optional[str] = None,
              progress: Optional[Progress] = None, device: str = "auto",
-             checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None) -> ClassifyOutcome:
+             checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None,
+             probabilities: Optional[str] = None) -> ClassifyOutcome:
     """Classify a scene into ``output``; with ``cleanup`` the complete map is cleaned before it moves into place
-    (the confidence raster stays the classifier's)."""
+    (the confidence and ``probabilities`` rasters stay the classifier's: the smoothed class probabilities whose
+    argmax is the map before clean-up)."""
     from .bundle import BundleError, check_inputs, load_bundle, validate_model
     from .pipeline import from_bundle, predict_scene
     from .raster_io import ClassifiedWriter
@@ -310,16 +313,18 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
     cleaning = cleanup is not None and cleanup.active
     cleaned: Dict = {}
     finish = _cleanup_hook(cleanup, inputs.hsi_info, progress.sub(0.9, 1.0), cleaned) if cleaning else None
-    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish, log=progress.log) as writer:
-        def write(row: int, index: np.ndarray, conf: np.ndarray) -> None:
+    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish, log=progress.log,
+                          probabilities_path=probabilities) as writer:
+        def write(row: int, index: np.ndarray, conf: np.ndarray, probs: Optional[np.ndarray] = None) -> None:
             out = np.where(index >= 0, values[np.clip(index, 0, None)], -1)
             counts[:] += np.bincount(index[index >= 0], minlength=len(classes))
-            writer.write(row, 0, out, conf if confidence else None)
+            writer.write(row, 0, out, conf if confidence else None, probs)
 
-        predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress)
+        predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress,
+                      probabilities=bool(probabilities))
     if cleaning:
         counts[:] = [cleaned["class_pixels"].get(int(v), 0) for v in values]
-    return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)})
+    return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)}, probabilities)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -454,9 +454,12 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
 # predict
 
 def predict_scene(model: FittedModel, reader: StackedReader,
-                  write: Callable[[int, np.ndarray, np.ndarray], None],
-                  progress: Optional[Progress] = None, batch_size: Optional[int] = None) -> None:
-    """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``.
+                  write: Callable[..., None],
+                  progress: Optional[Progress] = None, batch_size: Optional[int] = None,
+                  probabilities: bool = False) -> None:
+    """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``; with
+    ``probabilities`` also the smoothed class probabilities the argmax used: ``write(row, index, conf,
+    probs [K, rows, W])`` (NaN = nodata).
 
     Window probabilities are averaged over the overlapping windows, then smoothed with the model's σ
     (``engine.spatial.RowSmoother``: a halo of rows, memory independent of the scene height), then argmax.
@@ -487,7 +490,12 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         conf = filled.max(axis=0).astype(np.float32)
         index[nodata] = -1
         conf[nodata] = np.nan
-        write(row, index, conf)
+        if probabilities:
+            probs = probs.astype(np.float32, copy=True)
+            probs[:, nodata] = np.nan
+            write(row, index, conf, probs)
+        else:
+            write(row, index, conf)
 
     smoother = RowSmoother(model.sigma, reader.height, write_rows)
     predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, smoother.push,

@@ -374,12 +374,16 @@ class ClassifiedWriter:
     Byte (UInt16 when a class value exceeds 254), tiled, DEFLATE, colour table, category names, ``.qml``
     (unless the user's own ``.qml`` is there: it is kept and ``log`` says so). Nodata is 0 unless 0 is itself
     a class value; then it is 255 (Byte) / 65535 (UInt16). Pixels the caller marks with a negative value are
-    written as nodata. Confidence nodata is −1 (NaN is written as −1).
+    written as nodata. Confidence nodata is −1 (NaN is written as −1). ``probabilities_path``: a Float32 raster
+    with one band per class (descriptions = class names), nodata −1 like the confidence.
     """
 
     def __init__(self, path: str, ref: RasterInfo, classes, confidence_path: Optional[str] = None,
-                 finish: Optional[Callable[[str], None]] = None, log: Optional[Callable[[str], None]] = None):
+                 finish: Optional[Callable[[str], None]] = None, log: Optional[Callable[[str], None]] = None,
+                 probabilities_path: Optional[str] = None):
         self.path, self.ref, self.classes = str(path), ref, list(classes)
+        self.probabilities_path = str(probabilities_path) if probabilities_path else None
+        self._prob = self._tmp_prob = None
         self.finish = finish  # called with the complete, closed temporary map before it moves (e.g. the clean-up)
         self.confidence_path = str(confidence_path) if confidence_path else None
         self.log = log or (lambda message: None)
@@ -419,9 +423,17 @@ class ClassifiedWriter:
             cb = self._conf.GetRasterBand(1)
             cb.SetNoDataValue(-1.0)
             cb.SetDescription("confidence (winning class probability)")
+        if self.probabilities_path:
+            self._tmp_prob = files.temp_beside(self.probabilities_path, ".tif")
+            self._prob = _create_tiff(self._tmp_prob, self.ref, len(self.classes), gdal.GDT_Float32)
+            for b, c in enumerate(self.classes, start=1):
+                pb = self._prob.GetRasterBand(b)
+                pb.SetNoDataValue(-1.0)
+                pb.SetDescription(c.name)
         return self
 
-    def write(self, row: int, col: int, class_values: np.ndarray, confidence: Optional[np.ndarray] = None) -> None:
+    def write(self, row: int, col: int, class_values: np.ndarray, confidence: Optional[np.ndarray] = None,
+              probabilities: Optional[np.ndarray] = None) -> None:
         v = np.asarray(class_values)
         out = np.where(v < 0, self.nodata, v).astype(np.uint16 if self.dtype == gdal.GDT_UInt16 else np.uint8)
         self._ds.GetRasterBand(1).WriteArray(out, int(col), int(row))
@@ -431,14 +443,21 @@ class ClassifiedWriter:
             conf = np.asarray(confidence, dtype=np.float32).copy()
             conf[np.isnan(conf) | (v < 0)] = -1.0
             self._conf.GetRasterBand(1).WriteArray(conf, int(col), int(row))
+        if self._prob is not None:
+            if probabilities is None:
+                raise ValueError("a probabilities raster was requested: pass probabilities to write()")
+            probs = np.asarray(probabilities, dtype=np.float32).copy()
+            probs[np.isnan(probs) | (v < 0)[None]] = -1.0
+            for b in range(probs.shape[0]):
+                self._prob.GetRasterBand(b + 1).WriteArray(probs[b], int(col), int(row))
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        for ds in (self._ds, self._conf):
+        for ds in (self._ds, self._conf, self._prob):
             if ds is not None:
                 ds.FlushCache()
-        self._ds = self._conf = None  # closes the files
+        self._ds = self._conf = self._prob = None  # closes the files
         if exc_type is not None:
-            files.discard(self._tmp, self._tmp_conf)
+            files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             return False
         try:
             if self.finish is not None:
@@ -452,8 +471,10 @@ class ClassifiedWriter:
             _move_into_place(self._tmp, self.path)
             if self._tmp_conf:
                 _move_into_place(self._tmp_conf, self.confidence_path)
+            if self._tmp_prob:
+                _move_into_place(self._tmp_prob, self.probabilities_path)
         except BaseException:
-            files.discard(self._tmp, self._tmp_conf)
+            files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             raise
         return False
 

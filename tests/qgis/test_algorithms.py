@@ -213,7 +213,7 @@ def test_classify_writes_a_styled_byte_map_and_confidence(qgis_app, trained, sce
     rec = Recorder()
     result = run("classify", {"MODEL": trained[0]["MODEL"], "HSI": scene.hsi, "SAR": scene.sar,
                               "OUTPUT": str(out), "CONFIDENCE": str(conf)}, rec)
-    assert result == {"OUTPUT": str(out), "CONFIDENCE": str(conf)}
+    assert result == {"OUTPUT": str(out), "CONFIDENCE": str(conf), "PROBABILITIES": None}
     data, facts = read_array(out)
     assert facts["dtype"] == "Byte" and facts["nodata"] == 0
     assert set(np.unique(data)) <= {1, 2} and facts["size"] == scene.shape
@@ -468,3 +468,34 @@ def test_classify_cleanup_is_the_cleanmap_algorithm(trained, scene, tmp_path):
     assert facts["categories"][1:3] == ["Water", "Forest"] and (tmp_path / "cleaned.qml").exists()
     for value in (1, 2):
         assert min(_patch_sizes(cleaned, value, connectivity=8)) >= 30
+
+
+def test_classify_probabilities_are_what_the_map_is_the_argmax_of(qgis_app, trained, scene, tmp_path):
+    """PROBABILITIES: one Float32 band per class named after it; argmax = map, max = confidence, nodata shared."""
+    from osgeo import gdal
+
+    from helpers_rasters import WAVELENGTHS_NM
+
+    # a scene with a nodata corner, so the nodata rule is exercised
+    hsi = gdal.Open(scene.hsi).ReadAsArray().astype(np.float32)
+    hsi[:, :10, :12] = HSI_NODATA
+    holed = write_raster(tmp_path / "holed.tif", hsi, scene.geotransform, nodata=HSI_NODATA,
+                         wavelengths_nm=WAVELENGTHS_NM)
+    out, conf, prob = tmp_path / "map.tif", tmp_path / "conf.tif", tmp_path / "prob.tif"
+    result = run("classify", {"MODEL": trained[0]["MODEL"], "HSI": holed, "SAR": scene.sar, "OUTPUT": str(out),
+                              "CONFIDENCE": str(conf), "PROBABILITIES": str(prob)})
+    assert result["PROBABILITIES"] == str(prob)
+    data, _ = read_array(out)
+    cdata, _ = read_array(conf)
+    ds = gdal.Open(str(prob))
+    assert ds.RasterCount == 2 and ds.GetRasterBand(1).DataType == gdal.GDT_Float32
+    assert [ds.GetRasterBand(b).GetDescription() for b in (1, 2)] == ["Water", "Forest"]
+    assert [ds.GetRasterBand(b).GetNoDataValue() for b in (1, 2)] == [-1.0, -1.0]
+    p = ds.ReadAsArray()
+    nodata = data == 0
+    assert nodata[:10, :12].all() and not nodata[20:, 20:].any()
+    assert (p[:, nodata] == -1).all() and (cdata[nodata] == -1).all()
+    valid = ~nodata
+    assert np.allclose(p[:, valid].sum(axis=0), 1.0, atol=1e-4)
+    assert (np.array([1, 2])[p.argmax(axis=0)][valid] == data[valid]).all()
+    assert np.allclose(p.max(axis=0)[valid], cdata[valid], atol=1e-6)
