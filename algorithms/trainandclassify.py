@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm
-from .params import (CLEANUP_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters,
+from .params import (CLEANUP_HELP, MASK_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters,
                      add_input_parameters, add_method_parameters, cleanup_from_parameters, training_request)
 
 HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
@@ -31,10 +31,12 @@ before the argmax.</li>
 transformed; points outside the raster or on nodata are reported and skipped; each class needs 2 usable
 samples. Class names and colours come from the label layer's categorized style (else the class field).</p>
 <p><b>Outputs</b>: classified GeoTIFF (Byte, nodata 0, colour table, category names, <code>.qml</code>
-style), optional confidence raster (max class probability), optional model file (<code>.difflc</code>,
+style), optional confidence raster (max class probability), optional <b>PROBABILITIES</b> (one Float32 band per
+class, named after it: the smoothed probabilities whose argmax is the map; nodata &minus;1 like the confidence),
+optional model file (<code>.difflc</code>,
 reusable by <i>Classify</i>), optional training report (HTML or JSON: validation accuracy on held-out
 training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + \
-    STAGE_A_HELP + SMOOTHING_HELP + CLEANUP_HELP
+    MASK_HELP + STAGE_A_HELP + SMOOTHING_HELP + CLEANUP_HELP
 
 
 class TrainAndClassify(DiffLcAlgorithm):
@@ -44,7 +46,7 @@ class TrainAndClassify(DiffLcAlgorithm):
     NEEDS_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        add_input_parameters(self)
+        add_input_parameters(self, mask=True)
         add_backbone_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
@@ -77,7 +79,7 @@ class TrainAndClassify(DiffLcAlgorithm):
             result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
                                    progress.sub(0.6, 1.0), device=request.settings.device,
                                    cleanup=cleanup_from_parameters(self, parameters, context),
-                                   probabilities=probabilities)
+                                   probabilities=probabilities, mask=request.mask)
         finally:
             if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
                 with contextlib.suppress(OSError):

@@ -272,6 +272,72 @@ class RasterReader:
         return out
 
 
+class PolygonMask:
+    """Polygons (WKB in the CRS of ``ref``) as a one-band reader on the grid of ``ref``: 1 where a pixel centre lies
+    inside a polygon, NaN elsewhere. Burnt with GDAL one band of ``block_rows`` full-width rows at a time (the
+    last band is kept), so memory does not grow with the scene."""
+
+    def __init__(self, wkb_list: Sequence[bytes], ref: RasterInfo, block_rows: int = 256):
+        from osgeo import ogr
+
+        ogr.UseExceptions()
+        if not len(wkb_list):
+            raise UserInputError("the mask layer has no polygon: draw the area to classify, or leave MASK empty")
+        self.ref, self.block_rows = ref, int(block_rows)
+        self.height, self.width, self.band_count = ref.height, ref.width, 1
+        self._srs = osr.SpatialReference(wkt=ref.crs_wkt) if ref.crs_wkt else None
+        self._vds = ogr.GetDriverByName("Memory").CreateDataSource("")
+        self._layer = self._vds.CreateLayer("mask", srs=self._srs, geom_type=ogr.wkbUnknown)
+        for w in wkb_list:
+            feat = ogr.Feature(self._layer.GetLayerDefn())
+            feat.SetGeometry(ogr.CreateGeometryFromWkb(bytes(w)))
+            self._layer.CreateFeature(feat)
+        self._start, self._band = -1, None
+
+    def _burn(self, start: int) -> np.ndarray:
+        rows = min(self.block_rows, self.height - start)
+        gt = self.ref.geotransform
+        mem = gdal.GetDriverByName("MEM").Create("", self.width, rows, 1, gdal.GDT_Byte)
+        mem.SetGeoTransform((gt[0] + start * gt[2], gt[1], gt[2], gt[3] + start * gt[5], gt[4], gt[5]))
+        if self.ref.crs_wkt:
+            mem.SetProjection(self.ref.crs_wkt)
+        gdal.RasterizeLayer(mem, [1], self._layer, burn_values=[1])
+        return mem.GetRasterBand(1).ReadAsArray().astype(bool)
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        out = np.full((1, rows, cols), np.nan, np.float32)
+        r = row
+        while r < row + rows:
+            start = (r // self.block_rows) * self.block_rows
+            if start != self._start:
+                self._start, self._band = start, self._burn(start)
+            r1 = min(row + rows, start + self.block_rows)
+            inside = self._band[r - start:r1 - start, col:col + cols]
+            out[0, r - row:r1 - row][inside] = 1.0
+            r = r1
+        return out
+
+
+def mask_reader(ref: RasterInfo, raster: Optional[str] = None, polygons_wkb: Sequence[bytes] = (),
+                log: Optional[Callable[[str], None]] = None):
+    """The MASK on the grid of ``ref`` as a one-band reader (nonzero = inside): a raster (its first band, warped
+    by nearest neighbour when on another grid) or polygons (:class:`PolygonMask`)."""
+    if raster:
+        return _RasterMask(RasterReader(raster, ref=ref, log=log, name="mask", resample="near"))
+    return PolygonMask(polygons_wkb, ref)
+
+
+class _RasterMask:
+    """First band of a mask raster as 1 (nonzero) / NaN (zero or nodata)."""
+
+    def __init__(self, reader: RasterReader):
+        self.reader, self.height, self.width, self.band_count = reader, reader.height, reader.width, 1
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        band = self.reader.read(row, col, rows, cols)[:1]
+        return np.where(np.nan_to_num(band, nan=0.0) != 0, 1.0, np.nan).astype(np.float32)
+
+
 def scan_bad_bands(reader, progress=None, block_rows: int = 256) -> List[int]:
     """0-based bands with no valid pixel anywhere (measured by streaming the raster)."""
     seen = np.zeros(reader.band_count, dtype=bool)

@@ -499,3 +499,64 @@ def test_classify_probabilities_are_what_the_map_is_the_argmax_of(qgis_app, trai
     assert np.allclose(p[:, valid].sum(axis=0), 1.0, atol=1e-4)
     assert (np.array([1, 2])[p.argmax(axis=0)][valid] == data[valid]).all()
     assert np.allclose(p.max(axis=0)[valid], cdata[valid], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ mask
+def _polygon_layer(path, scene, rows, cols):
+    """A GeoPackage with one rectangle covering pixel rows[0]..rows[1]-1, cols[0]..cols[1]-1 of ``scene``."""
+    from osgeo import ogr, osr
+
+    gt = scene.geotransform
+    x0, x1 = gt[0] + cols[0] * gt[1], gt[0] + cols[1] * gt[1]
+    y0, y1 = gt[3] + rows[0] * gt[5], gt[3] + rows[1] * gt[5]
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("area", srs=srs, geom_type=ogr.wkbPolygon)
+    feat = ogr.Feature(layer.GetLayerDefn())
+    feat.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"))
+    layer.CreateFeature(feat)
+    ds = None
+    return str(path)
+
+
+def _outputs_nodata_exactly_outside(out, conf, prob, inside):
+    data, _ = read_array(out)
+    cdata, _ = read_array(conf)
+    from osgeo import gdal
+
+    p = gdal.Open(str(prob)).ReadAsArray()
+    assert (data[~inside] == 0).all() and (data[inside] > 0).all()
+    assert (cdata[~inside] == -1).all() and (cdata[inside] >= 0.5 - 1e-6).all()
+    assert (p[:, ~inside] == -1).all() and (p[:, inside] >= 0).all()
+    return data
+
+
+def test_trainandclassify_raster_mask_skips_labels_outside_and_maps_nodata_there(scene, labels, tmp_path):
+    layer, rows, cols = labels
+    inside = np.zeros(scene.shape, bool)
+    inside[:, :60] = True
+    mask = write_raster(tmp_path / "mask.tif", inside.astype(np.uint8), scene.geotransform)
+    out, conf, prob = tmp_path / "lc.tif", tmp_path / "c.tif", tmp_path / "p.tif"
+    rec = Recorder()
+    run("trainandclassify", {"HSI": scene.hsi, "SAR": scene.sar, "LABELS": layer, "CLASS_FIELD": "class_id",
+                             "MASK": mask, "OUTPUT": str(out), "CONFIDENCE": str(conf), "PROBABILITIES": str(prob),
+                             "REPORT": str(tmp_path / "train.json"), **TINY}, rec)
+    outside_labels = int((cols >= 60).sum())
+    assert 0 < outside_labels < cols.size
+    report = json.loads((tmp_path / "train.json").read_text())
+    assert report["extra"]["labels"]["outside_mask"] == outside_labels
+    assert report["extra"]["labels"]["used"] == cols.size - outside_labels
+    assert f"{outside_labels} outside the mask (skipped)" in rec.text
+    _outputs_nodata_exactly_outside(out, conf, prob, inside)
+
+
+def test_classify_polygon_mask_maps_nodata_outside_the_polygons(trained, scene, tmp_path):
+    inside = np.zeros(scene.shape, bool)
+    inside[10:50, 20:70] = True
+    mask = _polygon_layer(tmp_path / "area.gpkg", scene, (10, 50), (20, 70))
+    out, conf, prob = tmp_path / "map.tif", tmp_path / "c.tif", tmp_path / "p.tif"
+    run("classify", {"MODEL": trained[0]["MODEL"], "HSI": scene.hsi, "SAR": scene.sar, "MASK": mask,
+                     "OUTPUT": str(out), "CONFIDENCE": str(conf), "PROBABILITIES": str(prob)})
+    data = _outputs_nodata_exactly_outside(out, conf, prob, inside)
+    assert (data[inside] == scene.truth[inside]).mean() > 0.9
