@@ -35,7 +35,8 @@ style), optional confidence raster (max class probability), optional <b>PROBABIL
 class, named after it: the smoothed probabilities whose argmax is the map; nodata &minus;1 like the confidence),
 optional model file (<code>.difflc</code>,
 reusable by <i>Classify</i>), optional training report (HTML or JSON: validation accuracy on held-out
-training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + \
+training labels, with a spatially blocked cross-validation OA and the permutation importance of each input
+group for the forest head). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + \
     MASK_HELP + STAGE_A_HELP + SMOOTHING_HELP + CLEANUP_HELP
 
 

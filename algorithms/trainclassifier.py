@@ -14,7 +14,11 @@ versions. Use it with <i>Classify</i> on this or another scene of the same senso
 <p>With <b>ADAPTED</b> (from <i>Adapt backbone</i>) Stage A is not repeated; otherwise the backbone is prepared
 here (see Stage A below). The head (<b>HEAD</b>) is a Random Forest on diffusion features + the pixel's bands by default (the most
 accurate measured), or the UniDiff MLP. Validation metrics come from the training labels only (out-of-bag for
-the forest, a stratified split for the MLP) and are logged (and written to <b>REPORT</b>).</p>""" + MASK_HELP + STAGE_A_HELP + \
+the forest, a stratified split for the MLP) and are logged (and written to <b>REPORT</b>).</p>
+<p>For the forest head the report and log also say what each input is worth, on the training labels: the
+out-of-bag OA of the final forest, a spatially blocked cross-validation OA (whole 32&times;32-pixel blocks of labels
+held out together; mean &plusmn; sd over folds) and the permutation importance of each input group (diffusion
+features per modality, HSI bands, SAR bands: the held-out OA drop when the group is shuffled).</p>""" + MASK_HELP + STAGE_A_HELP + \
     SMOOTHING_HELP
 
 

@@ -275,9 +275,17 @@ def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
     if validation and len(names) == len(validation.get("per_class") or []):  # names, not "class 0"
         validation = {**validation, "per_class": [{**p, "name": names[i]}
                                                   for i, p in enumerate(validation["per_class"])]}
+    training = metadata.get("training") or {}
     extra = {"labels": metadata.get("labels"), "backbone": metadata.get("backbone", {}).get("kind"),
-             "training": {k: v for k, v in (metadata.get("training") or {}).items() if k != "validation"},
+             "training": {k: v for k, v in training.items() if k not in ("validation", "input_value")},
              "note": f"validation is {_validation_kind(metadata)}, not an independent reference"}
+    worth = training.get("input_value")
+    if worth:
+        from .importance import InputValue, describe
+
+        fields = {k: v for k, v in worth.items() if k in InputValue.__dataclass_fields__}
+        extra["what_each_input_is_worth"] = describe(InputValue(**fields), worth.get("out_of_bag_oa"))
+        extra["input_value"] = worth
     html = path if path.lower().endswith((".html", ".htm")) else None
     write_accuracy_report(validation or {}, html_path=html, json_path=None if html else path,
                           title=f"Training report (validation on {_validation_kind(metadata)})", extra=extra)

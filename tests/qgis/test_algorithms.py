@@ -142,6 +142,16 @@ def test_trainclassifier_writes_a_self_describing_model_file(trained, scene):
     assert metadata["head"]["kind"] == "forest" and isinstance(check["diffusion_features_used"], bool)
     assert "Diffusion-feature check (out-of-bag, training labels)" in rec.text
     assert "16 of 16 labels used" in rec.text
+    # what each input is worth: out-of-bag OA, spatially blocked CV (mean, spread) and importance per input group
+    worth = report["extra"]["input_value"]
+    assert worth["out_of_bag_oa"] == pytest.approx(result["VALIDATION_OA"])
+    assert worth["kind"].startswith("spatially blocked") and worth["block_px"] == 32 and worth["folds"] >= 2
+    assert 0.5 <= worth["oa_mean"] <= 1.0 and worth["oa_std"] >= 0.0
+    groups = set(worth["importance"]) | set(worth["not_used"])
+    assert {"HSI bands", "SAR bands", "diffusion features (prgb)", "diffusion features (pca)",
+            "diffusion features (sar)"} == groups
+    assert "spatially blocked" in report["extra"]["what_each_input_is_worth"]
+    assert "What each input is worth (training labels only)" in rec.text
 
 
 @pytest.fixture(scope="module")
