@@ -8,8 +8,8 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm
-from .params import (CLEANUP_HELP, DEVICES, add_cleanup_parameters, add_input_parameters, cleanup_from_parameters,
-                     raster_path)
+from .params import (CLEANUP_HELP, DEVICES, MASK_HELP, add_cleanup_parameters, add_input_parameters,
+                     cleanup_from_parameters, mask_from_parameters, raster_path)
 
 HELP = """<p>Classifies a scene with a model file written by <i>Train classifier</i> or <i>Train and
 classify</i>. The stored representation statistics (band choice, PCA basis, percentile stretches), backbone
@@ -17,7 +17,10 @@ and head are applied unchanged, so another scene of the same sensor gets exactly
 <p>The rasters must match the model: the same number of HSI bands (wavelengths within 5 nm when both carry
 them) and SAR given exactly when the model was trained with SAR; otherwise the run stops and says what
 differs. A model built on the ImageNet checkpoint needs that checkpoint (<b>BACKBONE</b>, verified by its
-fingerprint). The scene is streamed in 64&times;64 tiles; memory does not grow with its size.</p>""" + CLEANUP_HELP
+fingerprint). The scene is streamed in 64&times;64 tiles; memory does not grow with its size.</p>
+<p><b>Outputs</b>: the classified map, optionally the confidence (winning class probability, nodata &minus;1) and
+<b>PROBABILITIES</b>: one Float32 band per class, named after it, holding the smoothed class probabilities whose
+argmax is the map (before any clean-up); nodata &minus;1 where the map is nodata.</p>""" + MASK_HELP + CLEANUP_HELP
 
 
 class Classify(DiffLcAlgorithm):
@@ -29,7 +32,7 @@ class Classify(DiffLcAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(
             "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
-        add_input_parameters(self, labels=False)
+        add_input_parameters(self, labels=False, mask=True)
         self.addParameter(QgsProcessingParameterFile(
             "BACKBONE", "ImageNet ADM checkpoint (only for models built on it; empty = path stored in the model)",
             optional=True, fileFilter="PyTorch checkpoint (*.pt *.pth *.safetensors)"))
@@ -37,6 +40,9 @@ class Classify(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "PROBABILITIES", "Class probabilities (one Float32 band per class)", optional=True,
+            createByDefault=False))
         add_cleanup_parameters(self)
 
     def process(self, parameters, context, feedback):
@@ -48,11 +54,14 @@ class Classify(DiffLcAlgorithm):
         sar = raster_path(self, parameters, "SAR", context, optional=True)
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
+        probabilities = self.parameterAsOutputLayer(parameters, "PROBABILITIES", context) or None
         device = DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]
         checkpoint = self.parameterAsFile(parameters, "BACKBONE", context) or None
         cleanup = cleanup_from_parameters(self, parameters, context)
+        mask = mask_from_parameters(self, parameters, context, feedback, hsi)
         result = jobs.classify(model, hsi, sar, output, confidence, self.progress_for(feedback),
-                               device=device, checkpoint=checkpoint, cleanup=cleanup)
+                               device=device, checkpoint=checkpoint, cleanup=cleanup, probabilities=probabilities,
+                               mask=mask)
         for name, count in result.class_pixels.items():
             feedback.pushInfo(f"{name}: {count} pixels")
-        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence}
+        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "PROBABILITIES": result.probabilities}

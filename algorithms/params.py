@@ -15,6 +15,7 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterField,
     QgsProcessingParameterFile,
+    QgsProcessingParameterMapLayer,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
@@ -33,7 +34,7 @@ SAR_DB = ["auto", "dB", "linear"]
 PRESETS = ["paper", "public"]
 
 
-def add_input_parameters(alg, labels: bool = True) -> None:
+def add_input_parameters(alg, labels: bool = True, mask: bool = False) -> None:
     alg.addParameter(QgsProcessingParameterRasterLayer(
         "HSI", "Hyperspectral / multispectral raster (3 bands or more)"))
     alg.addParameter(QgsProcessingParameterRasterLayer(
@@ -43,6 +44,39 @@ def add_input_parameters(alg, labels: bool = True) -> None:
             "LABELS", "Label points or polygons",
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
         alg.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS"))
+    if mask:
+        alg.addParameter(QgsProcessingParameterMapLayer(
+            "MASK", "Mask: raster (nonzero = inside) or polygons; train and classify only inside (optional)",
+            optional=True, types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon]))
+
+
+MASK_HELP = """<p><b>MASK</b> (optional): a raster (nonzero = inside; resampled by nearest neighbour onto the HSI
+grid) or a polygon layer (pixel centres inside a polygon, any CRS). Outside it the HSI is treated as nodata: labels
+there are skipped and counted in the label report, representation statistics are sampled inside only, and the map,
+confidence and probabilities are nodata outside. Windows at the mask edge see outside pixels as nodata.</p>"""
+
+
+def mask_from_parameters(alg, parameters, context, feedback, raster_file: str):
+    """The MASK parameter as an engine MaskSpec (polygons in the CRS of ``raster_file``), or None."""
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    from ..engine.jobs import MaskSpec
+    from .layers import read_label_features
+
+    if alg.parameterDefinition("MASK") is None:
+        return None
+    layer = alg.parameterAsLayer(parameters, "MASK", context)
+    if layer is None:
+        return None
+    if isinstance(layer, QgsRasterLayer):
+        return MaskSpec(layer.name(), raster=raster_path(alg, parameters, "MASK", context))
+    if not isinstance(layer, QgsVectorLayer):
+        raise QgsProcessingException("MASK: give a raster or a polygon layer.")
+    crs = QgsRasterLayer(raster_file, "hsi", "gdal").crs()
+    geoms = read_label_features(layer, None, crs, feedback, layer_name=layer.name())
+    if not geoms.polygons_wkb:
+        raise QgsProcessingException(f"MASK: the layer '{layer.name()}' holds no polygon: give polygons or a raster.")
+    return MaskSpec(layer.name(), polygons_wkb=list(geoms.polygons_wkb))
 
 
 BACKBONE_SOURCES = ["auto", "untrained", "prior", "imagenet", "scene"]
@@ -254,4 +288,5 @@ def training_request(alg, parameters, context, feedback, model_path: Optional[st
     hsi = raster_path(alg, parameters, "HSI", context)
     sar = raster_path(alg, parameters, "SAR", context, optional=True)
     labels = read_labels(alg, parameters, context, feedback, hsi)
-    return TrainRequest(hsi, sar, labels, settings, model_path, report, adapted)
+    mask = mask_from_parameters(alg, parameters, context, feedback, hsi)
+    return TrainRequest(hsi, sar, labels, settings, model_path, report, adapted, mask)

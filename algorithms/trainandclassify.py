@@ -10,7 +10,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm
-from .params import (CLEANUP_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters,
+from .params import (CLEANUP_HELP, MASK_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters,
                      add_input_parameters, add_method_parameters, cleanup_from_parameters, training_request)
 
 HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
@@ -31,10 +31,13 @@ before the argmax.</li>
 transformed; points outside the raster or on nodata are reported and skipped; each class needs 2 usable
 samples. Class names and colours come from the label layer's categorized style (else the class field).</p>
 <p><b>Outputs</b>: classified GeoTIFF (Byte, nodata 0, colour table, category names, <code>.qml</code>
-style), optional confidence raster (max class probability), optional model file (<code>.difflc</code>,
+style), optional confidence raster (max class probability), optional <b>PROBABILITIES</b> (one Float32 band per
+class, named after it: the smoothed probabilities whose argmax is the map; nodata &minus;1 like the confidence),
+optional model file (<code>.difflc</code>,
 reusable by <i>Classify</i>), optional training report (HTML or JSON: validation accuracy on held-out
-training labels). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + \
-    STAGE_A_HELP + SMOOTHING_HELP + CLEANUP_HELP
+training labels, with a spatially blocked cross-validation OA and the permutation importance of each input
+group for the forest head). Use <i>Accuracy assessment</i> with independent reference data for map accuracy.</p>""" + \
+    MASK_HELP + STAGE_A_HELP + SMOOTHING_HELP + CLEANUP_HELP
 
 
 class TrainAndClassify(DiffLcAlgorithm):
@@ -44,11 +47,14 @@ class TrainAndClassify(DiffLcAlgorithm):
     NEEDS_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        add_input_parameters(self)
+        add_input_parameters(self, mask=True)
         add_backbone_parameters(self)
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Classified raster"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             "CONFIDENCE", "Confidence raster (max class probability)", optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            "PROBABILITIES", "Class probabilities (one Float32 band per class)", optional=True,
+            createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
             "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)", optional=True,
             createByDefault=False))
@@ -64,6 +70,7 @@ class TrainAndClassify(DiffLcAlgorithm):
 
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         confidence = self.parameterAsOutputLayer(parameters, "CONFIDENCE", context) or None
+        probabilities = self.parameterAsOutputLayer(parameters, "PROBABILITIES", context) or None
         model_path = self.parameterAsFileOutput(parameters, "MODEL", context) or None
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         progress = self.progress_for(feedback)
@@ -72,11 +79,13 @@ class TrainAndClassify(DiffLcAlgorithm):
         try:
             result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
                                    progress.sub(0.6, 1.0), device=request.settings.device,
-                                   cleanup=cleanup_from_parameters(self, parameters, context))
+                                   cleanup=cleanup_from_parameters(self, parameters, context),
+                                   probabilities=probabilities, mask=request.mask)
         finally:
             if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
                 with contextlib.suppress(OSError):
                     os.remove(trained.bundle)
                     os.rmdir(os.path.dirname(trained.bundle))  # only if empty: never a user's folder
-        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "MODEL": model_path,
+        return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "PROBABILITIES": result.probabilities,
+                "MODEL": model_path,
                 "REPORT": report, "VALIDATION_OA": trained.validation_oa}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
 from .base import DiffLcAlgorithm
-from .params import (SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_input_parameters,
+from .params import (MASK_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_input_parameters,
                      add_method_parameters, training_request)
 
 HELP = """<p>Trains the pixel classifier and writes a self-describing model file (<code>.difflc</code>: a zip
@@ -14,7 +14,11 @@ versions. Use it with <i>Classify</i> on this or another scene of the same senso
 <p>With <b>ADAPTED</b> (from <i>Adapt backbone</i>) Stage A is not repeated; otherwise the backbone is prepared
 here (see Stage A below). The head (<b>HEAD</b>) is a Random Forest on diffusion features + the pixel's bands by default (the most
 accurate measured), or the UniDiff MLP. Validation metrics come from the training labels only (out-of-bag for
-the forest, a stratified split for the MLP) and are logged (and written to <b>REPORT</b>).</p>""" + STAGE_A_HELP + \
+the forest, a stratified split for the MLP) and are logged (and written to <b>REPORT</b>).</p>
+<p>For the forest head the report and log also say what each input is worth, on the training labels: the
+out-of-bag OA of the final forest, a spatially blocked cross-validation OA (whole 32&times;32-pixel blocks of labels
+held out together; mean &plusmn; sd over folds) and the permutation importance of each input group (diffusion
+features per modality, HSI bands, SAR bands: the held-out OA drop when the group is shuffled).</p>""" + MASK_HELP + STAGE_A_HELP + \
     SMOOTHING_HELP
 
 
@@ -25,7 +29,7 @@ class TrainClassifier(DiffLcAlgorithm):
     NEEDS_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        add_input_parameters(self)
+        add_input_parameters(self, mask=True)
         add_backbone_parameters(self)
         self.addParameter(QgsProcessingParameterFile(
             "ADAPTED", "Adapted backbone (from 'Adapt backbone'; optional)", optional=True,

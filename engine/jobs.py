@@ -19,8 +19,8 @@ from .errors import UserInputError
 from .labels import (ClassInfo, LabelError, LabelSamples, collect_point_labels, collect_polygon_labels,
                      default_colors, reader_valid_fn)
 from .progress import Progress
-from .raster_io import RasterInfo, RasterReader, category_names, scan_bad_bands
-from .readers import _BLOCK_BYTES, StackedReader
+from .raster_io import RasterInfo, RasterReader, category_names, mask_reader, scan_bad_bands
+from .readers import _BLOCK_BYTES, MaskedReader, StackedReader
 from .settings import CleanupSettings, PipelineSettings
 
 
@@ -40,11 +40,21 @@ class LabelGeometries:
 
 
 @dataclass
+class MaskSpec:
+    """Where the model may train and predict: a raster (nonzero = inside) or polygons (WKB in the HSI CRS)."""
+
+    name: str
+    raster: Optional[str] = None
+    polygons_wkb: List[bytes] = field(default_factory=list)
+
+
+@dataclass
 class Inputs:
     hsi_info: RasterInfo
     sar_info: Optional[RasterInfo]
     reader: StackedReader
     sar_coverage: Optional[float] = None  # share of the HSI grid where every SAR band has data (when scanned)
+    mask: Optional[object] = None  # one-band reader of the MASK on the HSI grid (nonzero = inside)
 
 
 def has_georeferencing(info: RasterInfo) -> bool:
@@ -83,9 +93,11 @@ def _sar_coverage(sar: RasterReader, hsi: RasterReader, progress: Progress, bloc
     return both / max(hsi_valid, 1)
 
 
-def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan_bands: bool = False) -> Inputs:
+def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan_bands: bool = False,
+                mask: Optional[MaskSpec] = None) -> Inputs:
     """Readers for the HSI and (warped onto its grid) SAR; optionally finds all-nodata HSI bands and measures
-    how much of the scene the SAR covers (a SAR with holes silently costs labels otherwise)."""
+    how much of the scene the SAR covers (a SAR with holes silently costs labels otherwise). With ``mask`` the HSI
+    reads NaN outside it (``readers.MaskedReader``): everything downstream treats outside as nodata."""
     hsi = RasterReader(hsi_path, log=progress.log, name="HSI")
     if hsi.band_count < 3:
         raise ValueError(f"the HSI raster {os.path.basename(hsi_path)} has {hsi.band_count} band(s): at least 3 "
@@ -97,13 +109,20 @@ def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan
         if extra:
             progress.log(f"HSI bands without any valid pixel, left out: {', '.join(str(b + 1) for b in extra)}")
             hsi.info.bad_bands = sorted(set(hsi.info.bad_bands) | set(extra))
+    inside = None
+    if mask is not None:
+        if mask.polygons_wkb or mask.raster:
+            require_georeferencing(hsi.info, "HSI", f"the mask '{mask.name}'")
+        inside = mask_reader(hsi.info, mask.raster, mask.polygons_wkb, log=progress.log)
+        hsi = MaskedReader(hsi, inside)
+        progress.log(f"Mask '{mask.name}': training and prediction only inside it; outside is nodata in every output")
     coverage = None
     if scan_bands and sar is not None:
         coverage = _sar_coverage(sar, hsi, progress)
         if coverage < 0.995:
             progress.log(f"The SAR raster {os.path.basename(sar_path)} covers {100 * coverage:.0f} % of the HSI "
                          "scene: pixels without SAR stay unclassified (nodata) and labels there are skipped")
-    return Inputs(hsi.info, sar.info if sar else None, StackedReader(hsi, sar), coverage)
+    return Inputs(hsi.info, sar.info if sar else None, StackedReader(hsi, sar), coverage, inside)
 
 
 def _class_infos(labels: LabelGeometries) -> List[ClassInfo]:
@@ -158,17 +177,18 @@ def label_samples(labels: LabelGeometries, inputs: Inputs) -> LabelSamples:
 def _label_samples(labels: LabelGeometries, inputs: Inputs, valid) -> LabelSamples:
     info = inputs.hsi_info
     infos = _class_infos(labels)
+    inside = reader_valid_fn(inputs.mask) if inputs.mask is not None else None
     name = f"the label layer '{labels.layer_name}'"
     has_points = len(labels.point_values) > 0
     has_polys = len(labels.polygon_values) > 0
     if has_polys and not has_points:
         return collect_polygon_labels(labels.polygons_wkb, labels.polygon_values, info, valid, infos,
-                                      labels.field_name, name)
+                                      labels.field_name, name, mask=inside)
     samples = collect_point_labels(labels.xs, labels.ys, labels.point_values, info, valid, infos,
-                                   labels.field_name, name)
+                                   labels.field_name, name, mask=inside)
     if has_polys:  # mixed layer: polygons' pixels join the points
         polys = collect_polygon_labels(labels.polygons_wkb, labels.polygon_values, info, valid, infos,
-                                       labels.field_name, name)
+                                       labels.field_name, name, mask=inside)
         if [c.value for c in polys.classes] != [c.value for c in samples.classes]:
             raise ValueError(f"{name} mixes points and polygons with different class sets: use one geometry type")
         samples = LabelSamples(np.concatenate([samples.rows, polys.rows]), np.concatenate([samples.cols, polys.cols]),
@@ -179,7 +199,8 @@ def _label_samples(labels: LabelGeometries, inputs: Inputs, valid) -> LabelSampl
 
 def _label_report_text(report: Dict) -> str:
     parts = [f"{report.get('used', 0)} of {report.get('total', 0)} labels used"]
-    for key, text in (("outside_raster", "outside the raster"), ("on_nodata", "on nodata pixels"),
+    for key, text in (("outside_raster", "outside the raster"), ("outside_mask", "outside the mask"),
+                      ("on_nodata", "on nodata pixels"),
                       ("missing_value", "without a class value"), ("duplicates", "duplicates in one pixel"),
                       ("conflicting", "conflicting classes in one pixel")):
         if report.get(key):
@@ -200,6 +221,7 @@ class TrainRequest:
     model_path: Optional[str] = None  # None: the bundle goes to a temporary file
     report_path: Optional[str] = None  # .html or .json: validation metrics on held-out training labels
     adapted: Optional[str] = None  # backbone file written by adapt_backbone (skips Stage A)
+    mask: Optional[MaskSpec] = None  # train only inside it (labels outside are skipped and counted)
 
 
 @dataclass
@@ -215,7 +237,7 @@ def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOu
     from .pipeline import TrainingPixels, bundle_payload, fit
 
     progress = progress or Progress()
-    inputs = open_inputs(request.hsi, request.sar, progress, scan_bands=True)
+    inputs = open_inputs(request.hsi, request.sar, progress, scan_bands=True, mask=request.mask)
     progress.check()
     samples = label_samples(request.labels, inputs)
     progress.log(_label_report_text(samples.report))
@@ -253,9 +275,17 @@ def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
     if validation and len(names) == len(validation.get("per_class") or []):  # names, not "class 0"
         validation = {**validation, "per_class": [{**p, "name": names[i]}
                                                   for i, p in enumerate(validation["per_class"])]}
+    training = metadata.get("training") or {}
     extra = {"labels": metadata.get("labels"), "backbone": metadata.get("backbone", {}).get("kind"),
-             "training": {k: v for k, v in (metadata.get("training") or {}).items() if k != "validation"},
+             "training": {k: v for k, v in training.items() if k not in ("validation", "input_value")},
              "note": f"validation is {_validation_kind(metadata)}, not an independent reference"}
+    worth = training.get("input_value")
+    if worth:
+        from .importance import InputValue, describe
+
+        fields = {k: v for k, v in worth.items() if k in InputValue.__dataclass_fields__}
+        extra["what_each_input_is_worth"] = describe(InputValue(**fields), worth.get("out_of_bag_oa"))
+        extra["input_value"] = worth
     html = path if path.lower().endswith((".html", ".htm")) else None
     write_accuracy_report(validation or {}, html_path=html, json_path=None if html else path,
                           title=f"Training report (validation on {_validation_kind(metadata)})", extra=extra)
@@ -281,13 +311,16 @@ class ClassifyOutcome:
     output: str
     confidence: Optional[str]
     class_pixels: Dict[str, int]
+    probabilities: Optional[str] = None
 
 
 def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confidence: Optional[str] = None,
              progress: Optional[Progress] = None, device: str = "auto",
-             checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None) -> ClassifyOutcome:
+             checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None,
+             probabilities: Optional[str] = None, mask: Optional[MaskSpec] = None) -> ClassifyOutcome:
     """Classify a scene into ``output``; with ``cleanup`` the complete map is cleaned before it moves into place
-    (the confidence raster stays the classifier's)."""
+    (the confidence and ``probabilities`` rasters stay the classifier's: the smoothed class probabilities whose
+    argmax is the map before clean-up). Outside ``mask`` every output is nodata."""
     from .bundle import BundleError, check_inputs, load_bundle, validate_model
     from .pipeline import from_bundle, predict_scene
     from .raster_io import ClassifiedWriter
@@ -295,7 +328,7 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
     progress = progress or Progress()
     metadata, tensors = load_bundle(bundle_path)
     validate_model(metadata, bundle_path)
-    inputs = open_inputs(hsi, sar, progress)
+    inputs = open_inputs(hsi, sar, progress, mask=mask)
     check_inputs(metadata, inputs.hsi_info, inputs.sar_info)
     try:
         model = from_bundle(metadata, tensors, device=device, checkpoint=checkpoint)
@@ -310,16 +343,18 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
     cleaning = cleanup is not None and cleanup.active
     cleaned: Dict = {}
     finish = _cleanup_hook(cleanup, inputs.hsi_info, progress.sub(0.9, 1.0), cleaned) if cleaning else None
-    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish, log=progress.log) as writer:
-        def write(row: int, index: np.ndarray, conf: np.ndarray) -> None:
+    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish, log=progress.log,
+                          probabilities_path=probabilities) as writer:
+        def write(row: int, index: np.ndarray, conf: np.ndarray, probs: Optional[np.ndarray] = None) -> None:
             out = np.where(index >= 0, values[np.clip(index, 0, None)], -1)
             counts[:] += np.bincount(index[index >= 0], minlength=len(classes))
-            writer.write(row, 0, out, conf if confidence else None)
+            writer.write(row, 0, out, conf if confidence else None, probs)
 
-        predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress)
+        predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress,
+                      probabilities=bool(probabilities))
     if cleaning:
         counts[:] = [cleaned["class_pixels"].get(int(v), 0) for v in values]
-    return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)})
+    return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)}, probabilities)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -120,8 +120,11 @@ def _valid_at(valid, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 def build_samples(rows: np.ndarray, cols: np.ndarray, values: Sequence, height: int, width: int,
                   valid=None, class_infos: Optional[Sequence[ClassInfo]] = None, field_name: str = "class",
-                  layer_name: str = "the label layer", min_per_class: int = 2) -> LabelSamples:
-    """Pixel positions + raw class values → :class:`LabelSamples` (counts, skips, class checks)."""
+                  layer_name: str = "the label layer", min_per_class: int = 2, mask=None) -> LabelSamples:
+    """Pixel positions + raw class values → :class:`LabelSamples` (counts, skips, class checks).
+
+    ``mask`` (same forms as ``valid``): pixels outside it are skipped and counted as ``outside_mask``.
+    """
     rows = np.asarray(rows, dtype=np.int64)
     cols = np.asarray(cols, dtype=np.int64)
     total = int(rows.size)
@@ -134,6 +137,10 @@ def build_samples(rows: np.ndarray, cols: np.ndarray, values: Sequence, height: 
         raise LabelError(f"every feature of {layer_name} has an empty '{field_name}' value: fill in the classes")
     inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
     ok = inside & ~missing
+    outside_mask = np.zeros(total, dtype=bool)
+    if mask is not None:
+        outside_mask[ok] = ~_valid_at(mask, rows[ok], cols[ok])
+        ok &= ~outside_mask
     valid_mask = np.zeros(total, dtype=bool)
     valid_mask[ok] = _valid_at(valid, rows[ok], cols[ok])
     on_nodata = ok & ~valid_mask
@@ -167,20 +174,21 @@ def build_samples(rows: np.ndarray, cols: np.ndarray, values: Sequence, height: 
     per_class = np.bincount(class_index, minlength=len(classes))
     report = {"layer": layer_name, "field": field_name, "total": total, "outside_raster": int((~inside).sum()),
               "missing_value": int(missing.sum()), "on_nodata": int(on_nodata.sum()),
+              "outside_mask": int(outside_mask.sum()),
               "duplicates": duplicates, "conflicting": conflicting, "used": int(keep.sum()),
               "per_class": {c.name: int(n) for c, n in zip(classes, per_class)}}
     if keep.sum() == 0:
         raise LabelError(
             f"none of the {total} features of {layer_name} can be used ({report['outside_raster']} outside the "
-            f"raster, {report['on_nodata']} on nodata pixels, {report['missing_value']} without a "
+            f"raster, {report['outside_mask']} outside the mask, {report['on_nodata']} on nodata pixels, {report['missing_value']} without a "
             f"'{field_name}' value): check that the labels lie on the image and that its CRS is right")
     few = [f"'{c.name}' (value {int(c.value)}: {int(n)} usable)" for c, n in zip(classes, per_class)
            if n < min_per_class]
     if few:
         raise LabelError(
             f"class {', '.join(few)} in field '{field_name}' of {layer_name} has fewer than {min_per_class} "
-            f"usable samples (of all labels, {report['outside_raster']} lie outside the raster and {report['on_nodata']} on "
-            "nodata pixels): add more samples of that class on valid image pixels, or remove the class")
+            f"usable samples (of all labels, {report['outside_raster']} lie outside the raster, "
+            f"{report['outside_mask']} outside the mask and {report['on_nodata']} on nodata pixels): add more samples of that class on valid image pixels, or remove the class")
     if len(classes) < 2:
         raise LabelError(f"{layer_name} holds only one class ('{classes[0].name}') in field '{field_name}': "
                          "a classifier needs at least two classes")
@@ -198,14 +206,15 @@ def map_to_pixel(xs: np.ndarray, ys: np.ndarray, geotransform: Sequence[float]) 
 
 
 def collect_point_labels(xs, ys, values, ref, valid=None, class_infos: Optional[Sequence[ClassInfo]] = None,
-                         field_name: str = "class", layer_name: str = "the label layer") -> LabelSamples:
+                         field_name: str = "class", layer_name: str = "the label layer", mask=None) -> LabelSamples:
     """Points (in the CRS of ``ref``) → training pixels.
 
     ``valid``: None, a bool array [H, W], ``fn(rows, cols) -> bool array`` (True = usable image pixel), or a
     block reader (a pixel is usable when none of its non-bad bands is NaN).
     """
     rows, cols = map_to_pixel(xs, ys, ref.geotransform)
-    return build_samples(rows, cols, values, ref.height, ref.width, valid, class_infos, field_name, layer_name)
+    return build_samples(rows, cols, values, ref.height, ref.width, valid, class_infos, field_name, layer_name,
+                         mask=mask)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -260,7 +269,7 @@ def rasterize_polygons(wkb_list: Sequence[bytes], values: Sequence, ref) -> Tupl
 
 def collect_polygon_labels(wkb_list: Sequence[bytes], values, ref, valid=None,
                            class_infos: Optional[Sequence[ClassInfo]] = None, field_name: str = "class",
-                           layer_name: str = "the label layer") -> LabelSamples:
+                           layer_name: str = "the label layer", mask=None) -> LabelSamples:
     """Polygons (in the CRS of ``ref``) → every pixel inside them as a training pixel."""
     if not len(wkb_list):
         raise LabelError(f"{layer_name} has no features: draw polygons with a '{field_name}' value first")
@@ -269,7 +278,8 @@ def collect_polygon_labels(wkb_list: Sequence[bytes], values, ref, valid=None,
         raise LabelError(f"no polygon of {layer_name} covers a pixel centre of the image: check that the "
                          "polygons lie on the image and that the layer's CRS is right")
     vals = [list(values)[i] for i in which]
-    samples = build_samples(rows, cols, vals, ref.height, ref.width, valid, class_infos, field_name, layer_name)
+    samples = build_samples(rows, cols, vals, ref.height, ref.width, valid, class_infos, field_name, layer_name,
+                            mask=mask)
     samples.report["polygons"] = len(wkb_list)
     return samples
 

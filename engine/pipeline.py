@@ -285,15 +285,40 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
 
     # the pixel head, validated on the training labels only (MLP: a held-out split; forest: out-of-bag)
     head = fit_head(x, labels.class_index, group_sizes, settings.head, seed=settings.seed, device="cpu",
-                    progress=progress.sub(0.85, 0.93), fusion=settings.features.fusion, n_classes=labels.n_classes,
+                    progress=progress.sub(0.85, 0.91), fusion=settings.features.fusion, n_classes=labels.n_classes,
                     spectrum_last=settings.head.include_spectrum)
+    worth = input_value(x, labels, extractor, reps, head, settings, progress.sub(0.91, 0.93))
     smoothing = choose_smoothing(reader, reps, extractor, labels, x, head, settings, progress.sub(0.93, 1.0))
     report = {"train_pixels": int(x.shape[0]), "feature_dim": int(x.shape[1]),
-              "validation": getattr(head, "val_metrics", None),
+              "validation": getattr(head, "val_metrics", None), "input_value": worth,
               "feature_check": head.config.get("feature_check"), "spatial": smoothing.to_dict(),
               "seconds": round(time.perf_counter() - t0, 1), "device": str(device)}
     return FittedModel(settings, reps, backbone.model, backbone.info, backbone.tensors, extractor, head,
                        group_sizes, report, sigma=smoothing.sigma)
+
+
+def input_value(x: np.ndarray, labels: TrainingPixels, extractor, reps, head, settings: PipelineSettings,
+                progress: Progress) -> Optional[Dict]:
+    """Out-of-bag OA of the final forest, spatially blocked CV OA and per-group permutation importance
+    (``engine.importance``) on the columns the final forest reads; None for the MLP head."""
+    from .importance import assess_inputs, describe, input_groups
+
+    if settings.head.kind != "forest":
+        progress.log("What each input is worth: computed for the forest head only")
+        return None
+    hsi_bands = len(reps.usable_bands)
+    groups = input_groups(extractor.groups, settings.head.include_spectrum, hsi_bands,
+                          int(reps.spectrum_dim) - hsi_bands if settings.head.include_spectrum else 0)
+    check = head.config.get("feature_check") or {}
+    bands_only = settings.head.include_spectrum and not check.get("diffusion_features_used", True)
+    used_from = x.shape[1] - head.config["group_sizes"][-1] if bands_only else 0
+    value = assess_inputs(x, labels.class_index, labels.rows, labels.cols, labels.n_classes, groups,
+                          used_from=used_from, trees=min(settings.head.trees, settings.spatial.cv_trees),
+                          seed=settings.seed, balanced=settings.head.class_weighting, progress=progress)
+    val = getattr(head, "val_metrics", None) or {}
+    out = {"out_of_bag_oa": val.get("overall_accuracy"), **value.to_dict()}
+    progress.log(describe(value, out["out_of_bag_oa"]))
+    return out
 
 
 def _tail_mean(values: Sequence[float], n: int = 20) -> Optional[float]:
@@ -454,9 +479,12 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
 # predict
 
 def predict_scene(model: FittedModel, reader: StackedReader,
-                  write: Callable[[int, np.ndarray, np.ndarray], None],
-                  progress: Optional[Progress] = None, batch_size: Optional[int] = None) -> None:
-    """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``.
+                  write: Callable[..., None],
+                  progress: Optional[Progress] = None, batch_size: Optional[int] = None,
+                  probabilities: bool = False) -> None:
+    """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``; with
+    ``probabilities`` also the smoothed class probabilities the argmax used: ``write(row, index, conf,
+    probs [K, rows, W])`` (NaN = nodata).
 
     Window probabilities are averaged over the overlapping windows, then smoothed with the model's σ
     (``engine.spatial.RowSmoother``: a halo of rows, memory independent of the scene height), then argmax.
@@ -487,7 +515,12 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         conf = filled.max(axis=0).astype(np.float32)
         index[nodata] = -1
         conf[nodata] = np.nan
-        write(row, index, conf)
+        if probabilities:
+            probs = probs.astype(np.float32, copy=True)
+            probs[:, nodata] = np.nan
+            write(row, index, conf, probs)
+        else:
+            write(row, index, conf)
 
     smoother = RowSmoother(model.sigma, reader.height, write_rows)
     predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, smoother.push,

@@ -272,6 +272,72 @@ class RasterReader:
         return out
 
 
+class PolygonMask:
+    """Polygons (WKB in the CRS of ``ref``) as a one-band reader on the grid of ``ref``: 1 where a pixel centre lies
+    inside a polygon, NaN elsewhere. Burnt with GDAL one band of ``block_rows`` full-width rows at a time (the
+    last band is kept), so memory does not grow with the scene."""
+
+    def __init__(self, wkb_list: Sequence[bytes], ref: RasterInfo, block_rows: int = 256):
+        from osgeo import ogr
+
+        ogr.UseExceptions()
+        if not len(wkb_list):
+            raise UserInputError("the mask layer has no polygon: draw the area to classify, or leave MASK empty")
+        self.ref, self.block_rows = ref, int(block_rows)
+        self.height, self.width, self.band_count = ref.height, ref.width, 1
+        self._srs = osr.SpatialReference(wkt=ref.crs_wkt) if ref.crs_wkt else None
+        self._vds = ogr.GetDriverByName("Memory").CreateDataSource("")
+        self._layer = self._vds.CreateLayer("mask", srs=self._srs, geom_type=ogr.wkbUnknown)
+        for w in wkb_list:
+            feat = ogr.Feature(self._layer.GetLayerDefn())
+            feat.SetGeometry(ogr.CreateGeometryFromWkb(bytes(w)))
+            self._layer.CreateFeature(feat)
+        self._start, self._band = -1, None
+
+    def _burn(self, start: int) -> np.ndarray:
+        rows = min(self.block_rows, self.height - start)
+        gt = self.ref.geotransform
+        mem = gdal.GetDriverByName("MEM").Create("", self.width, rows, 1, gdal.GDT_Byte)
+        mem.SetGeoTransform((gt[0] + start * gt[2], gt[1], gt[2], gt[3] + start * gt[5], gt[4], gt[5]))
+        if self.ref.crs_wkt:
+            mem.SetProjection(self.ref.crs_wkt)
+        gdal.RasterizeLayer(mem, [1], self._layer, burn_values=[1])
+        return mem.GetRasterBand(1).ReadAsArray().astype(bool)
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        out = np.full((1, rows, cols), np.nan, np.float32)
+        r = row
+        while r < row + rows:
+            start = (r // self.block_rows) * self.block_rows
+            if start != self._start:
+                self._start, self._band = start, self._burn(start)
+            r1 = min(row + rows, start + self.block_rows)
+            inside = self._band[r - start:r1 - start, col:col + cols]
+            out[0, r - row:r1 - row][inside] = 1.0
+            r = r1
+        return out
+
+
+def mask_reader(ref: RasterInfo, raster: Optional[str] = None, polygons_wkb: Sequence[bytes] = (),
+                log: Optional[Callable[[str], None]] = None):
+    """The MASK on the grid of ``ref`` as a one-band reader (nonzero = inside): a raster (its first band, warped
+    by nearest neighbour when on another grid) or polygons (:class:`PolygonMask`)."""
+    if raster:
+        return _RasterMask(RasterReader(raster, ref=ref, log=log, name="mask", resample="near"))
+    return PolygonMask(polygons_wkb, ref)
+
+
+class _RasterMask:
+    """First band of a mask raster as 1 (nonzero) / NaN (zero or nodata)."""
+
+    def __init__(self, reader: RasterReader):
+        self.reader, self.height, self.width, self.band_count = reader, reader.height, reader.width, 1
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        band = self.reader.read(row, col, rows, cols)[:1]
+        return np.where(np.nan_to_num(band, nan=0.0) != 0, 1.0, np.nan).astype(np.float32)
+
+
 def scan_bad_bands(reader, progress=None, block_rows: int = 256) -> List[int]:
     """0-based bands with no valid pixel anywhere (measured by streaming the raster)."""
     seen = np.zeros(reader.band_count, dtype=bool)
@@ -374,12 +440,16 @@ class ClassifiedWriter:
     Byte (UInt16 when a class value exceeds 254), tiled, DEFLATE, colour table, category names, ``.qml``
     (unless the user's own ``.qml`` is there: it is kept and ``log`` says so). Nodata is 0 unless 0 is itself
     a class value; then it is 255 (Byte) / 65535 (UInt16). Pixels the caller marks with a negative value are
-    written as nodata. Confidence nodata is −1 (NaN is written as −1).
+    written as nodata. Confidence nodata is −1 (NaN is written as −1). ``probabilities_path``: a Float32 raster
+    with one band per class (descriptions = class names), nodata −1 like the confidence.
     """
 
     def __init__(self, path: str, ref: RasterInfo, classes, confidence_path: Optional[str] = None,
-                 finish: Optional[Callable[[str], None]] = None, log: Optional[Callable[[str], None]] = None):
+                 finish: Optional[Callable[[str], None]] = None, log: Optional[Callable[[str], None]] = None,
+                 probabilities_path: Optional[str] = None):
         self.path, self.ref, self.classes = str(path), ref, list(classes)
+        self.probabilities_path = str(probabilities_path) if probabilities_path else None
+        self._prob = self._tmp_prob = None
         self.finish = finish  # called with the complete, closed temporary map before it moves (e.g. the clean-up)
         self.confidence_path = str(confidence_path) if confidence_path else None
         self.log = log or (lambda message: None)
@@ -419,9 +489,17 @@ class ClassifiedWriter:
             cb = self._conf.GetRasterBand(1)
             cb.SetNoDataValue(-1.0)
             cb.SetDescription("confidence (winning class probability)")
+        if self.probabilities_path:
+            self._tmp_prob = files.temp_beside(self.probabilities_path, ".tif")
+            self._prob = _create_tiff(self._tmp_prob, self.ref, len(self.classes), gdal.GDT_Float32)
+            for b, c in enumerate(self.classes, start=1):
+                pb = self._prob.GetRasterBand(b)
+                pb.SetNoDataValue(-1.0)
+                pb.SetDescription(c.name)
         return self
 
-    def write(self, row: int, col: int, class_values: np.ndarray, confidence: Optional[np.ndarray] = None) -> None:
+    def write(self, row: int, col: int, class_values: np.ndarray, confidence: Optional[np.ndarray] = None,
+              probabilities: Optional[np.ndarray] = None) -> None:
         v = np.asarray(class_values)
         out = np.where(v < 0, self.nodata, v).astype(np.uint16 if self.dtype == gdal.GDT_UInt16 else np.uint8)
         self._ds.GetRasterBand(1).WriteArray(out, int(col), int(row))
@@ -431,14 +509,21 @@ class ClassifiedWriter:
             conf = np.asarray(confidence, dtype=np.float32).copy()
             conf[np.isnan(conf) | (v < 0)] = -1.0
             self._conf.GetRasterBand(1).WriteArray(conf, int(col), int(row))
+        if self._prob is not None:
+            if probabilities is None:
+                raise ValueError("a probabilities raster was requested: pass probabilities to write()")
+            probs = np.asarray(probabilities, dtype=np.float32).copy()
+            probs[np.isnan(probs) | (v < 0)[None]] = -1.0
+            for b in range(probs.shape[0]):
+                self._prob.GetRasterBand(b + 1).WriteArray(probs[b], int(col), int(row))
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        for ds in (self._ds, self._conf):
+        for ds in (self._ds, self._conf, self._prob):
             if ds is not None:
                 ds.FlushCache()
-        self._ds = self._conf = None  # closes the files
+        self._ds = self._conf = self._prob = None  # closes the files
         if exc_type is not None:
-            files.discard(self._tmp, self._tmp_conf)
+            files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             return False
         try:
             if self.finish is not None:
@@ -452,8 +537,10 @@ class ClassifiedWriter:
             _move_into_place(self._tmp, self.path)
             if self._tmp_conf:
                 _move_into_place(self._tmp_conf, self.confidence_path)
+            if self._tmp_prob:
+                _move_into_place(self._tmp_prob, self.probabilities_path)
         except BaseException:
-            files.discard(self._tmp, self._tmp_conf)
+            files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             raise
         return False
 

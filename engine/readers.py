@@ -62,6 +62,26 @@ class StackedReader:
         return hsi, sar
 
 
+class MaskedReader:
+    """``reader`` with every band NaN where ``inside`` (a one-band reader, 1 = inside, 0 or NaN = outside) is not
+    inside: the one place a MASK acts, so sampling, training labels and prediction all see outside as nodata."""
+
+    def __init__(self, reader: BlockReader, inside: BlockReader):
+        if (inside.height, inside.width) != (reader.height, reader.width):
+            raise ValueError(f"mask grid {inside.width}x{inside.height} differs from {reader.width}x{reader.height}")
+        self.reader, self.inside = reader, inside
+        self.height, self.width, self.band_count = reader.height, reader.width, reader.band_count
+
+    def __getattr__(self, name):  # info, warped, ... of the wrapped reader
+        return getattr(self.__dict__["reader"], name)
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> np.ndarray:
+        block = self.reader.read(row, col, rows, cols)
+        m = self.inside.read(row, col, rows, cols)[0]
+        block[:, ~(np.nan_to_num(m, nan=0.0) != 0)] = np.nan
+        return block
+
+
 def read_padded(reader: BlockReader, row: int, col: int, size: int) -> np.ndarray:
     """A size×size window at (row, col), edge-padded where it leaves the scene (as tiling pads)."""
     r1, c1 = min(row + size, reader.height), min(col + size, reader.width)

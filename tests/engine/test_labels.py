@@ -111,7 +111,7 @@ def test_stratified_sample():
 
 
 def test_reader_valid_fn_reads_blocks():
-    from engine.labels import reader_valid_fn
+    from engine.labels import build_samples, reader_valid_fn
     from engine.readers import ArrayReader
 
     a = np.ones((2, 50, 40), np.float32)
@@ -124,3 +124,27 @@ def test_reader_valid_fn_reads_blocks():
     s = collect_point_labels(np.r_[xs, xs], np.r_[ys, ys - 50], [1, 1, 2, 2, 2] * 2, ref, valid=ArrayReader(a))
     r = s.report
     assert r["on_nodata"] == 1 and r["outside_raster"] == 1 and r["used"] == 8 and r["duplicates"] == 0
+
+
+def test_polygon_mask_streams_row_blocks_and_masks_reads_and_labels():
+    """PolygonMask burns 7-row bands yet equals the whole-box rasterisation; MaskedReader → NaN outside;
+    labels outside the mask are skipped and counted as outside_mask (not as nodata)."""
+    from engine.raster_io import PolygonMask
+    from engine.readers import ArrayReader, MaskedReader
+
+    ref = _ref()
+    wkb = [_box(2, 3, 5, 7), _box(10, 25, 14, 40)]
+    rows, cols, _ = rasterize_polygons(wkb, [1, 1], ref)
+    expect = np.zeros((ref.height, ref.width), bool)
+    expect[rows, cols] = True
+    mask = PolygonMask(wkb, ref, block_rows=7)
+    got = np.concatenate([mask.read(r, 0, min(5, ref.height - r), ref.width)[0] for r in range(0, ref.height, 5)])
+    assert ((got == 1) == expect).all() and np.isnan(got[~expect]).all()
+    image = ArrayReader(np.ones((2, ref.height, ref.width), np.float32))
+    masked = MaskedReader(image, mask).read(0, 0, ref.height, ref.width)
+    assert (np.isnan(masked).all(axis=0) == ~expect).all()
+    from engine.labels import build_samples, reader_valid_fn
+
+    s = build_samples([3, 3, 4, 0, 0, 11, 12], [3, 4, 5, 0, 1, 26, 27], [1, 1, 2, 1, 2, 2, 1], ref.height, ref.width,
+                      valid=None, mask=reader_valid_fn(mask))
+    assert s.report["outside_mask"] == 2 and s.report["on_nodata"] == 0 and s.report["used"] == 5

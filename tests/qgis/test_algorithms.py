@@ -142,6 +142,16 @@ def test_trainclassifier_writes_a_self_describing_model_file(trained, scene):
     assert metadata["head"]["kind"] == "forest" and isinstance(check["diffusion_features_used"], bool)
     assert "Diffusion-feature check (out-of-bag, training labels)" in rec.text
     assert "16 of 16 labels used" in rec.text
+    # what each input is worth: out-of-bag OA, spatially blocked CV (mean, spread) and importance per input group
+    worth = report["extra"]["input_value"]
+    assert worth["out_of_bag_oa"] == pytest.approx(result["VALIDATION_OA"])
+    assert worth["kind"].startswith("spatially blocked") and worth["block_px"] == 32 and worth["folds"] >= 2
+    assert 0.5 <= worth["oa_mean"] <= 1.0 and worth["oa_std"] >= 0.0
+    groups = set(worth["importance"]) | set(worth["not_used"])
+    assert {"HSI bands", "SAR bands", "diffusion features (prgb)", "diffusion features (pca)",
+            "diffusion features (sar)"} == groups
+    assert "spatially blocked" in report["extra"]["what_each_input_is_worth"]
+    assert "What each input is worth (training labels only)" in rec.text
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +223,7 @@ def test_classify_writes_a_styled_byte_map_and_confidence(qgis_app, trained, sce
     rec = Recorder()
     result = run("classify", {"MODEL": trained[0]["MODEL"], "HSI": scene.hsi, "SAR": scene.sar,
                               "OUTPUT": str(out), "CONFIDENCE": str(conf)}, rec)
-    assert result == {"OUTPUT": str(out), "CONFIDENCE": str(conf)}
+    assert result == {"OUTPUT": str(out), "CONFIDENCE": str(conf), "PROBABILITIES": None}
     data, facts = read_array(out)
     assert facts["dtype"] == "Byte" and facts["nodata"] == 0
     assert set(np.unique(data)) <= {1, 2} and facts["size"] == scene.shape
@@ -468,3 +478,95 @@ def test_classify_cleanup_is_the_cleanmap_algorithm(trained, scene, tmp_path):
     assert facts["categories"][1:3] == ["Water", "Forest"] and (tmp_path / "cleaned.qml").exists()
     for value in (1, 2):
         assert min(_patch_sizes(cleaned, value, connectivity=8)) >= 30
+
+
+def test_classify_probabilities_are_what_the_map_is_the_argmax_of(qgis_app, trained, scene, tmp_path):
+    """PROBABILITIES: one Float32 band per class named after it; argmax = map, max = confidence, nodata shared."""
+    from osgeo import gdal
+
+    from helpers_rasters import WAVELENGTHS_NM
+
+    # a scene with a nodata corner, so the nodata rule is exercised
+    hsi = gdal.Open(scene.hsi).ReadAsArray().astype(np.float32)
+    hsi[:, :10, :12] = HSI_NODATA
+    holed = write_raster(tmp_path / "holed.tif", hsi, scene.geotransform, nodata=HSI_NODATA,
+                         wavelengths_nm=WAVELENGTHS_NM)
+    out, conf, prob = tmp_path / "map.tif", tmp_path / "conf.tif", tmp_path / "prob.tif"
+    result = run("classify", {"MODEL": trained[0]["MODEL"], "HSI": holed, "SAR": scene.sar, "OUTPUT": str(out),
+                              "CONFIDENCE": str(conf), "PROBABILITIES": str(prob)})
+    assert result["PROBABILITIES"] == str(prob)
+    data, _ = read_array(out)
+    cdata, _ = read_array(conf)
+    ds = gdal.Open(str(prob))
+    assert ds.RasterCount == 2 and ds.GetRasterBand(1).DataType == gdal.GDT_Float32
+    assert [ds.GetRasterBand(b).GetDescription() for b in (1, 2)] == ["Water", "Forest"]
+    assert [ds.GetRasterBand(b).GetNoDataValue() for b in (1, 2)] == [-1.0, -1.0]
+    p = ds.ReadAsArray()
+    nodata = data == 0
+    assert nodata[:10, :12].all() and not nodata[20:, 20:].any()
+    assert (p[:, nodata] == -1).all() and (cdata[nodata] == -1).all()
+    valid = ~nodata
+    assert np.allclose(p[:, valid].sum(axis=0), 1.0, atol=1e-4)
+    assert (np.array([1, 2])[p.argmax(axis=0)][valid] == data[valid]).all()
+    assert np.allclose(p.max(axis=0)[valid], cdata[valid], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ mask
+def _polygon_layer(path, scene, rows, cols):
+    """A GeoPackage with one rectangle covering pixel rows[0]..rows[1]-1, cols[0]..cols[1]-1 of ``scene``."""
+    from osgeo import ogr, osr
+
+    gt = scene.geotransform
+    x0, x1 = gt[0] + cols[0] * gt[1], gt[0] + cols[1] * gt[1]
+    y0, y1 = gt[3] + rows[0] * gt[5], gt[3] + rows[1] * gt[5]
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("area", srs=srs, geom_type=ogr.wkbPolygon)
+    feat = ogr.Feature(layer.GetLayerDefn())
+    feat.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"))
+    layer.CreateFeature(feat)
+    ds = None
+    return str(path)
+
+
+def _outputs_nodata_exactly_outside(out, conf, prob, inside):
+    data, _ = read_array(out)
+    cdata, _ = read_array(conf)
+    from osgeo import gdal
+
+    p = gdal.Open(str(prob)).ReadAsArray()
+    assert (data[~inside] == 0).all() and (data[inside] > 0).all()
+    assert (cdata[~inside] == -1).all() and (cdata[inside] >= 0.5 - 1e-6).all()
+    assert (p[:, ~inside] == -1).all() and (p[:, inside] >= 0).all()
+    return data
+
+
+def test_trainandclassify_raster_mask_skips_labels_outside_and_maps_nodata_there(scene, labels, tmp_path):
+    layer, rows, cols = labels
+    inside = np.zeros(scene.shape, bool)
+    inside[:, :60] = True
+    mask = write_raster(tmp_path / "mask.tif", inside.astype(np.uint8), scene.geotransform)
+    out, conf, prob = tmp_path / "lc.tif", tmp_path / "c.tif", tmp_path / "p.tif"
+    rec = Recorder()
+    run("trainandclassify", {"HSI": scene.hsi, "SAR": scene.sar, "LABELS": layer, "CLASS_FIELD": "class_id",
+                             "MASK": mask, "OUTPUT": str(out), "CONFIDENCE": str(conf), "PROBABILITIES": str(prob),
+                             "REPORT": str(tmp_path / "train.json"), **TINY}, rec)
+    outside_labels = int((cols >= 60).sum())
+    assert 0 < outside_labels < cols.size
+    report = json.loads((tmp_path / "train.json").read_text())
+    assert report["extra"]["labels"]["outside_mask"] == outside_labels
+    assert report["extra"]["labels"]["used"] == cols.size - outside_labels
+    assert f"{outside_labels} outside the mask (skipped)" in rec.text
+    _outputs_nodata_exactly_outside(out, conf, prob, inside)
+
+
+def test_classify_polygon_mask_maps_nodata_outside_the_polygons(trained, scene, tmp_path):
+    inside = np.zeros(scene.shape, bool)
+    inside[10:50, 20:70] = True
+    mask = _polygon_layer(tmp_path / "area.gpkg", scene, (10, 50), (20, 70))
+    out, conf, prob = tmp_path / "map.tif", tmp_path / "c.tif", tmp_path / "p.tif"
+    run("classify", {"MODEL": trained[0]["MODEL"], "HSI": scene.hsi, "SAR": scene.sar, "MASK": mask,
+                     "OUTPUT": str(out), "CONFIDENCE": str(conf), "PROBABILITIES": str(prob)})
+    data = _outputs_nodata_exactly_outside(out, conf, prob, inside)
+    assert (data[inside] == scene.truth[inside]).mean() > 0.9
