@@ -103,6 +103,10 @@ def test_hand_computed_matrix_areas_nodata_and_legends(maps, tmp_path):
     assert by_pair[("Water", "New housing")]["pixels"] == "2" and by_pair[("Water", "New housing")]["changed"] == "1"
     assert float(by_pair[("Forest", "Woodland")]["area_ha"]) == pytest.approx(0.08)
     assert sum(int(r["pixels"]) for r in rows) == 25 and len(rows) == 6
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(out["TABLE"], "change", "ogr")  # the table loads in QGIS
+    assert layer.isValid() and layer.featureCount() == 6 and "area_ha" in layer.fields().names()
     text = Path(out["HTML"]).read_text(encoding="utf-8")
     assert '<table id="from-to-pixels">' in text and "New housing" in text and "<svg" in text
 
