@@ -114,3 +114,40 @@ def test_bern_reproduces_the_data_readme():
     cva = cva_magnitude(pair.t1, pair.t2)
     best = best_f1(cva, pair.label)
     assert (f"{roc_auc(cva, pair.label):.4f}", f"{best.f1:.4f}", f"{best.threshold:.3f}") == ("0.9611", "0.5305", "2.563")
+
+
+def _write(path, data, gt, epsg, nodata=0):
+    from osgeo import gdal, osr
+
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), data.shape[1], data.shape[0], 1, gdal.GDT_Byte)
+    ds.SetGeoTransform(gt)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.GetRasterBand(1).SetNoDataValue(nodata)
+    ds.GetRasterBand(1).WriteArray(data)
+    ds = None
+    return str(path)
+
+
+def test_change_statistics_job_geographic_areas_and_small_blocks(tmp_path):
+    """In EPSG:4326 each row's pixels get their ellipsoidal area (raster_io.pixel_area); streaming two rows at a
+    time gives the same matrix as one block."""
+    from engine.jobs import change_statistics
+    from engine.raster_io import pixel_area, read_info
+
+    rng = np.random.default_rng(4)
+    a = rng.integers(0, 3, (9, 7)).astype(np.uint8)
+    b = rng.integers(0, 4, (9, 7)).astype(np.uint8)
+    gt = (7.0, 0.01, 0.0, 60.0, 0.0, -0.01)
+    first, second = _write(tmp_path / "a.tif", a, gt, 4326), _write(tmp_path / "b.tif", b, gt, 4326)
+    m1 = change_statistics(first, second, json_path=str(tmp_path / "c.json"), block_rows=2)
+    m2 = change_statistics(first, second)
+    assert np.array_equal(m1.pixels, m2.pixels) and np.allclose(m1.area, m2.area)
+    row_ha = pixel_area(read_info(first)).row_area * 1e-4
+    assert m1.unit == "ha" and row_ha[0] < row_ha[-1]  # rows nearer the equator are larger
+    ok = (a > 0) & (b > 0)
+    i, j = m1.from_values.index(1), m1.to_values.index(2)
+    assert m1.area[i, j] == pytest.approx((((a == 1) & (b == 2)) * row_ha[:, None]).sum())
+    assert m1.valid_pixels == ok.sum() and m1.excluded_pixels == (~ok).sum()
+    assert (tmp_path / "c.json").exists()
