@@ -22,6 +22,7 @@ ALGORITHM_MODULES = [
     "trainandclassify",
     "accuracy",
     "cleanmap",
+    "changestatistics",
 ]
 
 LOG_TAG = "Diffusion Land Cover"

@@ -624,7 +624,7 @@ def _area_estimation(cm: np.ndarray, values: List[int], labels: List[str], count
     """Olofsson et al. 2014 estimates from the confusion matrix (rows = reference) and the streamed map areas."""
     from .area import stratified_estimates
 
-    scale, unit = (1e-4, "ha") if areas.unit == "m2" else (1.0, "pixels")
+    scale, unit = _area_unit(areas)
     map_area = np.array([counter.area.get(v, 0.0) * scale for v in values])
     estimates = stratified_estimates(cm.T, map_area, values, labels, unit=unit)
     out = estimates.to_dict()
@@ -662,3 +662,70 @@ def _feature_pixels(labels: LabelGeometries, info: RasterInfo, with_values: bool
         raise ValueError(f"the reference field '{labels.field_name}' of '{labels.layer_name}' must hold the class "
                          "values of the map (integers), not text")
     return rows, cols, vals
+
+
+# ---------------------------------------------------------------------------------------------------------
+# change between two classified maps
+
+def _area_unit(areas) -> Tuple[float, str]:
+    """(scale, unit) from pixel areas: m² → hectares, else pixels."""
+    return (1e-4, "ha") if areas.unit == "m2" else (1.0, "pixels")
+
+
+def _require_class_map(info: RasterInfo, role: str) -> None:
+    if info.band_count != 1 or not info.dtype.startswith(("Byte", "UInt", "Int")):
+        raise UserInputError(
+            f"{role}: {os.path.basename(info.path)} has {info.band_count} band(s) of {info.dtype}; a classified "
+            "map has one band of integer class values (Byte/UInt16, e.g. the OUTPUT of 'Classify'): choose the "
+            "classified raster, not an image")
+
+
+def change_statistics(first: str, second: str, table: Optional[str] = None, html: Optional[str] = None,
+                      json_path: Optional[str] = None, progress: Optional[Progress] = None,
+                      block_rows: int = 256):
+    """From–to matrix of two classified maps (date 1 → date 2) with pixel counts and areas, streamed by row blocks.
+
+    The date-2 map is read on the date-1 grid: on another grid (or CRS) it is resampled there by nearest neighbour
+    on the fly (logged); a map that does not overlap is refused. Pixels that are nodata in either map (or outside
+    the date-2 map) are left out and counted. Areas use :func:`raster_io.pixel_area` of the date-1 map.
+    """
+    from .change import FromToCounter, legend_conflicts
+    from .raster_io import pixel_area, read_info
+    from .report import write_change_report
+
+    progress = progress or Progress()
+    info1, info2 = read_info(first), read_info(second)
+    _require_class_map(info1, "FIRST")
+    _require_class_map(info2, "SECOND")
+    names1, names2 = category_names(first), category_names(second)
+    reader1 = RasterReader(first, name="date-1 map")
+    reader2 = RasterReader(second, ref=info1, log=progress.log, name="date-2 map", ref_name="date-1 map",
+                           resample="nearest")
+    areas = pixel_area(info1)
+    scale, unit = _area_unit(areas)
+    counter = FromToCounter(areas.row_area)
+    rows_per_block = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 8 * info1.width))))
+    for row in range(0, info1.height, rows_per_block):
+        rows = min(rows_per_block, info1.height - row)
+        counter.add(row, reader1.read(row, 0, rows, info1.width)[0], reader2.read(row, 0, rows, info1.width)[0])
+        progress.step((row + rows) / info1.height)
+    matrix = counter.matrix(names1, names2, unit=unit, area_scale=scale,
+                            area_note=areas.note + ("; areas in hectares (1 ha = 10,000 m²)" if unit == "ha" else ""))
+    if matrix.valid_pixels == 0:
+        raise UserInputError(
+            f"no pixel has a class in both maps ({os.path.basename(first)}, {os.path.basename(second)}): every "
+            "overlapping pixel is nodata in one of them; check their nodata values and that they cover the same area")
+    if reader2.warped:
+        matrix.notes.append("the date-2 map was resampled onto the date-1 grid by nearest neighbour")
+    conflicts = legend_conflicts(names1, names2)
+    if conflicts:
+        text = ("class values named differently in the two legends (classes are matched by value, so 'changed' "
+                "counts these as unchanged): " + "; ".join(conflicts))
+        matrix.notes.append(text)
+        progress.log(text)
+    if matrix.excluded_pixels:
+        progress.log(f"{matrix.excluded_pixels:,} pixels left out as nodata (date 1 only: {matrix.nodata_first:,}, "
+                     f"date 2 only or outside it: {matrix.nodata_second:,}, both: {matrix.nodata_both:,})")
+    extra = {"date1_map": os.path.abspath(first), "date2_map": os.path.abspath(second)}
+    write_change_report(matrix, table_path=table, html_path=html, json_path=json_path, extra=extra)
+    return matrix
