@@ -197,7 +197,9 @@ def test_qgis_process_refuses_output_on_input_and_prints_an_engine_error_once(sc
 
 def test_sigterm_removes_temporaries_like_cancel(model, tmp_path):
     """SIGTERM while the map is being written: exit 1, no hidden .difflc-* file, no output."""
-    big = synthetic_scene(tmp_path, size=256, name="big")
+    # large enough that the map is still being written when SIGTERM lands (a finished run would be killed by
+    # the default action once the handler is restored: exit -15, which is not what this test is about)
+    big = synthetic_scene(tmp_path, size=768, name="big")
     out = tmp_path / "out"
     out.mkdir()
     proc = _qgis_process(["difflc:classify", "--", f"MODEL={model}", f"HSI={big.hsi}", f"SAR={big.sar}",
