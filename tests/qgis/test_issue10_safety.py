@@ -174,8 +174,10 @@ def _qgis_process(args, tmp_path, **popen):
     env = dict(os.environ)
     env.pop("DISPLAY", None)
     env["QGIS_CUSTOM_CONFIG_PATH"] = str(tmp_path / "profile")
-    return subprocess.Popen([str(LAUNCHER), "run", *args], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, **popen)
+    popen.setdefault("stdout", subprocess.PIPE)
+    popen.setdefault("stderr", subprocess.PIPE)
+    return subprocess.Popen([str(LAUNCHER), "run", *args], cwd=tmp_path, env=env, text=True,
+                            stdin=subprocess.DEVNULL, **popen)
 
 
 def test_qgis_process_refuses_output_on_input_and_prints_an_engine_error_once(scene, tmp_path):
@@ -202,14 +204,18 @@ def test_sigterm_removes_temporaries_like_cancel(model, tmp_path):
     big = synthetic_scene(tmp_path, size=768, name="big")
     out = tmp_path / "out"
     out.mkdir()
-    proc = _qgis_process(["difflc:classify", "--", f"MODEL={model}", f"HSI={big.hsi}", f"SAR={big.sar}",
-                          f"OUTPUT={out / 'map.tif'}", f"CONFIDENCE={out / 'conf.tif'}"], tmp_path)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(p.name.startswith(".difflc-") for p in out.iterdir()):
-        time.sleep(0.02)
-        assert proc.poll() is None, proc.communicate()
-    assert any(p.name.startswith(".difflc-") for p in out.iterdir()), "the map was never started"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    # the child's output goes to files: a pipe nobody reads fills up and blocks the child (a false "never started")
+    with open(tmp_path / "stdout.txt", "w") as so, open(tmp_path / "stderr.txt", "w") as se:
+        proc = _qgis_process(["difflc:classify", "--", f"MODEL={model}", f"HSI={big.hsi}", f"SAR={big.sar}",
+                              f"OUTPUT={out / 'map.tif'}", f"CONFIDENCE={out / 'conf.tif'}"], tmp_path,
+                             stdout=so, stderr=se)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not any(p.name.startswith(".difflc-") for p in out.iterdir()):
+            time.sleep(0.02)
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
+        assert any(p.name.startswith(".difflc-") for p in out.iterdir()), "the map was never started"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 1 and "SIGTERM" in err, err
     assert list(out.iterdir()) == []
