@@ -93,6 +93,16 @@ def _sar_coverage(sar: RasterReader, hsi: RasterReader, progress: Progress, bloc
     return both / max(hsi_valid, 1)
 
 
+def _mask_share(inside, progress: Progress, block_rows: int = 256) -> float:
+    """Share of the scene inside the mask, read block by block (also rejects a mask that misses the scene)."""
+    count = 0
+    for row in range(0, inside.height, block_rows):
+        rows = min(block_rows, inside.height - row)
+        count += int(np.isfinite(inside.read(row, 0, rows, inside.width)).sum())
+        progress.check()
+    return count / float(inside.height * inside.width)
+
+
 def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan_bands: bool = False,
                 mask: Optional[MaskSpec] = None) -> Inputs:
     """Readers for the HSI and (warped onto its grid) SAR; optionally finds all-nodata HSI bands and measures
@@ -114,8 +124,14 @@ def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan
         if mask.polygons_wkb or mask.raster:
             require_georeferencing(hsi.info, "HSI", f"the mask '{mask.name}'")
         inside = mask_reader(hsi.info, mask.raster, mask.polygons_wkb, log=progress.log)
+        share = _mask_share(inside, progress)
+        if share == 0.0:
+            raise UserInputError(f"the mask '{mask.name}' covers no pixel of the HSI raster "
+                                 f"{os.path.basename(hsi_path)}: check that it lies over the scene (its CRS and "
+                                 "extent), or leave MASK empty")
         hsi = MaskedReader(hsi, inside)
-        progress.log(f"Mask '{mask.name}': training and prediction only inside it; outside is nodata in every output")
+        progress.log(f"Mask '{mask.name}' covers {100 * share:.1f} % of the scene: training and prediction only "
+                     "inside it; outside is nodata in every output")
     coverage = None
     if scan_bands and sar is not None:
         coverage = _sar_coverage(sar, hsi, progress)

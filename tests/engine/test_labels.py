@@ -148,3 +148,32 @@ def test_polygon_mask_streams_row_blocks_and_masks_reads_and_labels():
     s = build_samples([3, 3, 4, 0, 0, 11, 12], [3, 4, 5, 0, 1, 26, 27], [1, 1, 2, 1, 2, 2, 1], ref.height, ref.width,
                       valid=None, mask=reader_valid_fn(mask))
     assert s.report["outside_mask"] == 2 and s.report["on_nodata"] == 0 and s.report["used"] == 5
+
+
+def test_a_mask_that_misses_the_scene_is_refused_before_any_work(tmp_path):
+    """A polygon mask outside the HSI extent would silently give an all-nodata map: refused, naming the mask."""
+    from osgeo import gdal, osr
+
+    from engine.errors import UserInputError
+    from engine.jobs import MaskSpec, open_inputs
+    from engine.progress import Progress
+
+    path = str(tmp_path / "hsi.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, 20, 10, 3, gdal.GDT_Float32)
+    ds.SetGeoTransform((500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    for b in range(3):
+        ds.GetRasterBand(b + 1).WriteArray(np.full((10, 20), b + 1.0, np.float32))
+    ds = None
+    from osgeo import ogr
+
+    miss = ogr.CreateGeometryFromWkt("POLYGON((0 0,1 0,1 1,0 1,0 0))").ExportToWkb()  # thousands of km away
+    with pytest.raises(UserInputError, match="the mask 'far' covers no pixel of the HSI raster hsi.tif"):
+        open_inputs(path, None, Progress(), mask=MaskSpec("far", polygons_wkb=[miss]))
+    hit = ogr.CreateGeometryFromWkt("POLYGON((500000 5000000,500100 5000000,500100 4999950,500000 4999950,"
+                                    "500000 5000000))").ExportToWkb()
+    inputs = open_inputs(path, None, Progress(), mask=MaskSpec("left", polygons_wkb=[hit]))
+    block = inputs.reader.read(0, 0, 10, 20)
+    assert np.isfinite(block[:, :5, :10]).all() and np.isnan(block[:, 5:, :]).all()
