@@ -159,8 +159,8 @@ the scene's modalities through its own FiLM path only (UniDiff: the modality ent
 <i>label_emb</i> + the decoder's <i>emb_layers</i> train with the denoising objective on random 64&times;64
 patches, pseudo-RGB in every batch; 2000 steps at batch 32 as in the paper &mdash; hours on a CPU, use a GPU).
 Without it, <i>auto</i> uses an <b>untrained</b>, seeded compact ADM: on the three real test scenes it measured
-more accurate than the remote-sensing prior that ships with the plugin (Salinas-A +2.9 OA, level elsewhere) and
-costs no training. The shipped prior (a compact ADM pretrained offline on real Sentinel-2, Landsat-8, LEVIR-CD
+more accurate on average than the remote-sensing prior that ships with the plugin (Salinas-A +2.9 OA, EnMAP level,
+flood chip &minus;0.4) and costs no training. The shipped prior (a compact ADM pretrained offline on real Sentinel-2, Landsat-8, LEVIR-CD
 and Sentinel-1/ERS-2 SAR scenes, FiLM-adapted for 100 steps) and a compact network trained from scratch on the
 scene (<b>COMPACT_STEPS</b>) are the other choices. The log says which network was used and why.</p>"""
 
