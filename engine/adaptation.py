@@ -247,7 +247,8 @@ def apply_delta(model: torch.nn.Module, delta: Mapping[str, torch.Tensor]) -> No
 def train_compact_backbone(sampler, settings: BackboneSettings, *, seed: int,
                            device: Union[str, torch.device] = "cpu", progress: Optional[Progress] = None,
                            config: UNetConfig = COMPACT_64) -> ADMUNet:
-    """A fresh small ADM trained (all parameters) to denoise the scene's own patches, modality-conditioned."""
+    """A fresh small ADM trained (all parameters) to denoise the scene's own patches, modality-conditioned
+    (``sampler`` is never drawn from, and may be None, with 0 steps)."""
     progress = progress or Progress()
     device = resolve_device(device)
     if config.num_classes is None or config.num_classes <= max(MODALITY_IDS.values()):

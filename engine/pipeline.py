@@ -148,9 +148,10 @@ def fit_scene_representations(reader: StackedReader, hsi_meta: Dict, sar_meta: O
 
 
 def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, progress: Progress) -> PreparedBackbone:
-    """Stage A. A pretrained network (the ImageNet ADM when installed, else the shipped remote-sensing prior)
-    stays frozen and only its FiLM path adapts to the scene's modalities (UniDiff); ``source="scene"`` trains a
-    compact network from scratch on the scene instead (the behaviour before the prior shipped)."""
+    """Stage A, the network ``engine.paths.resolve_backbone`` picks: a pretrained one (the ImageNet ADM, or the
+    shipped remote-sensing prior) stays frozen and only its FiLM path adapts to the scene's modalities (UniDiff);
+    "untrained" is a seeded random compact network (auto's choice without the ImageNet ADM, the most accurate
+    measured); "scene" trains a compact network from scratch on the scene."""
     from .adaptation import adapt, adapt_schedule, apply_delta, train_compact_backbone
     from .backbone import load_backbone, weights_fingerprint
     from .device import resolve_device
@@ -159,19 +160,22 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
     device = resolve_device(settings.device)
     modalities = active_modalities(settings, reader.sar is not None)
     kind, path, why = resolve_backbone(settings.backbone.source, settings.backbone.checkpoint)
-    pool = read_patch_pool(reader, reps, modalities, settings.backbone.patch_pool, settings.tiles.patch,
-                           settings.seed, progress.sub(0.0, 0.1))
-    sampler = PoolSampler(pool)
+    adapt_on = settings.adaptation.modalities
+    if adapt_on is not None and (not adapt_on or any(m not in modalities for m in adapt_on)):
+        raise ValueError(f"adaptation modalities {list(adapt_on)} must be a non-empty subset of this scene's "
+                         f"{modalities}")
     work = progress.sub(0.1, 1.0)
-    if settings.adaptation.modalities is not None:
-        unknown = [m for m in settings.adaptation.modalities if m not in pool]
-        if unknown or not settings.adaptation.modalities:
-            raise ValueError(f"adaptation modalities {list(settings.adaptation.modalities)} must be a non-empty subset "
-                             f"of this scene's {modalities}")
-        if kind not in ("scene", "untrained"):
-            sampler = PoolSampler({m: pool[m] for m in settings.adaptation.modalities})
-            progress.log(f"FiLM adaptation on {', '.join(settings.adaptation.modalities)} only"
-                         + ("" if "prgb" in settings.adaptation.modalities else " (no pRGB anchor)"))
+
+    def sampler() -> PoolSampler:
+        """The scene's patches, read only when a network is trained on them (never for 0 steps)."""
+        pool = read_patch_pool(reader, reps, modalities, settings.backbone.patch_pool, settings.tiles.patch,
+                               settings.seed, progress.sub(0.0, 0.1))
+        if adapt_on is not None and kind not in ("scene", "untrained"):
+            pool = {m: pool[m] for m in adapt_on}
+            progress.log(f"FiLM adaptation on {', '.join(adapt_on)} only"
+                         + ("" if "prgb" in adapt_on else " (no pRGB anchor)"))
+        return PoolSampler(pool)
+
     if kind in ("scene", "untrained"):
         backbone_settings = settings.backbone
         if kind == "untrained":
@@ -180,7 +184,8 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
         else:
             progress.log(f"Backbone: compact ADM trained from scratch on this scene's patches "
                          f"({settings.backbone.compact_steps} steps) — {why}")
-        model = train_compact_backbone(sampler, backbone_settings, seed=settings.seed, device=device, progress=work)
+        patches = sampler() if backbone_settings.compact_steps > 0 else None
+        model = train_compact_backbone(patches, backbone_settings, seed=settings.seed, device=device, progress=work)
         tensors = {f"backbone.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
         info = {"kind": "compact", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model),
                 "modalities": modalities, "final_loss": _tail_mean(getattr(model, "train_losses", []))}
@@ -201,7 +206,7 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
         if device.type == "cpu" and kind == "imagenet":
             progress.log("Note: FiLM adaptation of the 296 M-parameter ImageNet network on a CPU is slow (about a "
                          "minute per step); a CUDA GPU or fewer ADAPT_STEPS shortens it")
-        result = adapt(model, sampler, settings.adaptation, seed=settings.seed, device=device, progress=work)
+        result = adapt(model, sampler(), settings.adaptation, seed=settings.seed, device=device, progress=work)
         apply_delta(model, result.delta)
         tensors = {f"film.{k}": v for k, v in result.delta.items()}
         info["adaptation"] = {"steps": steps, "first_loss": _head_mean(result.losses),
@@ -309,9 +314,7 @@ def input_value(x: np.ndarray, labels: TrainingPixels, extractor, reps, head, se
     hsi_bands = len(reps.usable_bands)
     groups = input_groups(extractor.groups, settings.head.include_spectrum, hsi_bands,
                           int(reps.spectrum_dim) - hsi_bands if settings.head.include_spectrum else 0)
-    check = head.config.get("feature_check") or {}
-    bands_only = settings.head.include_spectrum and not check.get("diffusion_features_used", True)
-    used_from = x.shape[1] - head.config["group_sizes"][-1] if bands_only else 0
+    used_from = first_read_column(head, settings.head.include_spectrum)
     value = assess_inputs(x, labels.class_index, labels.rows, labels.cols, labels.n_classes, groups,
                           used_from=used_from, trees=min(settings.head.trees, settings.spatial.cv_trees),
                           seed=settings.seed, balanced=settings.head.class_weighting, progress=progress)
@@ -319,6 +322,15 @@ def input_value(x: np.ndarray, labels: TrainingPixels, extractor, reps, head, se
     out = {"out_of_bag_oa": val.get("overall_accuracy"), **value.to_dict()}
     progress.log(describe(value, out["out_of_bag_oa"]))
     return out
+
+
+def first_read_column(head, include_spectrum: bool) -> int:
+    """First head-input column the fitted head reads: past the diffusion features when the forest's out-of-bag
+    feature check kept the bands alone (then the network need not run at all), else 0."""
+    check = head.config.get("feature_check") or {}
+    if include_spectrum and not check.get("diffusion_features_used", True):
+        return int(sum(head.config["group_sizes"][:-1]))
+    return 0
 
 
 def _tail_mean(values: Sequence[float], n: int = 20) -> Optional[float]:
@@ -436,9 +448,7 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
     if n_folds < 2 or settings.head.kind != "forest":
         progress.log("Spatial regularisation: off (needs the forest head and at least 2 labels of a class)")
         return SigmaChoice(0.0, {}, 0)
-    check = head.config.get("feature_check") or {}
-    bands_only = settings.head.include_spectrum and not check.get("diffusion_features_used", True)
-    first = x.shape[1] - head.config["group_sizes"][-1] if bands_only else 0
+    first = first_read_column(head, settings.head.include_spectrum)
     folds = cv_folds(y, n_folds, settings.seed)
     fold_of = np.empty(y.size, np.int64)
     forests = []
@@ -453,7 +463,7 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
     patches = np.full((y.size, labels.n_classes, s, s), np.nan, np.float32)
     patch = settings.tiles.patch
     for (r0, c0), sel, xw, valid in _iter_label_windows(reader, reps, extractor, labels, settings,
-                                                        progress.sub(0.3, 1.0), run_network=not bands_only):
+                                                        progress.sub(0.3, 1.0), run_network=first == 0):
         lr, lc = labels.rows[sel] - r0, labels.cols[sel] - c0
         for f in np.unique(fold_of[sel]):
             mine = fold_of[sel] == f
@@ -496,9 +506,7 @@ def predict_scene(model: FittedModel, reader: StackedReader,
     reps, extractor, head = model.representations, model.extractor, model.head
     include_spectrum = model.settings.head.include_spectrum
     n_classes = int(head.n_classes)
-    # a forest whose feature check kept the bands alone never reads the diffusion columns: skip the network
-    check = head.config.get("feature_check") or {}
-    run_network = check.get("diffusion_features_used", True) or not include_spectrum
+    run_network = first_read_column(head, include_spectrum) == 0  # a bands-only forest: skip the network
 
     def predict_patches(block: np.ndarray) -> np.ndarray:
         b, _, p, q = block.shape
