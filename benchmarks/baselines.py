@@ -163,19 +163,15 @@ MULTISCALE_SIGMAS = (1.0, 2.0, 4.0)  # px
 
 def multiscale_matrix(scene: SceneData):
     """x_of(rows, cols) → [N, 4·D]: the bands and their Gaussian-filtered copies at 1, 2 and 4 px (nodata-aware
-    normalised convolution; no network) — spatial context for a per-pixel forest."""
-    from scipy.ndimage import gaussian_filter
+    normalised convolution — the product's own ``engine.spatial.smooth_probabilities``, applied to band planes;
+    no network) — spatial context for a per-pixel forest."""
+    from engine.spatial import smooth_probabilities
 
     key = id(scene)
     if _MS_CACHE.get("key") != key:
         bands = np.concatenate([scene.hsi[scene.good_bands]] + ([scene.sar] if scene.sar is not None else []))
-        valid = ~np.isnan(bands).any(axis=0)
-        filled = np.where(valid, bands, 0.0).astype(np.float32)
-        stack = [bands.astype(np.float32)]
-        for s in MULTISCALE_SIGMAS:
-            den = gaussian_filter(valid.astype(np.float32), s, mode="constant", truncate=3.0)
-            num = np.stack([gaussian_filter(b, s, mode="constant", truncate=3.0) for b in filled])
-            stack.append(np.where(valid, num / np.maximum(den, 1e-6), np.nan).astype(np.float32))
+        bands = bands.astype(np.float32)
+        stack = [bands] + [smooth_probabilities(bands, s) for s in MULTISCALE_SIGMAS]
         _MS_CACHE.clear()
         _MS_CACHE.update(key=key, cube=np.concatenate(stack))
     cube = _MS_CACHE["cube"]
