@@ -45,6 +45,19 @@ def _randint(gen, high: int, size: int) -> np.ndarray:
     return torch.randint(0, high, (size,), generator=gen).numpy()
 
 
+class ValidWindows:
+    """Share of valid pixels in any ``patch``×``patch`` window of a [H, W] mask in O(1) (summed-area table): how
+    the patch samplers redraw mostly-nodata crops."""
+
+    def __init__(self, valid: np.ndarray, patch: int):
+        self.patch = int(patch)
+        self._sat = np.pad(np.asarray(valid).astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def fraction(self, r: int, c: int) -> float:
+        p, s = self.patch, self._sat
+        return float(s[r + p, c + p] - s[r, c + p] - s[r + p, c] + s[r, c]) / float(p * p)
+
+
 class PatchSampler:
     """Random mostly-valid crops with flips from in-memory scene images, pRGB in every batch.
 
@@ -75,12 +88,7 @@ class PatchSampler:
             valid = np.all([np.isfinite(a).all(axis=0) for a in images.values()], axis=0)
         valid = np.pad(np.asarray(valid, bool), pad[1:], mode="edge")
         self.height, self.width = valid.shape
-        # summed-area table: nodata fraction of any crop in O(1)
-        self._sat = np.pad(valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-
-    def _valid_fraction(self, r: int, c: int) -> float:
-        p, s = self.patch, self._sat
-        return (s[r + p, c + p] - s[r, c + p] - s[r + p, c] + s[r, c]) / float(p * p)
+        self._valid = ValidWindows(valid, self.patch)
 
     def sample(self, batch_size: int, generator=None):
         """(x [B, 3, P, P] float32 with NaN → 0, y [B] long modality ids); item 0 is always pRGB."""
@@ -95,7 +103,7 @@ class PatchSampler:
             cols = _randint(gen, self.width - p + 1, self.tries)
             best, best_frac = 0, -1.0
             for j in range(self.tries):
-                frac = self._valid_fraction(int(rows[j]), int(cols[j]))
+                frac = self._valid.fraction(int(rows[j]), int(cols[j]))
                 if frac > best_frac:
                     best, best_frac = j, frac
                 if frac >= 1.0 - self.max_nodata:

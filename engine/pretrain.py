@@ -23,7 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from .adaptation import denoise_loss
+from .adaptation import ValidWindows, denoise_loss
 from .backbone import COMPACT_64, ADMUNet, UNetConfig, build_backbone
 from .diffusion import CosineSchedule
 from .progress import Progress
@@ -62,15 +62,11 @@ class CorpusSampler:
             if h < self.patch or w < self.patch:
                 raise ValueError(f"scene {s.name} ({h}x{w}) is smaller than one {self.patch}-pixel patch")
             valid = np.all([np.isfinite(a).all(axis=0) for a in s.images.values()], axis=0)
-            sat = np.pad(valid.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+            windows = ValidWindows(valid, self.patch)
             images = {m: np.nan_to_num(a.astype(np.float32), nan=0.0) for m, a in s.images.items()}
-            self.scenes.append((s.name, images, sat, h, w))
+            self.scenes.append((s.name, images, windows, h, w))
         weights = np.array([s.weight for s in scenes], dtype=np.float64)
         self.probs = torch.tensor(weights / weights.sum(), dtype=torch.float64)
-
-    def _valid_fraction(self, sat: np.ndarray, r: int, c: int) -> float:
-        p = self.patch
-        return float(sat[r + p, c + p] - sat[r, c + p] - sat[r + p, c] + sat[r, c]) / (p * p)
 
     def sample(self, batch_size: int, generator: torch.Generator):
         """(x [B, 3, P, P] float32, y [B] long modality ids)."""
@@ -80,14 +76,14 @@ class CorpusSampler:
         scene_idx = torch.multinomial(self.probs, batch_size, replacement=True, generator=generator).tolist()
         draws = torch.rand(batch_size, 3 + 2 * self.tries, generator=generator).numpy()
         for i, k in enumerate(scene_idx):
-            _, images, sat, h, w = self.scenes[k]
+            _, images, windows, h, w = self.scenes[k]
             mods = list(images)
             m = mods[min(int(draws[i, 0] * len(mods)), len(mods) - 1)]
             best, best_frac = (0, 0), -1.0
             for j in range(self.tries):
                 r = min(int(draws[i, 3 + 2 * j] * (h - p + 1)), h - p)
                 c = min(int(draws[i, 4 + 2 * j] * (w - p + 1)), w - p)
-                frac = self._valid_fraction(sat, r, c)
+                frac = windows.fraction(r, c)
                 if frac > best_frac:
                     best, best_frac = (r, c), frac
                 if frac >= 1.0 - self.max_nodata:
