@@ -120,7 +120,7 @@ def build(scene: SceneData, seed: int, kind: str, timesteps: Sequence[int], bloc
         by_row.setdefault(int(r), []).append(i)
     by_row = {r: np.asarray(v) for r, v in by_row.items()}
 
-    def predict_patches(block: np.ndarray) -> np.ndarray:
+    def predict_patches(block: np.ndarray, need: np.ndarray) -> np.ndarray:
         stacks = [window_inputs(reader, reps, modalities, window, spectrum=False)[0] for window in block]
         return extractor(torch.from_numpy(np.stack(stacks).astype(np.float32))).numpy()
 

@@ -12,7 +12,8 @@ variant changing ONE thing of the default (``VARIANTS``):
 - ``difflc_prior_frozen``: the prior without adaptation (0 steps);
 - ``difflc_prior_pcaonly``: the prior adapted on PCA patches alone, no pRGB anchor (UniDiff's Table 6 ablation);
 - ``difflc_scene``: the compact network trained from scratch on the scene (300 steps; issue 5's default);
-- ``difflc_mlp``: the UniDiff MLP head (concat fusion) instead of the forest.
+- ``difflc_mlp``: the UniDiff MLP head (concat fusion) instead of the forest;
+- ``difflc_s48`` / ``difflc_s64``: windows every 48 / 64 px instead of 32 (issue 15: fewer network passes).
 
 Ablations on cached features (``feature_cache.py``: scene-trained backbones, features averaged over the
 overlapping windows, heads trained by the engine's own ``fit_head`` WITHOUT the feature check), named
@@ -55,6 +56,8 @@ VARIANTS: Dict[str, tuple] = {
     "difflc_prior_pcaonly": ("pcaonly", {}),
     "difflc_scene": ("scene", {}),
     "difflc_mlp": ("untrained", {"head_kind": "mlp"}),
+    "difflc_s48": ("untrained", {"stride": 48}),  # issue 15: fewer, less overlapping windows
+    "difflc_s64": ("untrained", {"stride": 64}),
 }
 BACKBONES = {
     "untrained": {"source": "untrained"},
@@ -78,6 +81,8 @@ def variant_settings(name: str, seed: int) -> PipelineSettings:
         s.backbone.compact_steps = b["compact_steps"]
     if "sigma" in change:
         s.spatial.sigma = change["sigma"]
+    if "stride" in change:
+        s.tiles.stride = change["stride"]
     return s
 
 

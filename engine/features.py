@@ -47,6 +47,10 @@ class FeatureExtractor:
         self.schedule = CosineSchedule()
         self._noise: Dict[int, torch.Tensor] = {}
         self.model.to(self.device).eval()
+        # channels-last on the CPU: oneDNN's convolutions run ~1.4x faster and give the same bits whatever the
+        # thread count (the default layout's do not), so maps do not depend on how many cores ran them
+        self._layout = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        self.model.to(memory_format=self._layout)
 
     def noise(self, size: int) -> torch.Tensor:
         """The shared noise tensor [1, 3, size, size] (seed ``settings.noise_seed``)."""
@@ -80,7 +84,7 @@ class FeatureExtractor:
         per_t = {}
         for t in self.timesteps:
             tt = torch.full((b * m,), t, dtype=torch.long, device=self.device)
-            xt = q_sample(x0, tt, noise, self.schedule)
+            xt = q_sample(x0, tt, noise, self.schedule).contiguous(memory_format=self._layout)
             with autocast(self.device):
                 feats = self.model.forward_features(xt, tt, y, self.blocks)
             per_t[t] = {k: F.interpolate(v.float(), size=(p, p), mode="bilinear", align_corners=False)

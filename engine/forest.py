@@ -6,8 +6,8 @@ most accurate head measured here.
 
 Training uses scikit-learn; the fitted trees are flattened into five arrays (children, split feature,
 threshold, leaf class probabilities) plus per-tree root offsets, which is all a model bundle stores.
-Prediction rebuilds scikit-learn trees from those arrays (its compiled traversal, ~5x faster than numpy)
-and falls back to a numpy traversal with identical results if the installed scikit-learn refuses them.
+Prediction rebuilds scikit-learn trees from those arrays (its compiled traversal, ~5x faster than numpy,
+run on row chunks in threads) and falls back to a numpy traversal with identical results if the installed scikit-learn refuses them.
 """
 from __future__ import annotations
 
@@ -18,6 +18,21 @@ import numpy as np
 from .progress import Progress
 
 ARRAY_NAMES = ("left", "right", "feature", "threshold", "proba", "roots")
+MIN_ROWS_PER_THREAD = 2048  # below this a thread costs more than it saves (500 tree calls per chunk)
+
+
+def cpu_threads() -> int:
+    """Threads the traversal may use: torch's intra-op count when torch is loaded (it honours
+    ``OMP_NUM_THREADS`` and ``torch.set_num_threads``, so the network and the forest agree), else the cores
+    this process may run on."""
+    import os
+    import sys
+
+    if "torch" in sys.modules:
+        return max(1, int(sys.modules["torch"].get_num_threads()))
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, int(env))) if env.isdigit() and int(env) > 0 else max(1, cores)
 
 
 class Forest:
@@ -72,17 +87,35 @@ class Forest:
 
     # ---------------------------------------------------------------------------------------------------
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """[N, n_features] → [N, n_classes] float32: the mean of the trees' leaf probabilities.
+
+        Rows are split over threads (scikit-learn's traversal releases the GIL); each row sums its trees in the
+        same order whatever the thread count, so results are identical with 1 or many threads.
+        """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"forest expects [N, {self.n_features}] inputs, got {x.shape}")
         trees = self._sklearn_trees()
-        if trees is not None:
-            out = np.zeros((x.shape[0], self.n_classes), np.float64)
+        if trees is None:
+            return self.predict_proba_numpy(x)
+        out = np.zeros((x.shape[0], self.n_classes), np.float64)
+
+        def run(lo: int, hi: int) -> None:
+            part = x[lo:hi]
             for tree in trees:
-                pred = tree.predict(x)
-                out += pred.reshape(x.shape[0], -1)[:, :self.n_classes]
-            return (out / len(trees)).astype(np.float32)
-        return self.predict_proba_numpy(x)
+                out[lo:hi] += tree.predict(part).reshape(hi - lo, -1)[:, :self.n_classes]
+
+        threads = min(cpu_threads(), max(1, x.shape[0] // MIN_ROWS_PER_THREAD))
+        if threads <= 1:
+            run(0, x.shape[0])
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            bounds = np.linspace(0, x.shape[0], threads + 1).astype(int)
+            with ThreadPoolExecutor(threads) as pool:
+                for f in [pool.submit(run, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]:
+                    f.result()
+        return (out / len(trees)).astype(np.float32)
 
     def predict_proba_numpy(self, x: np.ndarray) -> np.ndarray:
         """Reference traversal: each pixel walks every tree (only still-moving pixels are indexed)."""

@@ -341,15 +341,6 @@ def _head_mean(values: Sequence[float], n: int = 20) -> Optional[float]:
     return float(np.mean(values[:n])) if len(values) else None
 
 
-def _home_origins(positions: np.ndarray, origins: np.ndarray, patch: int) -> np.ndarray:
-    """Index of the window whose centre is nearest each position among the windows that contain it."""
-    centre = origins + patch / 2.0
-    dist = np.abs(positions[:, None] - centre[None, :])
-    inside = (positions[:, None] >= origins[None, :]) & (positions[:, None] < origins[None, :] + patch)
-    dist[~inside] = np.inf
-    return dist.argmin(axis=1)
-
-
 def window_inputs(reader: StackedReader, reps, modalities: Sequence[str], raw: np.ndarray,
                   spectrum: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """One window's network input [M, 3, P, P] (NaN → 0) and, if asked, its spectrum [D, P, P] (NaN = nodata)."""
@@ -362,13 +353,13 @@ def window_inputs(reader: StackedReader, reps, modalities: Sequence[str], raw: n
 def _label_windows(reader: StackedReader, labels: TrainingPixels, settings: PipelineSettings):
     """(window origins [(row, col)], home window index per labelled pixel): each labelled pixel is served by
     the window that holds it most centrally, so its features see the most context."""
-    from .tiling import tile_origins
+    from .tiling import home_windows, tile_origins
 
     patch, stride = settings.tiles.patch, settings.tiles.stride
     orow = np.asarray(tile_origins(reader.height, patch, stride))
     ocol = np.asarray(tile_origins(reader.width, patch, stride))
-    home_r = _home_origins(labels.rows, orow, patch)
-    home_c = _home_origins(labels.cols, ocol, patch)
+    home_r = home_windows(labels.rows, orow, patch)
+    home_c = home_windows(labels.cols, ocol, patch)
     keys = sorted(set(zip(home_r.tolist(), home_c.tolist())))
     index = {k: i for i, k in enumerate(keys)}
     home = np.array([index[k] for k in zip(home_r.tolist(), home_c.tolist())], dtype=np.int64)
@@ -491,32 +482,41 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
 def predict_scene(model: FittedModel, reader: StackedReader,
                   write: Callable[..., None],
                   progress: Optional[Progress] = None, batch_size: Optional[int] = None,
-                  probabilities: bool = False) -> None:
+                  probabilities: bool = False, rows: Optional[Tuple[int, int]] = None) -> None:
     """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``; with
     ``probabilities`` also the smoothed class probabilities the argmax used: ``write(row, index, conf,
-    probs [K, rows, W])`` (NaN = nodata).
+    probs [K, rows, W])`` (NaN = nodata). ``rows=(first, stop)`` writes only those scene rows, identical to the
+    same rows of the whole scene's prediction (a work unit of a large scene: ``engine.batch``).
 
-    Window probabilities are averaged over the overlapping windows, then smoothed with the model's σ
-    (``engine.spatial.RowSmoother``: a halo of rows, memory independent of the scene height), then argmax.
+    Each pixel's class probabilities come from its home window (``engine.tiling``), as its features did in
+    training; they are smoothed with the model's σ (``engine.spatial.RowSmoother``: a halo of rows, memory
+    independent of the scene height), then argmax.
     """
-    from .spatial import RowSmoother
+    from .spatial import RowSmoother, radius
     from .tiling import predict_tiled
 
     progress = progress or Progress()
+    first, stop = (0, reader.height) if rows is None else (int(rows[0]), int(rows[1]))
+    halo = radius(model.sigma)  # the smoothing reads this many rows beyond the range on either side
+    span = (max(0, first - halo), min(reader.height, stop + halo))
     reps, extractor, head = model.representations, model.extractor, model.head
     include_spectrum = model.settings.head.include_spectrum
     n_classes = int(head.n_classes)
     run_network = first_read_column(head, include_spectrum) == 0  # a bands-only forest: skip the network
 
-    def predict_patches(block: np.ndarray) -> np.ndarray:
-        b, _, p, q = block.shape
+    def predict_patches(block: np.ndarray, need: np.ndarray) -> np.ndarray:
         x, valid = head_inputs(reader, reps, extractor, block, include_spectrum, run_network)
-        x = x.transpose(0, 2, 3, 1).reshape(b * p * q, -1)
-        probs = head.predict_proba(x).reshape(b, p, q, n_classes).transpose(0, 3, 1, 2).astype(np.float32)
-        probs[~valid[:, None, :, :].repeat(n_classes, axis=1)] = np.nan
-        return probs
+        use = need & valid  # the head runs once per valid pixel of the windows' cores
+        probs = np.full((block.shape[0], block.shape[2], block.shape[3], n_classes), np.nan, np.float32)
+        if use.any():
+            probs[use] = head.predict_proba(x.transpose(0, 2, 3, 1)[use])
+        return probs.transpose(0, 3, 1, 2)
 
     def write_rows(row: int, probs: np.ndarray) -> None:
+        a, b = max(row, first), min(row + probs.shape[1], stop)  # drop the halo rows outside the range
+        if a >= b:
+            return
+        row, probs = a, probs[:, a - row:b - row]
         nodata = np.isnan(probs).any(axis=0)
         filled = np.nan_to_num(probs, nan=-1.0)
         index = filled.argmax(axis=0).astype(np.int32)
@@ -530,10 +530,10 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         else:
             write(row, index, conf)
 
-    smoother = RowSmoother(model.sigma, reader.height, write_rows)
+    smoother = RowSmoother(model.sigma, span[1], write_rows)
     predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, smoother.push,
                   model.settings.tiles, progress=progress,
-                  batch_size=batch_size or model.settings.features.batch_size)
+                  batch_size=batch_size or model.settings.features.batch_size, rows=span)
     smoother.finish()
 
 

@@ -80,8 +80,9 @@ class RowSmoother:
             self.emit(row, probs)
             self._next = row + probs.shape[1]
             return
-        if self._buf is None:
+        if self._buf is None:  # the first block may start below row 0 of the scene (a row range's halo)
             self._buf, self._start = probs.astype(np.float32), row
+            self._next = max(self._next, row)
         else:
             if row != self._start + self._buf.shape[1]:
                 raise ValueError("RowSmoother: row blocks must arrive in order without gaps")

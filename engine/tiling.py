@@ -1,24 +1,28 @@
-"""Streaming tiled prediction: patch windows with overlap, class probabilities averaged, rows written out.
+"""Streaming tiled prediction: overlapping patch windows, each pixel predicted once, rows written out.
+
+Why windows overlap: the network sees a pixel best in the middle of its window (no zero padding nearby), so
+windows overlap and each pixel takes its values from its *home* window, the one that holds it most centrally
+(:func:`home_windows`). Training reads the labelled pixels' features from the same home windows, so a pixel is
+described the same way when the head learns and when it predicts, and the head runs once per pixel (averaging
+the overlapping windows' predictions instead cost ``(patch / stride)²`` head evaluations per pixel).
 
 Why streaming: a full-scene probability cube (classes × H × W float32) is gigabytes for a real scene and
 the reference code ran out of memory on it. Here a band of rows is read one batch of windows at a time
 ([C, patch, ≤ (batch − 1) × stride + patch], so the input block does not grow with the scene width either),
-and the probability sums live in a ring of ``patch`` rows: memory is O(K × patch × W) whatever the scene
-height (K = classes, small), and each finished row leaves through ``write_rows`` in order.
+and each band of windows writes its core rows (``[K, ≤ stride, W]``) through ``write_rows`` in order: memory
+is O(K × patch × W) whatever the scene height.
 
-Edges: the last window of a row/column is flush with the scene edge (never past it), so overlaps there are
-larger than elsewhere; a scene smaller than one patch is edge-padded to a single window whose padded part
-is discarded.
+Edges: the last window of a row/column is flush with the scene edge (never past it); a scene smaller than one
+patch is edge-padded to a single window whose padded part is discarded.
 
 Nodata: tiling passes data through untouched — NaN in a block goes to ``predict_patches`` as NaN (edge padding
-copies it). If ``predict_patches`` returns NaN probabilities for a pixel, the averaged probabilities of that
-pixel are NaN too (NaN propagates through the sum), which is how the caller marks nodata in the output.
+copies it); NaN probabilities it returns reach ``write_rows`` unchanged, which is how the caller marks nodata.
 numpy only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,14 +50,58 @@ def tile_origins(length: int, patch: int, stride: int) -> List[int]:
     return origins
 
 
+def home_windows(positions: np.ndarray, origins: Sequence[int], patch: int) -> np.ndarray:
+    """Index of the window that holds each position most centrally (nearest centre among the windows that
+    contain it; ties to the earlier window).
+
+    The one rule that decides which window's features a pixel gets, in training and in prediction alike.
+    ``origins`` sorted (as :func:`tile_origins` gives them); O(N log n) for N positions and n windows.
+    """
+    positions = np.asarray(positions, np.int64)
+    origins = np.asarray(origins, np.int64)
+    centres = origins + patch / 2.0
+    # the nearest centres are at most two apart on either side of the insertion point
+    at = np.searchsorted(centres, positions)
+    best = np.full(positions.shape, -1, np.int64)
+    best_d = np.full(positions.shape, np.inf)
+    for shift in (-2, -1, 0, 1):
+        i = at + shift
+        ok = (i >= 0) & (i < origins.size)
+        j = np.clip(i, 0, origins.size - 1)
+        inside = ok & (positions >= origins[j]) & (positions < origins[j] + patch)
+        d = np.where(inside, np.abs(positions - centres[j]), np.inf)
+        better = d < best_d  # strict: a tie keeps the earlier window (shifts run in increasing order)
+        best = np.where(better, j, best)
+        best_d = np.where(better, d, best_d)
+    if (best < 0).any():
+        raise ValueError("a position lies in no window: origins do not cover it")
+    return best
+
+
+def core_spans(length: int, patch: int, stride: int) -> List[Tuple[int, int, int]]:
+    """(origin, start, end) per window: the positions [start, end) it is the home window of (possibly empty).
+
+    The cores partition [0, length), so every pixel is predicted exactly once, from the window it was trained
+    from (:func:`home_windows`).
+    """
+    origins = tile_origins(length, patch, stride)
+    home = home_windows(np.arange(length), origins, patch)
+    if np.any(np.diff(home) < 0):
+        raise AssertionError("home windows are not monotone along the axis")  # the rule guarantees it
+    starts = np.searchsorted(home, np.arange(len(origins)), side="left")
+    ends = np.searchsorted(home, np.arange(len(origins)), side="right")
+    return [(int(o), int(s), int(e)) for o, s, e in zip(origins, starts, ends)]
+
+
 @dataclass
 class TilingStats:
     """What one ``predict_tiled`` run did (used by tests and benchmarks to check the memory promise)."""
 
-    windows: int
+    windows: int  # windows run (a window whose core is empty is skipped)
     row_bands: int
-    buffer_shape: Tuple[int, ...]  # the probability-sum ring: (K, patch, width)
+    buffer_shape: Tuple[int, ...]  # the largest row band of outputs held: (K, core rows, width)
     max_block_shape: Tuple[int, ...]  # the largest block requested from read_block
+    pixels: int = 0  # pixels asked of predict_patches (each scene pixel once)
 
 
 def _pad_to(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -65,77 +113,66 @@ def _pad_to(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
 
 def predict_tiled(height: int, width: int,
                   read_block: Callable[[int, int, int, int], np.ndarray],
-                  predict_patches: Callable[[np.ndarray], np.ndarray],
+                  predict_patches: Callable[[np.ndarray, np.ndarray], np.ndarray],
                   n_classes: int,
                   write_rows: Callable[[int, np.ndarray], None],
                   tiles: TileSettings,
                   progress: Optional[Progress] = None,
-                  batch_size: int = 16) -> TilingStats:
-    """Predict a height × width scene window by window and stream averaged probabilities to ``write_rows``.
+                  batch_size: int = 16,
+                  rows: Optional[Tuple[int, int]] = None) -> TilingStats:
+    """Predict a height × width scene window by window, each pixel from its home window, rows streamed out.
 
     ``read_block(row, col, rows, cols) -> [C, rows, cols]`` (always inside the scene);
-    ``predict_patches([B, C, P, P]) -> [B, K, P, P]``; ``write_rows(row, probs [K, rows, width])`` is called
-    top to bottom, each scene row exactly once. Cancel (through ``progress``) raises ``Cancelled``.
+    ``predict_patches(batch [B, C, P, P], need [B, P, P] bool) -> [B, K, P, P]``, where only the ``need`` pixels
+    (the windows' cores) are used — the rest may hold anything; ``write_rows(row, values [K, rows, width])`` is
+    called top to bottom, each scene row exactly once. ``rows=(first, stop)`` predicts only those scene rows, with
+    values identical to the whole scene's (the windows are the whole scene's). Cancel (through ``progress``)
+    raises ``Cancelled``.
     """
     progress = progress or Progress()
     patch, stride = int(tiles.patch), int(tiles.stride)
     k = int(n_classes)
-    row_origins = tile_origins(height, patch, stride)
-    col_origins = tile_origins(width, patch, stride)
+    first, stop = (0, height) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= first < stop <= height:
+        raise ValueError(f"rows {rows} are not a non-empty range inside the scene's {height} rows")
+    row_spans = [(o, max(a, first), min(b, stop)) for o, a, b in core_spans(height, patch, stride)]
+    row_spans = [s for s in row_spans if s[1] < s[2]]
+    col_spans = [s for s in core_spans(width, patch, stride) if s[1] < s[2]]
     batch_size = max(1, int(batch_size))
-
-    # ring of `patch` rows starting at scene row `base`; rows below `base` have been written
-    sums = np.zeros((k, patch, width), dtype=np.float64)
-    counts = np.zeros((patch, width), dtype=np.float64)
-    base = 0
-    written = 0
     max_block: Tuple[int, ...] = (0, 0, 0)
-    windows = 0
+    max_band: Tuple[int, ...] = (k, 0, width)
+    windows = pixels = 0
 
-    def flush(until: int) -> None:
-        nonlocal written
-        if until <= written:
-            return
-        lo, hi = written - base, until - base
-        with np.errstate(invalid="ignore", divide="ignore"):
-            probs = (sums[:, lo:hi] / counts[lo:hi][None]).astype(np.float32)
-        write_rows(written, probs)
-        written = until
-
-    for i, r in enumerate(row_origins):
+    for i, (r, a, b) in enumerate(row_spans):
         progress.check()
-        # shift the ring so that it starts at r (rows above r are already written)
-        shift = r - base
-        if shift > 0:
-            sums = np.roll(sums, -shift, axis=1)
-            counts = np.roll(counts, -shift, axis=0)
-            sums[:, patch - shift:] = 0.0
-            counts[patch - shift:] = 0.0
-            base = r
-        rows = min(patch, height - r)
-        for start in range(0, len(col_origins), batch_size):
-            cols = col_origins[start:start + batch_size]
-            c0, span = cols[0], min(cols[-1] + patch, width) - cols[0]
-            block = np.asarray(read_block(r, c0, rows, span))
-            if block.ndim != 3 or block.shape[1:] != (rows, span):
-                raise ValueError(f"read_block({r}, {c0}, {rows}, {span}) returned shape {block.shape}; "
-                                 f"expected [bands, {rows}, {span}]")
+        band_rows = min(patch, height - r)
+        band = np.empty((k, b - a, width), dtype=np.float32)
+        for start in range(0, len(col_spans), batch_size):
+            spans = col_spans[start:start + batch_size]
+            c0, span = spans[0][0], min(spans[-1][0] + patch, width) - spans[0][0]
+            block = np.asarray(read_block(r, c0, band_rows, span))
+            if block.ndim != 3 or block.shape[1:] != (band_rows, span):
+                raise ValueError(f"read_block({r}, {c0}, {band_rows}, {span}) returned shape {block.shape}; "
+                                 f"expected [bands, {band_rows}, {span}]")
             if block.size > int(np.prod(max_block)):
                 max_block = tuple(block.shape)
             block = _pad_to(block, patch, patch)  # only pads when the scene is smaller than one patch
-            batch = np.stack([block[:, :, c - c0:c - c0 + patch] for c in cols])
-            probs = np.asarray(predict_patches(batch))
-            if probs.shape != (len(cols), k, patch, patch):
-                raise ValueError(f"predict_patches returned shape {probs.shape}; expected "
-                                 f"{(len(cols), k, patch, patch)}")
-            for j, c in enumerate(cols):
-                w = min(patch, width - c)
-                sums[:, :rows, c:c + w] += probs[j, :, :rows, :w]
-                counts[:rows, c:c + w] += 1.0
-            windows += len(cols)
+            batch = np.stack([block[:, :, c - c0:c - c0 + patch] for c, _, _ in spans])
+            need = np.zeros((len(spans), patch, patch), dtype=bool)
+            for j, (c, ca, cb) in enumerate(spans):
+                need[j, a - r:b - r, ca - c:cb - c] = True
+            values = np.asarray(predict_patches(batch, need))
+            if values.shape != (len(spans), k, patch, patch):
+                raise ValueError(f"predict_patches returned shape {values.shape}; expected "
+                                 f"{(len(spans), k, patch, patch)}")
+            for j, (c, ca, cb) in enumerate(spans):
+                band[:, :, ca:cb] = values[j, :, a - r:b - r, ca - c:cb - c]
+            windows += len(spans)
+            pixels += int(need.sum())
             progress.check()
-        nxt = row_origins[i + 1] if i + 1 < len(row_origins) else height
-        flush(nxt)
-        progress.step((i + 1) / len(row_origins))
-    return TilingStats(windows=windows, row_bands=len(row_origins), buffer_shape=tuple(sums.shape),
-                       max_block_shape=max_block)
+        if band.size > int(np.prod(max_band)):
+            max_band = tuple(band.shape)
+        write_rows(a, band)
+        progress.step((i + 1) / len(row_spans))
+    return TilingStats(windows=windows, row_bands=len(row_spans), buffer_shape=max_band,
+                       max_block_shape=max_block, pixels=pixels)

@@ -56,7 +56,7 @@ def test_tiny_pipeline_beats_chance_clearly():
     flat = stack.reshape(len(MODS) * 3, n, n)
     out = np.zeros((2, n, n), np.float32)
 
-    def predict(batch):
+    def predict(batch, need):
         b = batch.shape[0]
         f = ext(torch.from_numpy(batch.reshape(b, len(MODS), 3, P, P))).numpy()
         probs = head.predict_proba(f.transpose(0, 2, 3, 1).reshape(-1, ext.dim))

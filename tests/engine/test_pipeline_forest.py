@@ -91,3 +91,34 @@ def test_a_bands_only_forest_skips_the_network_with_the_same_map():
     assert calls  # ... and here it did
     np.testing.assert_array_equal(skipped, ran)
     assert (skipped == truth).mean() > 0.9
+
+
+def test_row_ranges_equal_the_whole_map_with_smoothing():
+    """Work units of a large scene (engine.batch): any row range maps exactly as the whole scene does, halo
+    of the probability smoothing included."""
+    hsi, truth, labels = _scene(n=150, seed=2)
+    reader = StackedReader(ArrayReader(hsi), None)
+    meta = {"band_count": hsi.shape[0], "wavelengths_nm": None, "bad_bands": []}
+    s = _settings()
+    s.spatial.sigma = 1.5
+    s.head.feature_check_p = 0.0  # keep the network in the path
+    model = fit(reader, meta, None, labels, s)
+    whole = {}
+
+    def keep(store):
+        def write(row, index, conf, probs):
+            for k in range(index.shape[0]):
+                assert row + k not in store
+                store[row + k] = (index[k].copy(), conf[k].copy(), probs[:, k].copy())
+        return write
+
+    predict_scene(model, reader, keep(whole), probabilities=True)
+    assert sorted(whole) == list(range(150))
+    for first, stop in ((0, 7), (40, 41), (47, 113), (140, 150)):
+        part = {}
+        predict_scene(model, reader, keep(part), probabilities=True, rows=(first, stop))
+        assert sorted(part) == list(range(first, stop))
+        for r, (index, conf, probs) in part.items():
+            np.testing.assert_array_equal(index, whole[r][0])
+            np.testing.assert_array_equal(conf, whole[r][1])
+            np.testing.assert_array_equal(probs, whole[r][2])

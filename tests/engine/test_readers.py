@@ -1,6 +1,7 @@
 import numpy as np
 
-from engine.pipeline import PoolSampler, _home_origins
+from engine.pipeline import PoolSampler
+from engine.tiling import home_windows
 from engine.readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
 
 
@@ -31,7 +32,7 @@ def test_stacked_reader_and_edge_padding():
 def test_home_origin_is_the_most_central_containing_window():
     origins = np.array([0, 32, 64, 96, 136])  # last window flush with a 200-pixel edge
     pos = np.array([0, 40, 60, 199, 140])
-    idx = _home_origins(pos, origins, 64)
+    idx = home_windows(pos, origins, 64)
     for p, i in zip(pos, idx):
         assert origins[i] <= p < origins[i] + 64
     assert idx.tolist() == [0, 0, 1, 4, 3]  # 60 is nearer window 32's centre (64) than window 0's (32)
