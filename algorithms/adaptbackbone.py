@@ -41,4 +41,4 @@ class AdaptBackbone(DiffLcAlgorithm):
         sar = raster_path(self, parameters, "SAR", context, optional=True)
         output = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         info = jobs.adapt_backbone(hsi, sar, settings, output, self.progress_for(feedback))
-        return {"OUTPUT": output, "FINGERPRINT": info["fingerprint"], "KIND": info["kind"]}
+        return {"OUTPUT": output, "FINGERPRINT": info.fingerprint, "KIND": info.kind}

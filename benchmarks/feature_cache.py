@@ -52,7 +52,7 @@ def save_backbone(path: Path, backbone) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({k: v.contiguous() for k, v in backbone.tensors.items()}, str(tmp),
-              metadata={"info": json.dumps(backbone.info)})
+              metadata={"info": json.dumps(backbone.info.to_dict())})
     tmp.replace(path)
 
 

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from engine.representations import BandMeta
+
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO.parent / "shared" / "data"
 
@@ -36,8 +38,8 @@ class SceneData:
     sar: Optional[np.ndarray]
     labels: np.ndarray
     class_names: List[str]
-    hsi_meta: Dict
-    sar_meta: Optional[Dict]
+    hsi_meta: BandMeta
+    sar_meta: Optional[BandMeta]
     fraction: float  # protocol: share of each class's labelled pixels used for training
     seeds: Tuple[int, ...]  # protocol seeds
     geotransform: Optional[Tuple[float, ...]] = None
@@ -56,7 +58,7 @@ class SceneData:
     @property
     def good_bands(self) -> List[int]:
         """0-based HSI bands that are not flagged bad."""
-        bad = set(self.hsi_meta.get("bad_bands") or [])
+        bad = set(self.hsi_meta.bad_bands)
         return [b for b in range(self.hsi.shape[0]) if b not in bad]
 
     def pixel_matrix(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -132,10 +134,9 @@ def load_chip(data_dir: Optional[Path] = None) -> SceneData:
     if nd is not None and not math.isnan(nd):
         sar[sar == nd] = np.nan
     ref = lab.ReadAsArray().astype(np.int64)  # -1 no data, 0 not water, 1 water
-    names = [s2.GetRasterBand(i + 1).GetDescription() for i in range(s2.RasterCount)]
-    hsi_meta = {"band_count": hsi.shape[0], "band_names": names, "wavelengths_nm": None, "bad_bands": [],
-                "scale": 1e-4, "nodata": 0}
-    sar_meta = {"band_count": 2, "band_names": ["VV", "VH"], "db": True, "polarisation": "dual"}
+    # only the band count: the names, dB flag and polarisation passed here before never reached the engine
+    # (issue 11), so the published numbers were made without them
+    hsi_meta, sar_meta = BandMeta(hsi.shape[0]), BandMeta(2)
     return _finish("chip", hsi, sar, ref, ["not water", "water"], hsi_meta, sar_meta, 0.005, (0, 1, 2), s2)
 
 
@@ -159,8 +160,7 @@ def load_enmap(data_dir: Optional[Path] = None) -> SceneData:
     # a band that is nodata everywhere is unusable whatever its flag says (the README: bands 130-135)
     bad = sorted(set(bad) | {i for i in range(hsi.shape[0]) if np.isnan(hsi[i]).all()})
     ref = lab.ReadAsArray().astype(np.int64) - 1  # 0 unlabelled → -1; classes 1..6 → 0..5
-    hsi_meta = {"band_count": hsi.shape[0], "wavelengths_nm": wavelengths, "bad_bands": bad, "scale": scale,
-                "nodata": nodata}
+    hsi_meta = BandMeta(hsi.shape[0], wavelengths_nm=wavelengths, bad_bands=tuple(bad))
     names = [f"class {i}" for i in range(1, 7)]
     return _finish("enmap", hsi, None, ref, names, hsi_meta, None, 0.02, tuple(range(10)), ds)
 
@@ -185,14 +185,14 @@ def load_salinas(data_dir: Optional[Path] = None) -> SceneData:
     ref = np.full(gt.shape, -1, np.int64)
     for i, v in enumerate(values):
         ref[gt == v] = i
-    hsi_meta = {"band_count": hsi.shape[0], "wavelengths_nm": None, "bad_bands": []}
+    hsi_meta = BandMeta(hsi.shape[0])
     names = [SALINAS_CLASSES[v] for v in values]
     return _finish("salinas", hsi, None, ref, names, hsi_meta, None, 0.0, tuple(range(10)), None, per_class=5)
 
 
 def _finish(name, hsi, sar, ref, class_names, hsi_meta, sar_meta, fraction, seeds, ds,
             per_class: Optional[int] = None) -> SceneData:
-    bad = set(hsi_meta["bad_bands"])
+    bad = set(hsi_meta.bad_bands)
     good = [b for b in range(hsi.shape[0]) if b not in bad]
     invalid = np.isnan(hsi[good]).any(axis=0)
     if sar is not None:

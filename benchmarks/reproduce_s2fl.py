@@ -311,8 +311,10 @@ def run_pipeline(hsi: np.ndarray, sar: np.ndarray, train_labels: np.ndarray, set
     if fn is None:
         raise NotImplementedError("engine.pipeline.fit_predict_arrays is not implemented yet: the reproduction "
                                   "harness has nothing to run (use --dry-run to check the inputs)")
-    hsi_meta = {"band_count": hsi.shape[2], "wavelengths_nm": None, "bad_bands": []}
-    sar_meta = {"band_count": sar.shape[2], "db": False, "polarisation": "dual"}
+    from engine.representations import BandMeta
+
+    # the band counts only: the dB flag and polarisation once written here never reached the engine (issue 11)
+    hsi_meta, sar_meta = BandMeta(hsi.shape[2]), BandMeta(sar.shape[2])
     return fn(np.ascontiguousarray(hsi.transpose(2, 0, 1)), np.ascontiguousarray(sar.transpose(2, 0, 1)),
               train_labels, settings, hsi_meta=hsi_meta, sar_meta=sar_meta)
 

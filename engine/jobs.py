@@ -467,7 +467,7 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
                                      inputs.sar_info.meta() if inputs.sar_info else None, settings,
                                      progress.sub(0.02, 0.07))
     prepared = prepare_backbone(inputs.reader, reps, settings, progress.sub(0.07, 0.99))
-    metadata = {"format": ADAPTED_FORMAT, "backbone": prepared.info, "settings": settings.to_dict(),
+    metadata = {"format": ADAPTED_FORMAT, "backbone": prepared.info.to_dict(), "settings": settings.to_dict(),
                 "source": {"hsi": os.path.abspath(hsi), "sar": os.path.abspath(sar) if sar else None}}
     save_bundle(output, metadata, prepared.tensors)
     progress.report(1.0)
@@ -477,14 +477,14 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
 def load_adapted_backbone(path: str, device: str, checkpoint: Optional[str], has_sar: bool):
     from .bundle import FORMAT, load_bundle
     from .device import resolve_device
-    from .pipeline import PreparedBackbone, restore_backbone
+    from .pipeline import BackboneInfo, PreparedBackbone, restore_backbone
 
     metadata, tensors = load_bundle(path, formats=(ADAPTED_FORMAT, FORMAT))  # a model file: the message below
     if metadata.get("format") != ADAPTED_FORMAT:
         raise ValueError(f"{path} is not an adapted backbone written by 'Adapt backbone' (format "
                          f"{metadata.get('format')!r})")
-    info = metadata["backbone"]
-    if "sar" in info.get("modalities", []) and not has_sar:
+    info = BackboneInfo.from_dict(metadata["backbone"])
+    if "sar" in info.modalities and not has_sar:
         raise ValueError(f"the adapted backbone {os.path.basename(path)} was adapted with SAR: give a SAR layer, "
                          "or adapt again without one")
     model = restore_backbone(info, tensors, resolve_device(device), checkpoint)

@@ -39,10 +39,10 @@ class FittedModel:
     settings: PipelineSettings
     representations: object  # RepresentationModel
     backbone: object  # ADMUNet with any FiLM delta applied
-    backbone_info: Dict
+    backbone_info: BackboneInfo
     backbone_tensors: Dict  # what the bundle must carry: compact weights or the FiLM delta
     extractor: object  # FeatureExtractor
-    head: object  # TrainedHead
+    head: object  # classifier.ForestHead or classifier.TrainedHead
     group_sizes: List[int]
     report: Dict = field(default_factory=dict)
     sigma: float = 0.0  # px of the Gaussian on the class probabilities before the argmax (0 = off)
@@ -114,20 +114,70 @@ def read_patch_pool(reader: StackedReader, reps, modalities: Sequence[str], n: i
 # fit
 
 @dataclass
+class AdaptationInfo:
+    """The FiLM adaptation a pretrained backbone went through (denoising losses of its first/last steps)."""
+
+    steps: int
+    first_loss: Optional[float] = None
+    final_loss: Optional[float] = None
+
+
+BACKBONE_KINDS = ("compact", "prior", "checkpoint")
+
+
+@dataclass
+class BackboneInfo:
+    """Which network the features come from and what rebuilds it; stored as the bundle's ``backbone``.
+
+    ``from_dict`` refuses unknown keys and kinds: a damaged or hand-edited file stops with a message instead of
+    building another network.
+    """
+
+    kind: str  # compact (seeded / trained here) | prior (shipped) | checkpoint (ImageNet ADM file)
+    config: Dict  # engine.backbone.UNetConfig.to_dict()
+    fingerprint: str  # sha256 of the base weights (engine.backbone.weights_fingerprint)
+    modalities: List[str]
+    final_loss: Optional[float] = None  # compact: mean loss of the last training steps (None: untrained)
+    checkpoint: Optional[str] = None  # checkpoint: the file used at training time
+    prior: Optional[str] = None  # prior: its name
+    adaptation: Optional[AdaptationInfo] = None
+
+    def to_dict(self) -> Dict:
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if v is not None or k == "final_loss"}
+
+    @classmethod
+    def from_dict(cls, d: Dict) -> "BackboneInfo":
+        if not isinstance(d, dict):
+            raise ValueError(f"backbone description must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        missing = sorted({"kind", "config", "fingerprint", "modalities"} - set(d))
+        if unknown or missing or d.get("kind") not in BACKBONE_KINDS:
+            raise ValueError(f"backbone description is damaged (unknown keys {unknown}, missing {missing}, kind "
+                             f"{d.get('kind')!r} of {list(BACKBONE_KINDS)})")
+        ad = d.get("adaptation")
+        return cls(**{**d, "modalities": list(d["modalities"]),
+                      "adaptation": AdaptationInfo(**ad) if isinstance(ad, dict) else None})
+
+
+@dataclass
 class PreparedBackbone:
     """A backbone ready for features, with what identifies it and what a file must carry to rebuild it."""
 
-    model: object
-    info: Dict
-    tensors: Dict
+    model: object  # engine.backbone.ADMUNet, any FiLM delta applied
+    info: BackboneInfo
+    tensors: Dict[str, object]  # name → torch tensor: the compact weights ("backbone.*") or the FiLM delta ("film.*")
 
 
-def fit_scene_representations(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict],
-                              settings: PipelineSettings, progress: Progress):
-    """Representation statistics (band choice, PCA, percentiles) from a streamed sample of valid pixels."""
-    from .representations import fit_representations
+def fit_scene_representations(reader: StackedReader, hsi_meta, sar_meta, settings: PipelineSettings,
+                              progress: Progress):
+    """Representation statistics (band choice, PCA, percentiles) from a streamed sample of valid pixels.
+    ``hsi_meta``/``sar_meta``: ``representations.BandMeta`` (or a dict of its fields)."""
+    from .representations import BandMeta, fit_representations
 
-    hsi_bad = set(hsi_meta.get("bad_bands") or [])
+    hsi_meta, sar_meta = BandMeta.of(hsi_meta), BandMeta.of(sar_meta)
+    hsi_bad = set(hsi_meta.bad_bands)
     good = [b for b in range(reader.hsi_bands) if b not in hsi_bad]
     sample, _, _ = sample_valid_pixels(reader, settings.representation.sample_size, settings.seed,
                                        valid_bands=good, progress=progress)
@@ -187,19 +237,16 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
         patches = sampler() if backbone_settings.compact_steps > 0 else None
         model = train_compact_backbone(patches, backbone_settings, seed=settings.seed, device=device, progress=work)
         tensors = {f"backbone.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
-        info = {"kind": "compact", "config": model.config.to_dict(), "fingerprint": weights_fingerprint(model),
-                "modalities": modalities, "final_loss": _tail_mean(getattr(model, "train_losses", []))}
+        info = BackboneInfo("compact", model.config.to_dict(), weights_fingerprint(model), modalities,
+                            final_loss=_tail_mean(getattr(model, "train_losses", [])))
         model.eval()
         return PreparedBackbone(model, info, tensors)
     name = "ImageNet ADM checkpoint" if kind == "imagenet" else "shipped remote-sensing prior"
     progress.log(f"Backbone: {name} {path} — {why}")
     model = load_backbone(path, device=device)
-    info = {"kind": "checkpoint" if kind == "imagenet" else "prior", "config": model.config.to_dict(),
-            "fingerprint": weights_fingerprint(model), "modalities": modalities}
-    if kind == "imagenet":
-        info["checkpoint"] = str(path)
-    else:
-        info["prior"] = path.stem
+    info = BackboneInfo("checkpoint" if kind == "imagenet" else "prior", model.config.to_dict(),
+                        weights_fingerprint(model), modalities, checkpoint=str(path) if kind == "imagenet" else None,
+                        prior=None if kind == "imagenet" else path.stem)
     tensors: Dict = {}
     steps, _ = adapt_schedule(model, settings.adaptation)
     if steps > 0:
@@ -209,45 +256,44 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
         result = adapt(model, sampler(), settings.adaptation, seed=settings.seed, device=device, progress=work)
         apply_delta(model, result.delta)
         tensors = {f"film.{k}": v for k, v in result.delta.items()}
-        info["adaptation"] = {"steps": steps, "first_loss": _head_mean(result.losses),
-                              "final_loss": _tail_mean(result.losses)}
-        progress.log(f"FiLM adaptation: denoising loss {info['adaptation']['first_loss']:.4f} → "
-                     f"{info['adaptation']['final_loss']:.4f}")
+        info.adaptation = AdaptationInfo(steps, _head_mean(result.losses), _tail_mean(result.losses))
+        progress.log(f"FiLM adaptation: denoising loss {info.adaptation.first_loss:.4f} → "
+                     f"{info.adaptation.final_loss:.4f}")
     else:
         progress.log("FiLM adaptation: off (0 steps) — the pretrained network is used as it is")
     model.eval()
     return PreparedBackbone(model, info, tensors)
 
 
-def restore_backbone(info: Dict, tensors: Dict, device, checkpoint: Optional[str] = None):
+def restore_backbone(info: BackboneInfo, tensors: Dict, device, checkpoint: Optional[str] = None):
     """Rebuild the backbone described by ``info`` from the file's tensors (and the base network it adapted)."""
     from .adaptation import apply_delta
     from .backbone import UNetConfig, build_backbone, load_backbone, weights_fingerprint
     from .paths import find_backbone, shipped_prior
 
-    if info["kind"] == "compact":
-        model = build_backbone(UNetConfig.from_dict(info["config"]))
+    if info.kind == "compact":
+        model = build_backbone(UNetConfig.from_dict(info.config))
         state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
         model.load_state_dict(state, strict=True)
         model.to(device)
         model.eval()
         return model
-    if info["kind"] == "prior":
+    if info.kind == "prior":
         path = shipped_prior()
         if not path.is_file():
             raise ValueError(f"this model was adapted from the shipped prior, which is missing ({path}): "
                              "reinstall the plugin")
         model = load_backbone(path, device=device)
-        if weights_fingerprint(model) != info["fingerprint"]:
+        if weights_fingerprint(model) != info.fingerprint:
             raise ValueError(f"this model was adapted from another version of the shipped prior (weights "
-                             f"fingerprint {info['fingerprint'][:12]}, installed {weights_fingerprint(model)[:12]}): "
+                             f"fingerprint {info.fingerprint[:12]}, installed {weights_fingerprint(model)[:12]}): "
                              "train it again with this plugin version")
     else:
-        path = checkpoint or info.get("checkpoint") or find_backbone()
+        path = checkpoint or info.checkpoint or find_backbone()
         if not path:
             raise ValueError("this model was built on the ImageNet ADM checkpoint: give its path (BACKBONE)")
         model = load_backbone(path, device=device)
-        if weights_fingerprint(model) != info["fingerprint"]:
+        if weights_fingerprint(model) != info.fingerprint:
             raise ValueError(
                 f"the backbone file {path} is not the one this model was adapted from (weights fingerprint "
                 f"differs): use the same 64x64_diffusion.pt as at training time")
@@ -276,7 +322,7 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
     if backbone is None:
         backbone = prepare_backbone(reader, reps, settings, progress.sub(0.05, 0.55))
     else:
-        progress.log(f"Backbone: given ({backbone.info['kind']}, fingerprint {backbone.info['fingerprint'][:12]})")
+        progress.log(f"Backbone: given ({backbone.info.kind}, fingerprint {backbone.info.fingerprint[:12]})")
         backbone.model.to(device)
 
     # features at the labelled pixels, each from the window that holds it most centrally
@@ -549,7 +595,7 @@ def bundle_payload(model: FittedModel) -> Tuple[Dict, Dict]:
     metadata = {
         "settings": model.settings.to_dict(),
         "representations": model.representations.to_dict(),
-        "backbone": model.backbone_info,
+        "backbone": model.backbone_info.to_dict(),
         "feature_groups": [list(g) for g in model.extractor.groups],
         "modalities": list(model.extractor.modalities),
         "group_sizes": model.group_sizes,
@@ -573,9 +619,13 @@ def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
     settings = PipelineSettings.from_dict(metadata["settings"])
     settings.device = device
     dev = resolve_device(device)
-    info = metadata["backbone"]
+    info = BackboneInfo.from_dict(metadata["backbone"])
     model = restore_backbone(info, tensors, dev, checkpoint)
     extractor = FeatureExtractor(model, settings.features, list(metadata["modalities"]), dev)
+    stored = [list(g) for g in metadata["feature_groups"]]
+    if stored != [list(g) for g in extractor.groups]:
+        raise ValueError(f"the model file's feature groups {stored} are not what its network and settings produce "
+                         f"({[list(g) for g in extractor.groups]}): the file is damaged or was edited; train again")
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     head = load_head(metadata["head"], head_state)
     reps = RepresentationModel.from_dict(metadata["representations"])
@@ -603,7 +653,7 @@ def fit_predict_arrays(hsi: np.ndarray, sar: Optional[np.ndarray], train_labels:
     reader = StackedReader(ArrayReader(hsi), ArrayReader(sar) if sar is not None else None)
     labels = TrainingPixels(rows, cols, index, len(classes))
     progress = progress or Progress()
-    hsi_meta = hsi_meta or {"band_count": hsi.shape[0], "wavelengths_nm": None, "bad_bands": []}
+    hsi_meta = hsi_meta or {"band_count": hsi.shape[0]}
     model = fit(reader, hsi_meta, sar_meta, labels, settings, progress.sub(0.0, 0.5), backbone=backbone)
     out = np.zeros(train_labels.shape, dtype=np.int32)
 

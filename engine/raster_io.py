@@ -63,11 +63,12 @@ class RasterInfo:
     def crs_label(self) -> str:
         return f"EPSG:{self.epsg}" if self.epsg else ("a custom CRS" if self.crs_wkt else "no CRS")
 
-    def meta(self) -> dict:
-        """What :func:`engine.representations.fit_representations` and the bundle need."""
-        return {"band_count": self.band_count, "wavelengths_nm": self.wavelengths_nm,
-                "bad_bands": list(self.bad_bands), "descriptions": list(self.descriptions),
-                "units": list(self.units), "fwhm_nm": self.fwhm_nm}
+    def meta(self):
+        """What :func:`engine.representations.fit_representations` reads (``BandMeta``)."""
+        from .representations import BandMeta
+
+        return BandMeta(self.band_count, self.wavelengths_nm, tuple(self.bad_bands), tuple(self.descriptions),
+                        tuple(self.units), self.fwhm_nm)
 
 
 def _to_nm(value: float, unit: Optional[str]) -> float:

@@ -22,12 +22,40 @@ with NaN in any SAR band is NaN in SAR and spectrum.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from .settings import RepresentationSettings
+
+@dataclass(frozen=True)
+class BandMeta:
+    """What the representations read of a raster's band metadata (``engine.raster_io.RasterInfo.meta``).
+
+    A dict given instead is checked key by key: a misspelt or unknown key is an error, never a silent default.
+    """
+
+    band_count: int
+    wavelengths_nm: Optional[Sequence[Optional[float]]] = None  # per band, None where unknown
+    bad_bands: Sequence[int] = ()  # 0-based
+    descriptions: Sequence[str] = ()
+    units: Union[str, Sequence[str]] = ()
+    fwhm_nm: Optional[Sequence[Optional[float]]] = None
+
+    @classmethod
+    def of(cls, value: Union["BandMeta", Mapping, None], band_count: Optional[int] = None) -> Optional["BandMeta"]:
+        """``value`` as BandMeta; ``band_count`` fills a dict's missing count where the data tells it."""
+        if value is None or isinstance(value, BandMeta):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown band metadata {unknown}: the representations read only {sorted(known)}")
+        if "band_count" not in value and band_count is None:
+            raise ValueError("band metadata needs band_count")
+        return cls(**{"band_count": band_count, **dict(value)})
+
 
 SAR_GAINS = (1.25, 0.95, 1.15)
 FORMAT = 1
@@ -152,8 +180,9 @@ def _one_based(bands) -> str:
     return ", ".join(str(int(b) + 1) for b in sorted(bands)) or "none"
 
 
-def fit_representations(hsi_sample: np.ndarray, sar_sample: Optional[np.ndarray], hsi_meta: Dict,
-                        sar_meta: Optional[Dict], settings: RepresentationSettings,
+def fit_representations(hsi_sample: np.ndarray, sar_sample: Optional[np.ndarray],
+                        hsi_meta: Union[BandMeta, Mapping], sar_meta: Union[BandMeta, Mapping, None],
+                        settings: RepresentationSettings,
                         seed: int = 0) -> RepresentationModel:
     """Fit every statistic on a sample of valid pixels ([bands, N]; the caller caps N).
 
@@ -161,13 +190,15 @@ def fit_representations(hsi_sample: np.ndarray, sar_sample: Optional[np.ndarray]
     ``seed`` is accepted for interface stability: the fit itself is deterministic.
     """
     del seed
+    hsi_meta = BandMeta.of(hsi_meta, int(np.shape(hsi_sample)[0]))
+    sar_meta = BandMeta.of(sar_meta, None if sar_sample is None else int(np.shape(sar_sample)[0]))
     hsi_sample = np.asarray(hsi_sample, dtype=np.float64)
     hsi_sample = np.where(np.isinf(hsi_sample), np.nan, hsi_sample)  # ±Inf is nodata, as in the readers
     n_bands = int(hsi_sample.shape[0])
-    declared = int(hsi_meta.get("band_count") or n_bands)
+    declared = int(hsi_meta.band_count or n_bands)
     if declared != n_bands:
         raise ValueError(f"HSI metadata says {declared} bands but the sample has {n_bands}")
-    bad = {int(b) for b in (hsi_meta.get("bad_bands") or [])}
+    bad = {int(b) for b in hsi_meta.bad_bands}
     if any(b < 0 or b >= n_bands for b in bad):
         raise ValueError(f"bad bands {_one_based(bad)} lie outside bands 1..{n_bands}")
     # a band that is NaN in every sampled pixel is bad whatever the metadata says
@@ -211,7 +242,7 @@ def fit_representations(hsi_sample: np.ndarray, sar_sample: Optional[np.ndarray]
     spec = [x]
     sar_model = None
     if sar_sample is not None:
-        sar_model = fit_sar(sar_sample, sar_meta or {}, settings)
+        sar_model = fit_sar(sar_sample, sar_meta or BandMeta(int(sar_sample.shape[0])), settings)
         spec.append(_sar_db(sar_sample, sar_model["db"]))
     spec_all = np.concatenate(spec, axis=0)
     s_mean = spec_all.mean(axis=1)
@@ -226,8 +257,9 @@ def fit_representations(hsi_sample: np.ndarray, sar_sample: Optional[np.ndarray]
         stretch_percentiles=list(pct))
 
 
-def choose_rgb_bands(hsi_meta: Dict, n_bands: int, bad: set, settings: RepresentationSettings):
+def choose_rgb_bands(hsi_meta: Union[BandMeta, Mapping], n_bands: int, bad: set, settings: RepresentationSettings):
     """(0-based [R, G, B], rule) — see the module docstring for the order of the rules."""
+    hsi_meta = BandMeta.of(hsi_meta, n_bands)
     if settings.rgb_bands is not None:
         bands = [int(b) for b in settings.rgb_bands]
         if len(bands) != 3:
@@ -239,13 +271,13 @@ def choose_rgb_bands(hsi_meta: Dict, n_bands: int, bad: set, settings: Represent
                 raise ValueError(f"RGB band {b} is a bad band (no valid data / bbl=0): choose another band")
         return [b - 1 for b in bands], "user"
     usable = np.array([b for b in range(n_bands) if b not in bad])
-    waves = hsi_meta.get("wavelengths_nm")
+    waves = hsi_meta.wavelengths_nm
     if waves is not None and len(waves) == n_bands:
         w = np.array([np.nan if v is None else float(v) for v in waves])
         cand = usable[~np.isnan(w[usable])]
         if cand.size:
             return [int(cand[np.argmin(np.abs(w[cand] - t))]) for t in settings.rgb_wavelengths_nm], "wavelength"
-    names = [str(d or "").strip().upper() for d in (hsi_meta.get("descriptions") or [])]
+    names = [str(d or "").strip().upper() for d in hsi_meta.descriptions]
     if len(names) == n_bands and all(n in names for n in ("B4", "B3", "B2")):
         picked = [names.index(n) for n in ("B4", "B3", "B2")]
         if not any(p in bad for p in picked):
@@ -283,22 +315,24 @@ def _to_unit(x01: np.ndarray, valid: np.ndarray) -> np.ndarray:
 _POL = re.compile(r"(?<![A-Z])(HH|HV|VH|VV)(?![A-Z])")
 
 
-def detect_db(sample: np.ndarray, meta: Dict, override: Optional[bool]) -> bool:
+def detect_db(sample: np.ndarray, meta: Union[BandMeta, Mapping], override: Optional[bool]) -> bool:
     """dB or linear power: the user's choice, else metadata units/descriptions, else the value range."""
     if override is not None:
         return bool(override)
-    texts = [meta.get("units")] if isinstance(meta.get("units"), str) else list(meta.get("units") or [])
-    texts += list(meta.get("descriptions") or [])
+    meta = BandMeta.of(meta, int(np.shape(sample)[0]))
+    texts = [meta.units] if isinstance(meta.units, str) else list(meta.units)
+    texts += list(meta.descriptions)
     if any(t and re.search(r"(?i)\bdb\b|_db\b|decibel", str(t)) for t in texts):
         return True
     finite = sample[np.isfinite(sample)]
     return bool(finite.size and (np.median(finite) < 0 or np.mean(finite < 0) > 0.01))
 
 
-def detect_polarisation(band_count: int, meta: Dict, setting: str) -> Dict:
+def detect_polarisation(band_count: int, meta: Union[BandMeta, Mapping], setting: str) -> Dict:
     """{"mode": single|dual|quad, "bands": {name: index}} from band descriptions or band order."""
+    meta = BandMeta.of(meta, band_count)
     names = []
-    for d in (meta.get("descriptions") or [None] * band_count):
+    for d in (meta.descriptions or [None] * band_count):
         m = _POL.search(str(d or "").upper())
         names.append(m.group(1) if m else None)
     found = {n: i for i, n in reversed(list(enumerate(names))) if n}
@@ -333,7 +367,7 @@ def detect_polarisation(band_count: int, meta: Dict, setting: str) -> Dict:
     return {"mode": mode, "bands": bands}
 
 
-def fit_sar(sample: np.ndarray, meta: Dict, settings: RepresentationSettings) -> Dict:
+def fit_sar(sample: np.ndarray, meta: BandMeta, settings: RepresentationSettings) -> Dict:
     db = detect_db(sample, meta, settings.sar_db)
     pol = detect_polarisation(int(sample.shape[0]), meta, settings.sar_polarisation)
     model = {"band_count": int(sample.shape[0]), "db": db, "mode": pol["mode"], "bands": pol["bands"],

@@ -122,3 +122,18 @@ def test_row_ranges_equal_the_whole_map_with_smoothing():
             np.testing.assert_array_equal(index, whole[r][0])
             np.testing.assert_array_equal(conf, whole[r][1])
             np.testing.assert_array_equal(probs, whole[r][2])
+
+
+def test_a_damaged_model_description_is_refused_on_load():
+    hsi, truth, labels = _scene(seed=3)
+    reader = StackedReader(ArrayReader(hsi), None)
+    meta = {"band_count": hsi.shape[0], "wavelengths_nm": None, "bad_bands": []}
+    metadata, tensors = bundle_payload(fit(reader, meta, None, labels, _settings()))
+    assert from_bundle(metadata, tensors, device="cpu").backbone_info.kind == "compact"
+    bad = dict(metadata, backbone=dict(metadata["backbone"], fingerprnt="x"))  # a misspelt key
+    with pytest.raises(ValueError, match="unknown keys \\['fingerprnt'\\]"):
+        from_bundle(bad, tensors, device="cpu")
+    groups = [list(g) for g in metadata["feature_groups"]]
+    groups[0][1] = 500  # another timestep than the settings and network give
+    with pytest.raises(ValueError, match="feature groups"):
+        from_bundle(dict(metadata, feature_groups=groups), tensors, device="cpu")

@@ -100,7 +100,7 @@ needs_data = pytest.mark.skipif(not DATA_DIR.exists(), reason="real data folder 
 def test_enmap_loader_and_protocol_counts():
     scene = load_enmap()
     assert scene.hsi.shape == (224, 160, 96) and scene.sar is None and scene.n_classes == 6
-    assert scene.hsi_meta["bad_bands"] == list(range(129, 135))  # bands 130-135, 1-based
+    assert list(scene.hsi_meta.bad_bands) == list(range(129, 135))  # bands 130-135, 1-based
     assert np.bincount(scene.labels[scene.labels >= 0], minlength=6).tolist() == ENMAP_COUNTS
     valid = scene.hsi[scene.good_bands][:, scene.labels >= 0]
     assert np.isfinite(valid).all() and 0 < np.median(valid) < 1  # reflectance, scale applied
@@ -139,8 +139,10 @@ def _toy_scene(seed=0) -> SceneData:
     hsi = (centres[labels].transpose(2, 0, 1) + rng.normal(scale=0.7, size=(bands, h, w))).astype(np.float32)
     hsi[4] = np.nan  # a bad band
     sar = rng.normal(-15, 2, size=(2, h, w)).astype(np.float32)
-    meta = {"band_count": bands, "bad_bands": [4], "wavelengths_nm": None}
-    return SceneData("toy", hsi, sar, labels, ["a", "b", "c"], meta, {"db": True}, 0.1, (0, 1, 2))
+    from engine.representations import BandMeta
+
+    return SceneData("toy", hsi, sar, labels, ["a", "b", "c"], BandMeta(bands, bad_bands=(4,)), BandMeta(2), 0.1,
+                     (0, 1, 2))
 
 
 @pytest.mark.parametrize("fn", [baselines.random_forest, baselines.rbf_svm, baselines.mlp])

@@ -166,3 +166,15 @@ def test_errors_are_clear():
         model.apply(np.zeros((19, 4, 4), np.float32))
     with pytest.raises(ValueError, match="at least 3"):
         fit_representations(_flat(_scene(bands=4)), None, {"bad_bands": [0, 1]}, None, RepresentationSettings())
+
+
+def test_band_metadata_is_typed_and_a_misspelt_key_is_an_error():
+    from engine.representations import BandMeta
+
+    sample = np.random.default_rng(0).normal(size=(5, 50))
+    with pytest.raises(ValueError, match="unknown band metadata \\['bad_band'\\]"):
+        fit_representations(sample, None, {"band_count": 5, "bad_band": [1]}, None, RepresentationSettings())
+    with pytest.raises(ValueError, match="band_count"):
+        BandMeta.of({"wavelengths_nm": None})
+    typed = fit_representations(sample, None, BandMeta(5, bad_bands=(1,)), None, RepresentationSettings())
+    assert 1 not in typed.usable_bands

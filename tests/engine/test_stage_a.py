@@ -56,15 +56,15 @@ def test_untrained_default_is_the_scene_network_with_no_training_steps():
     a = _prepared("untrained")
     b = _prepared("scene", compact_steps=0)
     c = _prepared("untrained")
-    assert a.info["kind"] == "compact" and a.info["fingerprint"] == b.info["fingerprint"] == c.info["fingerprint"]
-    assert a.info["fingerprint"] != _prepared("scene", compact_steps=1).info["fingerprint"]
+    assert a.info.kind == "compact" and a.info.fingerprint == b.info.fingerprint == c.info.fingerprint
+    assert a.info.fingerprint != _prepared("scene", compact_steps=1).info.fingerprint
 
 
 def test_prior_adaptation_trains_only_the_film_path_and_leaves_the_prior_unchanged():
     prior = load_backbone(shipped_prior())
     p = _prepared("prior")
-    assert p.info["kind"] == "prior" and p.info["fingerprint"] == weights_fingerprint(prior)
-    assert p.info["adaptation"]["steps"] == 2
+    assert p.info.kind == "prior" and p.info.fingerprint == weights_fingerprint(prior)
+    assert p.info.adaptation.steps == 2
     assert p.tensors and all(k.startswith("film.label_emb") or (k.startswith("film.output_blocks.")
                                                                  and ".emb_layers." in k) for k in p.tensors)
     adapted = dict(p.model.named_parameters())
@@ -84,7 +84,7 @@ def test_model_file_round_trip_keeps_the_smoothing_and_the_prediction():
     metadata, tensors = bundle_payload(model)
     assert metadata["spatial"] == {"sigma": 1.5}
     again = from_bundle(metadata, tensors, device="cpu")
-    assert again.sigma == 1.5 and again.backbone_info["kind"] == "prior"
+    assert again.sigma == 1.5 and again.backbone_info.kind == "prior"
     maps = []
     for m in (model, again):
         out = np.zeros(truth.shape, np.int64)
