@@ -91,7 +91,7 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         return " ".join(line.strip() for line in "\n".join(parts).splitlines() if line.strip())
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        """Torch first, then QGIS's own checks, then the outputs: all before any work starts.
+        """Torch first, then the method parameters, QGIS's own checks, then the outputs: all before any work.
 
         Both the dialog and ``qgis_process`` (3.22) call this; :meth:`prepareAlgorithm` repeats the output
         check for callers that do not.
@@ -101,6 +101,10 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
                 require_torch()
             except QgsProcessingException as exc:
                 return False, str(exc)
+        try:
+            self.check_settings(parameters, context)
+        except QgsProcessingException as exc:
+            return False, str(exc)
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, self._unreadable_input(parameters, context) or message
@@ -109,6 +113,14 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
+
+    def check_settings(self, parameters, context) -> None:
+        """The shared method parameters (TIMESTEPS, BLOCKS, RGB_BANDS, ...) translated into engine settings
+        before any work, so a typo stops the dialog with the parameter's name instead of a run half-way."""
+        from .params import declares_settings, settings_from_parameters
+
+        if declares_settings(self):
+            settings_from_parameters(self, parameters, context)
 
     def _unreadable_input(self, parameters, context) -> str:
         """QGIS says "not found" for a layer file that exists but does not load: say what is really wrong."""

@@ -23,15 +23,15 @@ from qgis.core import (
     QgsProcessing,
 )
 
-from ..engine.settings import PipelineSettings
+from ..engine.settings import DIFFUSION_STEPS, FUSIONS, HEAD_KINDS, PRESET_LR, PipelineSettings
 
 DEVICES = ["auto", "cpu", "cuda"]
-FUSIONS = ["concat", "global", "local", "moe"]
-HEADS = ["forest", "mlp"]
+FUSIONS = list(FUSIONS)
+HEADS = list(HEAD_KINDS)
 HEAD_LABELS = ["Random Forest on diffusion features + bands (most accurate measured)",
                "MLP with feature fusion (UniDiff head)"]
 SAR_DB = ["auto", "dB", "linear"]
-PRESETS = ["paper", "public"]
+PRESETS = list(PRESET_LR)
 
 
 def add_input_parameters(alg, labels: bool = True, mask: bool = False) -> None:
@@ -218,6 +218,13 @@ def _ints(text: str, name: str) -> Optional[Tuple[int, ...]]:
         raise QgsProcessingException(f"{name} must be whole numbers separated by commas, got '{text}'.")
 
 
+SETTINGS_PARAMETERS = ("BACKBONE", "RGB_BANDS", "ADAPT_STEPS", "TIMESTEPS")  # one per group below
+
+
+def declares_settings(alg) -> bool:
+    return any(alg.parameterDefinition(name) is not None for name in SETTINGS_PARAMETERS)
+
+
 def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
     """Build the one settings object from whatever shared parameters ``alg`` declared."""
     s = PipelineSettings()
@@ -231,8 +238,9 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.seed = alg.parameterAsInt(parameters, "SEED", context)
     if has("RGB_BANDS"):
         rgb = _ints(alg.parameterAsString(parameters, "RGB_BANDS", context), "RGB_BANDS")
-        if rgb is not None and len(rgb) != 3:
-            raise QgsProcessingException(f"RGB_BANDS needs exactly three band numbers (red, green, blue), got {rgb}.")
+        if rgb is not None and (len(rgb) != 3 or min(rgb) < 1):
+            raise QgsProcessingException(f"RGB_BANDS needs exactly three band numbers from 1 up (red, green, blue), "
+                                         f"got {','.join(map(str, rgb))}.")
         s.representation.rgb_bands = rgb
         units = SAR_DB[alg.parameterAsEnum(parameters, "SAR_UNITS", context)]
         s.representation.sar_db = None if units == "auto" else units == "dB"
@@ -240,14 +248,13 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         steps = alg.parameterAsInt(parameters, "ADAPT_STEPS", context)
         s.adaptation.steps = None if steps < 0 else steps
         s.adaptation.preset = PRESETS[alg.parameterAsEnum(parameters, "ADAPT_PRESET", context)]
-        if s.adaptation.preset == "public":
-            s.adaptation.lr = 1e-4
         s.adaptation.batch_size = alg.parameterAsInt(parameters, "ADAPT_BATCH", context) or None
         s.backbone.compact_steps = alg.parameterAsInt(parameters, "COMPACT_STEPS", context)
     if has("TIMESTEPS"):
         timesteps = _ints(alg.parameterAsString(parameters, "TIMESTEPS", context), "TIMESTEPS")
-        if not timesteps or any(t < 0 or t > 999 for t in timesteps):
-            raise QgsProcessingException("TIMESTEPS must be one or more integers between 0 and 999, e.g. '200'.")
+        last = DIFFUSION_STEPS - 1
+        if not timesteps or any(t < 0 or t > last for t in timesteps):
+            raise QgsProcessingException(f"TIMESTEPS must be one or more integers between 0 and {last}, e.g. '200'.")
         s.features.timesteps = timesteps
         s.features.blocks = _ints(alg.parameterAsString(parameters, "BLOCKS", context), "BLOCKS")
         s.head.kind = HEADS[alg.parameterAsEnum(parameters, "HEAD", context)]

@@ -28,10 +28,8 @@ import torch.nn.functional as F
 
 from .metrics import classification_metrics
 from .progress import Progress
-from .settings import HeadSettings
+from .settings import FUSIONS, HEAD_KINDS, HeadSettings
 
-FUSIONS = ("concat", "global", "local", "moe")
-HEAD_KINDS = ("forest", "mlp")
 
 
 def _bottleneck(c_in: int, proj: int, d: int) -> nn.Module:
@@ -237,7 +235,7 @@ def fit_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], settings:
              n_classes: Optional[int] = None, fusion: Optional[str] = None, device="cpu",
              spectrum_last: bool = False, progress: Optional[Progress] = None):
     """The head ``settings.kind`` asks for: ``forest`` or the MLP with ``fusion``."""
-    kind = getattr(settings, "kind", "mlp")
+    kind = settings.kind
     if kind == "forest":
         return train_forest_head(x, y, group_sizes, settings, seed=seed, n_classes=n_classes,
                                  spectrum_last=spectrum_last, progress=progress)

@@ -10,6 +10,8 @@ from typing import Sequence, Union
 
 import torch
 
+from .settings import DIFFUSION_STEPS
+
 __all__ = ["CosineSchedule", "q_sample", "fixed_noise"]
 
 
@@ -19,7 +21,7 @@ class CosineSchedule:
     ``alphas_cumprod`` is float64 [num_steps]; index t = 0 is the least noisy step.
     """
 
-    def __init__(self, num_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+    def __init__(self, num_steps: int = DIFFUSION_STEPS, s: float = 0.008, max_beta: float = 0.999):
         if num_steps < 1:
             raise ValueError(f"CosineSchedule: num_steps must be >= 1, got {num_steps}")
         self.num_steps = int(num_steps)

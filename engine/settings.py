@@ -9,6 +9,11 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Optional, Tuple
 
 MODALITY_IDS = {"prgb": 1, "pca": 2, "sar": 3, "dsm": 4}
+# The names and ranges the dialogs offer and the engine accepts, defined once (QGIS- and torch-free).
+DIFFUSION_STEPS = 1000  # steps of the cosine noise schedule (Nichol & Dhariwal 2021): timesteps 0..999
+PRESET_LR = {"paper": 3e-3, "public": 1e-4}  # FiLM adaptation lr: UniDiff's paper vs its public code
+HEAD_KINDS = ("forest", "mlp")
+FUSIONS = ("concat", "global", "local", "moe")  # UniDiff's feature fusions of the MLP head
 
 
 @dataclass
