@@ -13,7 +13,9 @@ variant changing ONE thing of the default (``VARIANTS``):
 - ``difflc_prior_pcaonly``: the prior adapted on PCA patches alone, no pRGB anchor (UniDiff's Table 6 ablation);
 - ``difflc_scene``: the compact network trained from scratch on the scene (300 steps; issue 5's default);
 - ``difflc_mlp``: the UniDiff MLP head (concat fusion) instead of the forest;
-- ``difflc_s48`` / ``difflc_s64``: windows every 48 / 64 px instead of 32 (issue 15: fewer network passes).
+- ``difflc_s48`` / ``difflc_s64``: windows every 48 / 64 px instead of 32 (issue 15: fewer network passes);
+- ``difflc_nocheck`` / ``difflc_nocheck_s64``: the diffusion features always kept (no out-of-bag check), to
+  see what the stride does to the features where the check would drop them.
 
 Ablations on cached features (``feature_cache.py``: scene-trained backbones, features averaged over the
 overlapping windows, heads trained by the engine's own ``fit_head`` WITHOUT the feature check), named
@@ -58,6 +60,8 @@ VARIANTS: Dict[str, tuple] = {
     "difflc_mlp": ("untrained", {"head_kind": "mlp"}),
     "difflc_s48": ("untrained", {"stride": 48}),  # issue 15: fewer, less overlapping windows
     "difflc_s64": ("untrained", {"stride": 64}),
+    "difflc_nocheck": ("untrained", {"check": 0.0}),  # diffusion features always kept (no OOB check)
+    "difflc_nocheck_s64": ("untrained", {"check": 0.0, "stride": 64}),
 }
 BACKBONES = {
     "untrained": {"source": "untrained"},
@@ -83,6 +87,8 @@ def variant_settings(name: str, seed: int) -> PipelineSettings:
         s.spatial.sigma = change["sigma"]
     if "stride" in change:
         s.tiles.stride = change["stride"]
+    if "check" in change:
+        s.head.feature_check_p = change["check"]
     return s
 
 

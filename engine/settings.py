@@ -105,7 +105,9 @@ class SpatialSettings:
 @dataclass
 class TileSettings:
     patch: int = 64
-    stride: int = 32
+    # windows side by side: each pixel is predicted from its home window (engine.tiling), and overlapping
+    # windows (32) cost up to 4x the network passes for no measured gain (BENCHMARKS.md, "Speed and scale")
+    stride: int = 64
 
 
 @dataclass

@@ -124,7 +124,7 @@ def test_trainclassifier_writes_a_self_describing_model_file(trained, scene):
     assert hsi["band_count"] == 6 and hsi["wavelengths_nm"] == pytest.approx([460, 550, 640, 710, 840, 1610])
     assert sar["band_count"] == 2 and sar["descriptions"] == ["VV", "VH"]
     assert metadata["settings"]["backbone"]["compact_steps"] == 2
-    assert metadata["settings"]["tiles"]["stride"] == 32
+    assert metadata["settings"]["tiles"]["stride"] == 32  # TINY
     # the default Stage A without an ImageNet checkpoint: a seeded, untrained compact network (stored whole)
     assert metadata["backbone"]["kind"] == "compact" and len(metadata["backbone"]["fingerprint"]) == 64
     assert metadata["settings"]["backbone"]["source"] == "auto"
