@@ -42,7 +42,7 @@ from .readers import BlockReader, StackedReader, read_padded, sample_valid_pixel
 from .settings import PipelineSettings
 
 FEATURE_SOURCES = ("bands", "diffusion+bands", "diffusion")
-DEFAULT_FEATURES = "bands"  # measured best on the real pairs (BENCHMARKS.md, issue 13): see the README
+DEFAULT_FEATURES = "diffusion+bands"  # higher AUC than "bands" (= CVA) on all 7 real pairs (BENCHMARKS.md, issue 13)
 THRESHOLD_METHODS = ("otsu", "kittler-illingworth")
 MODEL_FORMAT = "difflc-change-model"
 NO_CHANGE, CHANGE, NODATA = 0, 1, 255
