@@ -23,6 +23,7 @@ ALGORITHM_MODULES = [
     "accuracy",
     "cleanmap",
     "changestatistics",
+    "detectchanges",
 ]
 
 LOG_TAG = "Diffusion Land Cover"

@@ -1,12 +1,18 @@
-"""Naive unsupervised change-detection baselines on every real pair of ``shared/data/change`` (issue 13).
+"""Change detection on every real pair of ``shared/data/change`` (issue 13): the naive baselines and ours.
 
 Scores (``engine.change``): CVA magnitude on z-scored bands (Malila 1980) for OSCD (13 bands and the native 10 m
 bands B02 B03 B04 B08) and LEVIR-CD (RGB); |log-ratio| and CVA for the Bern ERS-2 SAR pair. Metrics as the data
 README defines them: rank ROC-AUC, best F1 over every threshold (oracle), and the F1 a user would get at an
-automatic threshold on the score: Otsu 1979 and Kittler & Illingworth 1986 (minimum error). One command:
+automatic threshold on the score: Otsu 1979 and Kittler & Illingworth 1986 (minimum error).
 
-    .venv/bin/python -m benchmarks.change            # prints a markdown table (about a minute on 2 cores)
-    .venv/bin/python -m benchmarks.change --pairs bern --json out.json
+``--ours`` adds ``engine.changedetect`` (deep CVA, Saha et al. 2019) with every FEATURES source (bands = CVA through
+the product's own path, diffusion+bands = the default, diffusion) and, with ``--prior``, the shipped prior as
+backbone; ``--supervised`` the forest on sparse stratified points (0.5 % of the pixels, at least 20 changed; seeds
+0-4) against a 500-tree Random Forest on [bands t1, bands t2, t2 − t1] on the same splits, scored on every
+non-training pixel, with paired 95 % t-intervals over cities x seeds. One command for everything:
+
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.change --ours --supervised --out benchmarks/results/issue13
+    .venv/bin/python -m benchmarks.change --pairs bern --json out.json        # the baselines only
 """
 from __future__ import annotations
 
@@ -112,5 +118,211 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ours (engine.changedetect), unsupervised and supervised
+
+def _settings(features: str, pair: str, backbone: str = "auto"):
+    from engine.changedetect import ChangeSettings
+    from engine.settings import PipelineSettings
+
+    ps = PipelineSettings()
+    ps.backbone.source = backbone
+    ps.device = "cpu"
+    return ChangeSettings(pipeline=ps, features=features, sar=pair == "bern")
+
+
+def run_ours(pairs: Sequence[str], sources: Sequence[str], backbones: Sequence[str] = ("auto",)) -> List[Dict]:
+    """Our unsupervised score per pair and FEATURES source: AUC, best F1, F1 at both automatic thresholds."""
+    from engine.change import THRESHOLDS, f1_at
+    from engine.changedetect import detect_arrays
+
+    rows = []
+    for name in pairs:
+        pair = load_pair(name)
+        for backbone in backbones:
+            for src in sources:
+                if backbone != "auto" and src == "bands":
+                    continue  # no network: the backbone does not matter
+                start = time.perf_counter()
+                score, _, model = detect_arrays(pair.t1, pair.t2, _settings(src, name, backbone))
+                seconds = time.perf_counter() - start
+                ok = np.isfinite(score)
+                ev = evaluate_score(score[ok], pair.label[ok])
+                rows.append({"pair": name, "score": f"ours {src}" + ("" if backbone == "auto" else f" ({backbone})"),
+                             "auc": ev.auc, "best_f1": asdict(ev.best),
+                             **{m: asdict(r) for m, r in ev.automatic.items()},
+                             "changed_pixels": int(pair.label.sum()), "pixels": int(pair.label.size),
+                             "seconds": seconds, "backbone": model.backbone_info.get("kind")})
+                print(f"{name:13s} {rows[-1]['score']:28s} AUC {ev.auc:.4f} best F1 {ev.best.f1:.4f} "
+                      f"Otsu {ev.automatic['otsu'].f1:.4f} KI {ev.automatic['kittler-illingworth'].f1:.4f} "
+                      f"{seconds:.1f} s", flush=True)
+    return rows
+
+
+def sparse_points(label: np.ndarray, seed: int, fraction: float = 0.005, min_change: int = 20) -> np.ndarray:
+    """Stratified random training pixels (flat indices): ``fraction`` of the pixels, at least ``min_change``
+    changed, the rest unchanged; the same draw for ours and the baseline."""
+    rng = np.random.default_rng(seed)
+    flat = label.ravel()
+    n = int(round(fraction * flat.size))
+    n_change = max(min_change, int(round(n * flat.mean())))
+    ch, no = np.flatnonzero(flat), np.flatnonzero(~flat)
+    return np.sort(np.concatenate([rng.choice(ch, n_change, replace=False), rng.choice(no, n - n_change, replace=False)]))
+
+
+def change_metrics(pred: np.ndarray, ref: np.ndarray) -> Dict[str, float]:
+    """F1 and IoU of the change class, Cohen's kappa, on the given pixels."""
+    pred, ref = pred.astype(bool), ref.astype(bool)
+    tp, fp, fn = int((pred & ref).sum()), int((pred & ~ref).sum()), int((~pred & ref).sum())
+    tn = pred.size - tp - fp - fn
+    n = pred.size
+    po = (tp + tn) / n
+    pe = ((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp)) / n ** 2
+    return {"f1": 2 * tp / max(2 * tp + fp + fn, 1), "iou": tp / max(tp + fp + fn, 1),
+            "kappa": (po - pe) / (1 - pe) if pe < 1 else 0.0}
+
+
+def rf_baseline(pair: Pair, train: np.ndarray, seed: int) -> np.ndarray:
+    """Random Forest (500 trees) on [bands t1, bands t2, t2 − t1] per pixel: the supervised baseline."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.concatenate([pair.t1, pair.t2, pair.t2 - pair.t1]).reshape(3 * len(pair.t1), -1).T.astype(np.float32)
+    rf = RandomForestClassifier(500, random_state=seed, n_jobs=1).fit(x[train], pair.label.ravel()[train])
+    return rf.predict(x).astype(bool)
+
+
+def run_supervised(pairs: Sequence[str], seeds: Sequence[int], features: str = "diffusion+bands") -> List[Dict]:
+    from engine.changedetect import ChangeLabels, detect_arrays
+
+    rows = []
+    for name in pairs:
+        pair = load_pair(name)
+        h, w = pair.label.shape
+        for seed in seeds:
+            train = sparse_points(pair.label, seed)
+            test = np.ones(pair.label.size, bool)
+            test[train] = False
+            labels = ChangeLabels(train // w, train % w, pair.label.ravel()[train].astype(np.int64))
+            settings = _settings(features, name)
+            settings.pipeline.seed = seed
+            start = time.perf_counter()
+            _, change, model = detect_arrays(pair.t1, pair.t2, settings, labels=labels)
+            t_ours = time.perf_counter() - start
+            start = time.perf_counter()
+            rf = rf_baseline(pair, train, seed)
+            t_rf = time.perf_counter() - start
+            ref = pair.label.ravel()[test]
+            ours = change_metrics(change.ravel()[test] == 1, ref)
+            base = change_metrics(rf[test], ref)
+            rows.append({"pair": name, "seed": seed, "train_pixels": int(train.size),
+                         "train_change": int(pair.label.ravel()[train].sum()), "test_pixels": int(test.sum()),
+                         "ours": ours, "rf": base, "seconds_ours": t_ours, "seconds_rf": t_rf,
+                         "oob": model.report.get("validation")})
+            print(f"{name:13s} seed {seed} ours F1 {ours['f1']:.4f} IoU {ours['iou']:.4f} kappa {ours['kappa']:.4f} | "
+                  f"RF F1 {base['f1']:.4f} IoU {base['iou']:.4f} kappa {base['kappa']:.4f} ({t_ours:.0f} s / "
+                  f"{t_rf:.0f} s)", flush=True)
+    return rows
+
+
+def paired_ci(diffs: Sequence[float]) -> Tuple[float, float, float]:
+    """Mean and 95 % t-interval of paired differences."""
+    from scipy import stats
+
+    d = np.asarray(diffs, np.float64)
+    m = float(d.mean())
+    if d.size < 2:
+        return m, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    return m, m - half, m + half
+
+
+def supervised_markdown(rows: List[Dict]) -> str:
+    out = ["| pair | seeds | train px (change) | ours F1 | RF F1 | ours IoU | RF IoU | ours kappa | RF kappa | s ours / RF |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["pair"] for r in rows):
+        rs = [r for r in rows if r["pair"] == name]
+        mean = lambda who, k: np.mean([r[who][k] for r in rs])  # noqa: E731
+        out.append(f"| {name} | {len(rs)} | {rs[0]['train_pixels']} ({rs[0]['train_change']}) | "
+                   f"{mean('ours', 'f1'):.4f} | {mean('rf', 'f1'):.4f} | {mean('ours', 'iou'):.4f} | "
+                   f"{mean('rf', 'iou'):.4f} | {mean('ours', 'kappa'):.4f} | {mean('rf', 'kappa'):.4f} | "
+                   f"{np.mean([r['seconds_ours'] for r in rs]):.0f} / {np.mean([r['seconds_rf'] for r in rs]):.0f} |")
+    for k in ("f1", "iou", "kappa"):
+        m, lo, hi = paired_ci([r["ours"][k] - r["rf"][k] for r in rows])
+        out.append(f"\nours − RF, {k}: {m:+.4f} (95 % CI {lo:+.4f} … {hi:+.4f}, n = {len(rows)} city x seed pairs)")
+    return "\n".join(out)
+
+
+def figure(name: str, out: Path) -> None:
+    """before / after / reference / our change score and map (default settings)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from engine.changedetect import ChangeSettings, detect_arrays
+
+    pair = load_pair(name)
+    score, change, _ = detect_arrays(pair.t1, pair.t2, _settings(ChangeSettings().features, name))
+
+    def rgb(x):
+        img = x[[3, 2, 1]] if len(x) >= 13 else x[:3] if len(x) >= 3 else np.repeat(x[:1], 3, 0)
+        lo, hi = np.percentile(img, (2, 98), axis=(1, 2), keepdims=True)
+        return np.clip((img - lo) / np.maximum(hi - lo, 1e-9), 0, 1).transpose(1, 2, 0)
+
+    fig, ax = plt.subplots(1, 5, figsize=(20, 4.4))
+    for a, (title, img) in zip(ax, [("before", rgb(pair.t1)), ("after", rgb(pair.t2)),
+                                    ("reference change", pair.label), ("our score (deep CVA)", score),
+                                    ("our map (Otsu)", change == 1)]):
+        a.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
+        a.set_title(title)
+        a.axis("off")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def main_all(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", nargs="*", default=[*OSCD_CITIES, "levir_test_2", "bern"])
+    parser.add_argument("--json", help="also write the baseline rows as JSON here")
+    parser.add_argument("--ours", action="store_true", help="also our unsupervised scores")
+    parser.add_argument("--prior", action="store_true", help="also the shipped prior as backbone (control)")
+    parser.add_argument("--supervised", action="store_true", help="also the supervised comparison on OSCD")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--out", help="folder for results (JSON + markdown) and the figure")
+    args = parser.parse_args(argv)
+    if not CHANGE_DIR.is_dir():
+        print(f"no change data in {CHANGE_DIR}", file=sys.stderr)
+        return 1
+    os.environ.setdefault("GDAL_PAM_ENABLED", "NO")  # never an .aux.xml beside the shared data
+    start = time.perf_counter()
+    rows = run(args.pairs)
+    text = [markdown(rows)]
+    results: Dict = {"baselines": rows}
+    if args.ours:
+        backbones = ("auto", "prior") if args.prior else ("auto",)
+        ours = run_ours(args.pairs, ("bands", "diffusion+bands", "diffusion"), backbones)
+        results["ours"] = ours
+        text.append(markdown(ours))
+    if args.supervised:
+        sup = run_supervised([p for p in args.pairs if p in OSCD_CITIES], args.seeds)
+        results["supervised"] = sup
+        text.append(supervised_markdown(sup))
+    print("\n\n".join(text))
+    print(f"\nall in {time.perf_counter() - start:.1f} s ({os.cpu_count()} CPUs visible)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        (out / "results.md").write_text("\n\n".join(text) + "\n")
+        figure("rennes", Path(__file__).resolve().parent / "figures" / "issue13_change_rennes.png")
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main_all())

@@ -745,3 +745,271 @@ def change_statistics(first: str, second: str, table: Optional[str] = None, html
     extra = {"date1_map": os.path.abspath(first), "date2_map": os.path.abspath(second)}
     write_change_report(matrix, table_path=table, html_path=html, json_path=json_path, extra=extra)
     return matrix
+
+
+# ---------------------------------------------------------------------------------------------------------
+# change detection between two dates (difflc:detectchanges; the method is engine.changedetect)
+
+CHANGE_WORDS = {"change", "changed", "yes", "true", "1"}
+NO_CHANGE_WORDS = {"no change", "no-change", "no_change", "nochange", "unchanged", "no", "false", "stable", "0"}
+
+
+@dataclass
+class ChangeRequest:
+    """Everything difflc:detectchanges hands the engine: files in, files out, settings."""
+
+    before: str
+    after: str
+    output: str
+    settings: object  # changedetect.ChangeSettings
+    score: Optional[str] = None
+    model_path: Optional[str] = None
+    report_path: Optional[str] = None  # .html or .json
+    labels: Optional[LabelGeometries] = None  # field: change 1 / no change 0 (integers or text)
+    mask: Optional[MaskSpec] = None
+
+
+@dataclass
+class ChangeOutcome:
+    output: str
+    score: Optional[str]
+    result: object  # changedetect.ChangeResult
+    report: Dict
+
+
+def _date_scan(reader, name: str, path: str, progress: Progress, block_rows: int = 256) -> int:
+    """Valid pixels (no NaN in any band) of one date on the date-1 grid; refuses a date without any."""
+    count = 0
+    rows_per_block = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 4 * reader.band_count * reader.width))))
+    for row in range(0, reader.height, rows_per_block):
+        rows = min(rows_per_block, reader.height - row)
+        count += int((~np.isnan(reader.read(row, 0, rows, reader.width)).any(axis=0)).sum())
+        progress.step((row + rows) / reader.height)
+    if count == 0:
+        raise UserInputError(f"the {name} raster {os.path.basename(path)} has no valid pixel on the BEFORE grid"
+                             f"{' inside the mask' if isinstance(reader, MaskedReader) else ''} (all nodata): check "
+                             "its nodata value and that it covers the same area as the other date")
+    return count
+
+
+def _change_labels(labels: LabelGeometries, info: RasterInfo, valid_fn, inside):
+    """The LABELS field as change (1) / no change (0) at valid pixels of both dates (changedetect.ChangeLabels)."""
+    from .changedetect import ChangeLabels
+
+    require_georeferencing(info, "BEFORE", f"the label layer '{labels.layer_name}'")
+    name = f"the label layer '{labels.layer_name}'"
+    mask = reader_valid_fn(inside) if inside is not None else None
+    parts = []
+    if len(labels.point_values):
+        parts.append(collect_point_labels(labels.xs, labels.ys, labels.point_values, info, valid_fn, None,
+                                          labels.field_name, name, mask=mask))
+    if len(labels.polygon_values):
+        parts.append(collect_polygon_labels(labels.polygons_wkb, labels.polygon_values, info, valid_fn, None,
+                                            labels.field_name, name, mask=mask))
+    rows, cols, change = [], [], []
+    report: Dict = {}
+    numeric = all(_is_number(v) for v in list(labels.point_values) + list(labels.polygon_values) if v is not None)
+    for samples in parts:
+        flags = []
+        for c in samples.classes:
+            text = str(c.value) if numeric else str(c.name).strip().lower()
+            if text in CHANGE_WORDS:
+                flags.append(1)
+            elif text in NO_CHANGE_WORDS:
+                flags.append(0)
+            else:
+                raise UserInputError(
+                    f"the field '{labels.field_name}' of {name} holds '{c.name}': use 1 (or 'change') for change and "
+                    "0 (or 'no change' / 'unchanged') for no change")
+        flags_arr = np.asarray(flags, np.int64)
+        rows.append(samples.rows)
+        cols.append(samples.cols)
+        change.append(flags_arr[samples.class_index])
+        report = {**samples.report, **report}
+    y = np.concatenate(change) if change else np.zeros(0, np.int64)
+    present = sorted(set(y.tolist()))
+    if len(present) < 2:
+        only = "change" if present == [1] else "no change" if present == [0] else "nothing usable"
+        raise UserInputError(f"the field '{labels.field_name}' of {name} holds one class only ({only}) on valid "
+                             "pixels of both dates: label both change (1) and no change (0), or leave LABELS empty "
+                             "for the unsupervised mode")
+    return ChangeLabels(np.concatenate(rows), np.concatenate(cols), y), report
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _change_report_html(data: Dict) -> str:
+    import html as _html
+
+    rows = "".join(f"<tr><th>{_html.escape(str(k))}</th><td>{_html.escape(str(v))}</td></tr>"
+                   for k, v in data.items() if not isinstance(v, dict))
+    subs = "".join(f"<h2>{_html.escape(str(k))}</h2><table>" + "".join(
+        f"<tr><th>{_html.escape(str(a))}</th><td>{_html.escape(str(b))}</td></tr>" for a, b in v.items()) + "</table>"
+        for k, v in data.items() if isinstance(v, dict))
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Change detection</title><style>"
+            "body{font-family:sans-serif} th{text-align:left;padding-right:1em}</style></head><body>"
+            f"<h1>Change detection</h1><table>{rows}</table>{subs}</body></html>")
+
+
+def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) -> ChangeOutcome:
+    """BEFORE/AFTER rasters (AFTER resampled onto the BEFORE grid when needed) → styled change map, score, model,
+    report; every output is written to a temporary beside it and moved into place only when all are complete."""
+    import time
+
+    from .bundle import save_bundle
+    from .changedetect import (CHANGE, NO_CHANGE, ChangeResult, ScoreSample, automatic_threshold, check_pair,
+                               fit_supervised, prepare, stream_scores)
+    from .files import write_text
+    from .labels import ClassInfo as _ClassInfo
+    from .raster_io import ClassifiedWriter, ImageWriter, pixel_area, read_info
+
+    progress = progress or Progress()
+    t0 = time.perf_counter()
+    settings = request.settings
+    before = RasterReader(request.before, log=progress.log, name="BEFORE")
+    after_info = read_info(request.after)
+    if after_info.band_count != before.band_count:
+        raise UserInputError(f"the BEFORE raster {os.path.basename(request.before)} has {before.band_count} band(s) "
+                             f"and the AFTER raster {os.path.basename(request.after)} {after_info.band_count}: change "
+                             "detection compares the same bands at both dates; give two rasters of the same sensor "
+                             "and band set")
+    after = RasterReader(request.after, ref=before.info, log=progress.log, name="AFTER", ref_name="BEFORE")
+    r1, r2 = before, after
+    inside = None
+    if request.mask is not None:
+        require_georeferencing(before.info, "BEFORE", f"the mask '{request.mask.name}'")
+        inside = mask_reader(before.info, request.mask.raster, request.mask.polygons_wkb, log=progress.log)
+        if _mask_share(inside, progress) == 0.0:
+            raise UserInputError(f"the mask '{request.mask.name}' covers no pixel of the BEFORE raster "
+                                 f"{os.path.basename(request.before)}: check its CRS and extent, or leave MASK empty")
+        r1, r2 = MaskedReader(before, inside), MaskedReader(after, inside)
+    check_pair(r1, r2)
+    n1 = _date_scan(r1, "BEFORE", request.before, progress.sub(0.0, 0.02))
+    n2 = _date_scan(r2, "AFTER", request.after, progress.sub(0.02, 0.04))
+    progress.log(f"Valid pixels: BEFORE {n1:,}, AFTER {n2:,} of {before.width * before.height:,}")
+    labels, label_report = None, {}
+    if request.labels is not None:
+        from .changedetect import PairReader
+
+        pair = PairReader(r1, r2)
+        valid = reader_valid_fn(SimpleNamespace(info=SimpleNamespace(bad_bands=[]), band_count=pair.band_count,
+                                                height=pair.height, read=pair.read))
+        labels, label_report = _change_labels(request.labels, before.info, valid, inside)
+        progress.log(_label_report_text(label_report))
+    progress.check()
+
+    model = prepare(r1, r2, settings, progress.sub(0.05, 0.25))
+    if labels is not None:
+        fit_supervised(model, r1, r2, labels, progress.sub(0.25, 0.4))
+    supervised = labels is not None
+    score_path = request.score or os.path.join(tempfile.mkdtemp(prefix="difflc-"), "score.tif")
+    score_name = "change probability (forest)" if supervised else "change score (deep CVA distance)"
+    scores = ImageWriter(score_path, before.info, [score_name])
+    sample = ScoreSample(settings.threshold_sample, settings.pipeline.seed)
+    committed = False
+    try:
+        def write(row: int, s: np.ndarray) -> None:
+            scores.write(row, s[None])
+            if not supervised:
+                sample.add(s)
+
+        stream_scores(model, r1, r2, write, progress.sub(0.4, 0.9))
+        if supervised:
+            threshold, method = 0.5, "forest P(change) ≥ 0.5"
+        else:
+            threshold = automatic_threshold(sample.values, settings.threshold)
+            method = f"{settings.threshold} threshold on the deep CVA score"
+            model.threshold = threshold
+        progress.log(f"Threshold: {threshold:.6g} ({method})")
+        classes = [_ClassInfo(NO_CHANGE, "no change", "#d9d9d9"), _ClassInfo(CHANGE, "change", "#e31a1c")]
+        counts = np.zeros(3, np.int64)  # no change, change, nodata
+        areas = pixel_area(before.info)
+        changed_area = 0.0
+        with ClassifiedWriter(request.output, before.info, classes, log=progress.log) as writer:
+            step = 256
+            for row in range(0, before.height, step):
+                rows = min(step, before.height - row)
+                s = scores.read(row, rows)[0]
+                ok = np.isfinite(s)
+                out = np.where(ok, (np.nan_to_num(s, nan=-np.inf) >= threshold).astype(np.int64), -1)
+                writer.write(row, 0, out)
+                counts += [int((out == 0).sum()), int((out == 1).sum()), int((out < 0).sum())]
+                if areas.row_area is not None:
+                    changed_area += float(((out == 1).sum(axis=1) * areas.row_area[row:row + rows]).sum())
+                progress.sub(0.9, 0.97).step((row + rows) / before.height)
+        if request.score:
+            scores.commit()
+            committed = True
+    finally:
+        if not committed:
+            scores.discard()
+            if not request.score:
+                with _suppress():
+                    os.rmdir(os.path.dirname(score_path))
+    result = ChangeResult("supervised" if supervised else "unsupervised", method, float(threshold), int(counts[1]),
+                          int(counts[0]), int(counts[2]), round(time.perf_counter() - t0, 2), dict(model.report))
+    valid_px = int(counts[0] + counts[1])
+    report = {
+        "mode": result.mode, "method": method, "features": settings.features,
+        "score": score_name, "threshold": result.threshold,
+        "changed_pixels": result.changed_pixels, "unchanged_pixels": result.unchanged_pixels,
+        "nodata_pixels": result.nodata_pixels,
+        "changed_fraction": result.changed_pixels / valid_px if valid_px else None,
+        "changed_area_ha": changed_area * 1e-4 if areas.row_area is not None else None,
+        "area_note": areas.note, "backbone": model.backbone_info.get("kind"),
+        "before": os.path.abspath(request.before), "after": os.path.abspath(request.after),
+        "after_resampled": bool(after.warped), "seconds": result.seconds,
+        "citations": "deep CVA: Saha, Bovolo & Bruzzone 2019, IEEE TGRS 57(6); thresholds: Otsu 1979, IEEE SMC "
+                     "9(1); Kittler & Illingworth 1986, Pattern Recognition 19(1)",
+    }
+    if supervised:
+        report["validation"] = model.report.get("validation") or {}
+        report["labels"] = {k: v for k, v in label_report.items() if not isinstance(v, (list, dict))}
+    if request.model_path:
+        save_bundle(request.model_path, *_change_bundle(model, before.info, label_report))
+    if request.report_path:
+        if request.report_path.lower().endswith(".json"):
+            write_text(request.report_path, json.dumps(report, indent=2, default=str))
+        else:
+            write_text(request.report_path, _change_report_html(report))
+    progress.log(f"Changed: {result.changed_pixels:,} of {valid_px:,} valid pixels "
+                 f"({100 * (report['changed_fraction'] or 0):.2f} %)"
+                 + (f", {report['changed_area_ha']:,.2f} ha" if report["changed_area_ha"] is not None else ""))
+    progress.report(1.0)
+    return ChangeOutcome(request.output, request.score, result, report)
+
+
+def _suppress():
+    import contextlib
+
+    return contextlib.suppress(OSError)
+
+
+def _change_bundle(model, info: RasterInfo, label_report: Dict) -> Tuple[Dict, Dict]:
+    """(metadata, tensors) of a change model: JSON + safetensors, nothing pickled (engine.bundle)."""
+    import torch
+
+    from .bundle import input_description
+    from .changedetect import MODEL_FORMAT
+
+    tensors = {k: v.detach().cpu() if hasattr(v, "detach") else torch.as_tensor(v)
+               for k, v in model.backbone_tensors.items()}
+    tensors["stats.mean"] = torch.from_numpy(np.asarray(model.mean, np.float32))
+    tensors["stats.std"] = torch.from_numpy(np.asarray(model.std, np.float32))
+    if model.head is not None:
+        tensors.update({f"head.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.head.arrays().items()})
+    metadata = {"format": MODEL_FORMAT, "settings": model.settings.to_dict(),
+                "representations": model.representations.to_dict(), "backbone": model.backbone_info,
+                "feature_groups": [list(g) for g in model.extractor.groups] if model.extractor is not None else [],
+                "n_diffusion": model.n_diffusion, "threshold": model.threshold,
+                "head": {"kind": "forest", "n_features": model.head.n_features, "n_classes": 2}
+                if model.head is not None else None,
+                "inputs": {"before": input_description(info, "hsi")}, "labels": label_report,
+                "crs_wkt": info.crs_wkt, "pixel_size": list(info.pixel_size), "training": model.report}
+    return metadata, tensors

@@ -586,6 +586,12 @@ class ImageWriter:
         for b in range(block.shape[0]):
             self._ds.GetRasterBand(b + 1).WriteArray(np.asarray(block[b], dtype=np.float32), 0, int(row))
 
+    def read(self, row: int, rows: int) -> np.ndarray:
+        """Rows already written, read back (e.g. a score thresholded once the whole scene is known)."""
+        self._ds.FlushCache()
+        return self._ds.ReadAsArray(0, int(row), self._ds.RasterXSize, int(rows)).reshape(
+            self._ds.RasterCount, int(rows), self._ds.RasterXSize)
+
     def commit(self) -> None:
         self._ds.FlushCache()
         self._ds = None

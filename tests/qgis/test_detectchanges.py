@@ -1,0 +1,115 @@
+"""difflc:detectchanges headless: unsupervised with the default features, supervised from integer points, a
+refusal before any work, and qgis_process on a crop of the real OSCD rennes pair."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers_rasters import EPSG, read_array, shared_data, write_points, write_raster
+
+REPO = Path(__file__).resolve().parents[2]
+GT = (400000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0)
+N = 48
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _pair(folder):
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:N, 0:N]
+    base = np.stack([100 + 30 * np.sin(xx / (3 + b)) + 20 * np.cos(yy / (4 + b)) for b in range(4)])
+    t2 = base + rng.normal(0, 2, base.shape)
+    change = np.zeros((N, N), bool)
+    change[8:20, 24:40] = True
+    t2[:, change] += 60
+    t1 = base + rng.normal(0, 2, base.shape)
+    return (write_raster(folder / "t1.tif", t1.astype(np.float32), GT),
+            write_raster(folder / "t2.tif", t2.astype(np.float32), GT), change)
+
+
+@pytest.fixture
+def pair(qgis_app, tmp_path):
+    return _pair(tmp_path)
+
+
+def test_unsupervised_default_writes_styled_map_score_and_report(pair, tmp_path):
+    import processing
+
+    before, after, change = pair
+    out, score, report = tmp_path / "change.tif", tmp_path / "score.tif", tmp_path / "report.json"
+    result = processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": after, "OUTPUT": str(out),
+                                                     "SCORE": str(score), "REPORT": str(report), "STRIDE": 32})
+    data, facts = read_array(out)
+    assert facts["nodata"] == 255
+    assert (data == 1)[change].mean() > 0.8 and (data == 1)[~change].mean() < 0.1
+    assert (tmp_path / "change.qml").exists()
+    rep = json.loads(report.read_text())
+    assert rep["mode"] == "unsupervised" and rep["features"] == "diffusion+bands" and rep["backbone"] == "compact"
+    assert result["CHANGED_PIXELS"] == rep["changed_pixels"] == int((data == 1).sum())
+    assert result["THRESHOLD_VALUE"] == pytest.approx(rep["threshold"])
+
+
+def test_supervised_from_integer_points(pair, tmp_path):
+    import processing
+
+    before, after, change = pair
+    rng = np.random.default_rng(2)
+    idx = np.concatenate([rng.choice(np.flatnonzero(change), 10, replace=False),
+                          rng.choice(np.flatnonzero(~change), 30, replace=False)])
+    rows, cols = idx // N, idx % N
+    points = write_points(tmp_path / "pts.gpkg", GT[0] + 10 * (cols + 0.5), GT[3] - 10 * (rows + 0.5),
+                          change.ravel()[idx].astype(int), field="changed")
+    out = tmp_path / "sup.tif"
+    processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": after, "LABELS": points, "FIELD": "changed",
+                                            "FEATURES": 1, "TREES": 50, "OUTPUT": str(out),
+                                            "REPORT": str(tmp_path / "r.html")})
+    data, _ = read_array(out)
+    assert (data == 1)[change].mean() > 0.8
+    assert "supervised" in (tmp_path / "r.html").read_text()
+
+
+def test_band_mismatch_is_refused_before_any_work(pair, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    before, _, _ = pair
+    three = write_raster(tmp_path / "three.tif", np.ones((3, N, N), np.float32), GT)
+    with pytest.raises(QgsProcessingException, match=r"4 band\(s\) and AFTER 'three' 3"):
+        processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": three, "OUTPUT": str(tmp_path / "x.tif")})
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_qgis_process_on_a_real_oscd_crop(qgis_app, tmp_path):
+    """The README's command on a 96x96 crop of the OSCD rennes pair (bands only: the network path runs above)."""
+    from osgeo import gdal
+
+    folder = shared_data() / "change"
+    if not (folder / "rennes_t1.tif").exists():
+        pytest.skip("no OSCD data in shared/data/change")
+    crops = []
+    gdal.SetConfigOption("GDAL_PAM_ENABLED", "NO")  # read-only source: no .aux.xml beside the shared data
+    try:
+        for t in ("t1", "t2"):
+            gdal.Translate(str(tmp_path / f"rennes_{t}.tif"), str(folder / f"rennes_{t}.tif"),
+                           srcWin=[200, 150, 96, 96])
+            crops.append(str(tmp_path / f"rennes_{t}.tif"))
+    finally:
+        gdal.SetConfigOption("GDAL_PAM_ENABLED", None)
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    env["QGIS_CUSTOM_CONFIG_PATH"] = str(tmp_path / "profile")
+    out = tmp_path / "rennes_change.tif"
+    proc = subprocess.run([str(REPO / "scripts" / "qgis_process"), "--json", "run", "difflc:detectchanges", "--",
+                           f"BEFORE={crops[0]}", f"AFTER={crops[1]}", "FEATURES=1", f"OUTPUT={out}",
+                           f"SCORE={tmp_path / 'score.tif'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
+    data, facts = read_array(out)
+    assert set(np.unique(data)) <= {0, 1} and results["CHANGED_PIXELS"] == int((data == 1).sum()) > 0
+    assert not list(folder.glob("*.aux.xml"))
