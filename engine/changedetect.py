@@ -32,9 +32,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .pipeline import BackboneInfo
 
 from .errors import UserInputError
 from .progress import Progress
@@ -139,7 +142,7 @@ class ChangeModel:
 
     settings: ChangeSettings
     representations: object  # RepresentationModel (fitted on both dates pooled)
-    backbone_info: Dict
+    backbone_info: Optional["BackboneInfo"]  # None: bands only, no network
     backbone_tensors: Dict
     extractor: Optional[object]  # FeatureExtractor, None for bands only
     n_diffusion: int  # leading channels of a date's inputs that are diffusion features
@@ -168,8 +171,10 @@ class ChangeResult:
     report: Dict = field(default_factory=dict)
 
 
-def _meta(reader: DateReader) -> Dict:
-    return {"band_count": reader.band_count, "wavelengths_nm": None, "bad_bands": []}
+def _meta(reader: DateReader):
+    from .representations import BandMeta
+
+    return BandMeta(reader.band_count)
 
 
 def check_pair(first: BlockReader, second: BlockReader, names: Tuple[str, str] = ("BEFORE", "AFTER")) -> None:
@@ -220,7 +225,7 @@ def prepare(first: BlockReader, second: BlockReader, settings: ChangeSettings,
         progress.log(f"{d1.source_bands} band(s): repeated to 3 for the pseudo-RGB and PCA images")
     pooled = StackedReader(PooledReader(d1, d2))
     reps = fit_scene_representations(pooled, _meta(d1), None, ps, progress.sub(0.0, 0.1))
-    extractor, info, tensors, n_diff = None, {"kind": "none"}, {}, 0
+    extractor, info, tensors, n_diff = None, None, {}, 0
     if settings.uses_network:
         from .device import resolve_device, seed_everything
         from .features import FeatureExtractor
@@ -384,16 +389,16 @@ def stream_scores(model: ChangeModel, first: BlockReader, second: BlockReader,
     pair = PairReader(DateReader(first, model.settings.sar), DateReader(second, model.settings.sar))
     groups = _group_slices(model)
 
-    def predict_patches(block: np.ndarray) -> np.ndarray:
+    def predict_patches(block: np.ndarray, need: np.ndarray) -> np.ndarray:
         z1, z2, valid = _pair_inputs(model, block)
         if model.head is None:
-            score = dcva_score(z1, z2, groups)
-        else:
-            b, d, p, q = z1.shape
-            x = supervised_inputs(z1.transpose(0, 2, 3, 1).reshape(-1, d), z2.transpose(0, 2, 3, 1).reshape(-1, d),
-                                  model.n_diffusion)
-            score = model.head.predict_proba(x)[:, 1].reshape(b, p, q)
-        score = score.astype(np.float32)
+            score = dcva_score(z1, z2, groups).astype(np.float32)
+        else:  # the forest runs once per pixel: on the windows' cores only
+            use = need & valid
+            score = np.full(valid.shape, np.nan, np.float32)
+            if use.any():
+                x = supervised_inputs(z1.transpose(0, 2, 3, 1)[use], z2.transpose(0, 2, 3, 1)[use], model.n_diffusion)
+                score[use] = model.head.predict_proba(x)[:, 1]
         score[~valid] = np.nan
         return score[:, None]
 

@@ -962,7 +962,7 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
         "nodata_pixels": result.nodata_pixels,
         "changed_fraction": result.changed_pixels / valid_px if valid_px else None,
         "changed_area_ha": changed_area * 1e-4 if areas.row_area is not None else None,
-        "area_note": areas.note, "backbone": model.backbone_info.get("kind"),
+        "area_note": areas.note, "backbone": model.backbone_info.kind if model.backbone_info else "none",
         "before": os.path.abspath(request.before), "after": os.path.abspath(request.after),
         "after_resampled": bool(after.warped), "seconds": result.seconds,
         "citations": "deep CVA: Saha, Bovolo & Bruzzone 2019, IEEE TGRS 57(6); thresholds: Otsu 1979, IEEE SMC "
@@ -1005,7 +1005,8 @@ def _change_bundle(model, info: RasterInfo, label_report: Dict) -> Tuple[Dict, D
     if model.head is not None:
         tensors.update({f"head.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in model.head.arrays().items()})
     metadata = {"format": MODEL_FORMAT, "settings": model.settings.to_dict(),
-                "representations": model.representations.to_dict(), "backbone": model.backbone_info,
+                "representations": model.representations.to_dict(),
+                "backbone": model.backbone_info.to_dict() if model.backbone_info else None,
                 "feature_groups": [list(g) for g in model.extractor.groups] if model.extractor is not None else [],
                 "n_diffusion": model.n_diffusion, "threshold": model.threshold,
                 "head": {"kind": "forest", "n_features": model.head.n_features, "n_classes": 2}
