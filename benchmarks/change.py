@@ -154,7 +154,7 @@ def run_ours(pairs: Sequence[str], sources: Sequence[str], backbones: Sequence[s
                              "auc": ev.auc, "best_f1": asdict(ev.best),
                              **{m: asdict(r) for m, r in ev.automatic.items()},
                              "changed_pixels": int(pair.label.sum()), "pixels": int(pair.label.size),
-                             "seconds": seconds, "backbone": model.backbone_info.get("kind")})
+                             "seconds": seconds, "backbone": model.backbone_info.kind if model.backbone_info else "none"})
                 print(f"{name:13s} {rows[-1]['score']:28s} AUC {ev.auc:.4f} best F1 {ev.best.f1:.4f} "
                       f"Otsu {ev.automatic['otsu'].f1:.4f} KI {ev.automatic['kittler-illingworth'].f1:.4f} "
                       f"{seconds:.1f} s", flush=True)
