@@ -18,6 +18,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm
+from ..engine.settings import TileSettings
 from .params import (BACKBONE_SOURCE_LABELS, BACKBONE_SOURCES, DEVICES, MASK_HELP, _advanced, mask_from_parameters,
                      raster_path)
 
@@ -91,8 +92,8 @@ class DetectChanges(DiffLcAlgorithm):
                                                      QgsProcessingParameterNumber.Integer, defaultValue=500,
                                                      minValue=10, maxValue=5000))
         _advanced(self, QgsProcessingParameterNumber(STRIDE, "Window stride in pixels (64-pixel windows)",
-                                                     QgsProcessingParameterNumber.Integer, defaultValue=32,
-                                                     minValue=8, maxValue=64))
+                                                     QgsProcessingParameterNumber.Integer,
+                                                     defaultValue=TileSettings().stride, minValue=8, maxValue=64))
         self.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "Change map"))
         self.addParameter(QgsProcessingParameterRasterDestination(
             SCORE, "Change score (Float32)", optional=True, createByDefault=False))

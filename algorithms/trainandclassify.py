@@ -23,9 +23,10 @@ stored in the model.</li>
 own bands feed the pixel classifier (<b>HEAD</b>): by default a Random Forest (<b>TREES</b> = 500), validated
 out-of-bag on the training labels; or the UniDiff MLP with a feature <b>FUSION</b>, validated on a
 stratified split of the <i>training</i> labels.</li>
-<li>The scene is classified in 64&times;64 tiles (stride 32, probabilities averaged over overlaps), streamed
-window by window: memory does not grow with the scene; the probabilities are regularised spatially (below)
-before the argmax.</li>
+<li>The scene is classified in 64&times;64 windows (every <b>STRIDE</b> = 64 pixels), each pixel once, from the
+window that holds it most centrally &mdash; the window its training features came from; streamed window by
+window: memory does not grow with the scene; the probabilities are regularised spatially (below) before the
+argmax.</li>
 </ol>
 <p><b>SAR</b> on another grid or CRS is resampled onto the HSI grid on the fly. Label points in any CRS are
 transformed; points outside the raster or on nodata are reported and skipped; each class needs 2 usable

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo: train on 0.5 % of the Sen1Floods11 chip's labelled pixels and classify the whole chip through
-# qgis_process (S2 in the HSI slot, S1 VV/VH as SAR, the shipped prior FiLM-adapted to the chip), then assess the map on
+# qgis_process (S2 in the HSI slot, S1 VV/VH as SAR, the default network: BACKBONE_SOURCE=auto), then assess the map on
 # every other labelled pixel. Outputs go to demo_output/ (or $DEMO_OUT).
 set -euo pipefail
 REPO="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
