@@ -100,6 +100,7 @@ def test_otsu_maximises_the_between_class_variance():
     assert 1.5 < t < 4.5 and 1.0 < kittler_illingworth_threshold(x, bins=256) < 5.0
 
 
+@pytest.mark.real_data
 @pytest.mark.skipif(not (CHANGE_DIR / "bern_t1.tif").exists(), reason="shared change data not present")
 def test_bern_reproduces_the_data_readme():
     """README of shared/data/change: |log-ratio| AUC 0.9780, best F1 0.7095 at 1.569 (P 0.702, R 0.717);

@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
 ENMAP = DATA / "enmap_potsdam_west" / "enmap_potsdam_west.tif"
 CHIP = DATA / "sen1floods11_spain_7370579"
-pytestmark = pytest.mark.skipif(not ENMAP.exists(), reason="shared real data not present")
+pytestmark = [pytest.mark.real_data,
+              pytest.mark.skipif(not ENMAP.exists(), reason="shared real data not present")]
 
 
 def test_enmap_metadata_scale_and_nodata():

@@ -247,4 +247,5 @@ def needs_real_data(test):
     """Skip marker for tests that read ../shared/data (present on the development machine; see its README)."""
     import pytest
 
-    return pytest.mark.skipif(not (shared_data() / CHIP).is_dir(), reason="shared real data not present")(test)
+    return pytest.mark.real_data(
+        pytest.mark.skipif(not (shared_data() / CHIP).is_dir(), reason="shared real data not present")(test))

@@ -84,6 +84,7 @@ def test_band_mismatch_is_refused_before_any_work(pair, tmp_path):
     assert not (tmp_path / "x.tif").exists()
 
 
+@pytest.mark.real_data
 def test_qgis_process_on_a_real_oscd_crop(qgis_app, tmp_path):
     """The README's command on a 96x96 crop of the OSCD rennes pair (bands only: the network path runs above)."""
     from osgeo import gdal

@@ -13,7 +13,8 @@ import scipy.io as sio
 from benchmarks import reproduce_s2fl as rep
 
 LABELS = rep.REPO.parent / "shared" / "data" / "s2fl_labels"
-pytestmark = pytest.mark.skipif(not LABELS.exists(), reason="real label maps <repo>/../shared/data/s2fl_labels missing")
+pytestmark = [pytest.mark.real_data, pytest.mark.skipif(not LABELS.exists(),
+                                                         reason="real label maps <repo>/../shared/data/s2fl_labels missing")]
 
 
 def nearest_class_mean(hsi, sar, train_labels, settings):

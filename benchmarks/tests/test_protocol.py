@@ -93,7 +93,9 @@ def test_paired_ci_on_known_data():
 # ---------------------------------------------------------------------------------------------------------
 # real scenes
 
-needs_data = pytest.mark.skipif(not DATA_DIR.exists(), reason="real data folder <repo>/../shared/data missing")
+def needs_data(test):
+    return pytest.mark.real_data(pytest.mark.skipif(not DATA_DIR.exists(),
+                                                    reason="real data folder <repo>/../shared/data missing")(test))
 
 
 @needs_data
