@@ -142,11 +142,13 @@ def find_inputs(inputs: Sequence[str], pattern: str = DEFAULT_PATTERN) -> List[s
 
 
 def plan_scenes(model: str, inputs: Sequence[str], output_folder: str, confidence: bool = False,
-                pattern: str = DEFAULT_PATTERN, device: str = "cpu", retries: int = 1) -> BatchPlan:
+                pattern: str = DEFAULT_PATTERN, device: str = "cpu", retries: int = 1,
+                create_folder: bool = False) -> BatchPlan:
     """A plan with one unit per input raster: ``<stem>_classes.tif`` (+ ``<stem>_confidence.tif``).
 
     Refuses before any work what would lose outputs: no input, two inputs with the same file stem (one map
-    would overwrite the other), an output that is an input, a model file or output folder that is missing.
+    would overwrite the other), an output that is an input, a missing model file, an output folder that is
+    missing (unless ``create_folder``: :func:`run_batch` creates it) or not writable.
     """
     if not os.path.isfile(model):
         raise UserInputError(f"the model file {model} does not exist: give a .difflc file written by Train classifier")
@@ -158,10 +160,9 @@ def plan_scenes(model: str, inputs: Sequence[str], output_folder: str, confidenc
     if missing:
         raise UserInputError(f"input raster {missing[0]} does not exist")
     folder = os.path.abspath(output_folder)
-    if not os.path.isdir(folder):
-        raise UserInputError(f"the output folder {folder} does not exist: create it or choose another")
-    if not files._writable(folder):
-        raise UserInputError(f"the output folder {folder} is not writable: choose a folder you can write to")
+    problem = files._folder_problem(folder, create_folder)
+    if problem:
+        raise UserInputError(f"the output folder {folder} {problem}: choose a folder you can write to")
     stems: Dict[str, str] = {}
     units = []
     sources = {files.real(p) for p in paths}
@@ -322,6 +323,7 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
     progress = progress or Progress()
     t0 = time.perf_counter()
     token = uuid.uuid4().hex[:12]
+    os.makedirs(plan.output_folder, exist_ok=True)
     staging_root = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=plan.output_folder)
     client = cluster = None
     futures: Dict = {}  # future -> (unit index, attempt)
