@@ -103,9 +103,10 @@ class UnitResult:
 @dataclass
 class BatchOutcome:
     results: List[UnitResult]
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole batch, cluster start-up included
     n_workers: int = 0
     scheduler: str = ""
+    startup_s: float = 0.0  # of which starting (or connecting to) the cluster
 
     @property
     def done(self) -> List[UnitResult]:
@@ -283,8 +284,16 @@ def _torch_threads() -> int:
 
 # ------------------------------------------------------------------------------------------------- client side
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def local_torch_threads(n_workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, n_workers))
+    """Cores shared out among the local workers: n workers x threads never exceed the cores."""
+    return max(1, available_cores() // max(1, n_workers))
 
 
 def _error_text(exc: BaseException) -> str:
@@ -331,6 +340,7 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
     event = None
     try:
         client, cluster = _start(spec)
+        startup = time.perf_counter() - t0
         n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {})) or spec.n_workers
         threads = spec.torch_threads or (local_torch_threads(spec.n_workers) if cluster is not None else None)
         event = Event(f"difflc-cancel-{token}", client=client)
@@ -381,7 +391,7 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
                 if on_result is not None:
                     on_result(result)
         outcome = BatchOutcome([results[i] for i in range(len(plan.units))], time.perf_counter() - t0, n_workers,
-                               spec.scheduler or "LocalCluster")
+                               spec.scheduler or "LocalCluster", startup)
     except BaseException:
         _stop(client, futures, event)
         raise
