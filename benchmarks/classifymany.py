@@ -9,7 +9,8 @@ One command:
 2. Trains ONE HSI-only model on the first scene with ``engine.jobs.train`` (default settings, 10 points per class,
    ``--compact-steps`` denoising steps: classify cost does not depend on them).
 3. Reference: ``engine.jobs.classify`` on every scene in this process (what ``difflc:classify`` runs).
-4. For 1 and 2 workers, ``--repeats`` times: ``engine.batch.run_batch`` on a fresh LocalCluster into a fresh folder;
+4. ``--repeats`` times, for 1 then 2 workers (interleaved, so both see the same drift of a shared machine's load):
+   ``engine.batch.run_batch`` on a fresh LocalCluster into a fresh folder;
    wall time of the whole batch (cluster start-up included, and reported apart), every output compared with the
    reference byte for byte, the peak resident memory (VmHWM) of each worker process, and the load average.
 5. Prints a markdown table and writes JSON.
@@ -103,8 +104,8 @@ def main(argv=None) -> int:
         report["reference_load_end"] = load()
         print(f"reference (one process, {args.scenes} scenes): {report['reference_s']:.1f} s, load {load()}",
               flush=True)
-        for n in [int(w) for w in args.workers.split(",")]:
-            for rep in range(args.repeats):
+        for rep in range(args.repeats):  # interleaved (1, 2, 1, 2, ...): both see the same drift of the load
+            for n in [int(w) for w in args.workers.split(",")]:
                 out = work / f"w{n}_r{rep}"
                 out.mkdir()
                 before = load()

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import files
@@ -52,10 +52,23 @@ class SceneUnit:
     output: str
     confidence: Optional[str] = None
     sar: Optional[str] = None
+    # a row block [r0, r1) of the scene: then output/confidence are file NAMES in the batch's staging folder and
+    # an Assembly puts the blocks together into the scene's map
+    rows: Optional[Tuple[int, int]] = None
 
     @property
     def name(self) -> str:
-        return os.path.basename(self.hsi)
+        return os.path.basename(self.hsi) + (f" rows {self.rows[0]}-{self.rows[1] - 1}" if self.rows else "")
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """One large scene split into row-block units; its map is written once every block is done."""
+
+    hsi: str
+    output: str
+    confidence: Optional[str]
+    parts: Tuple[int, ...]  # indices of its units in BatchPlan.units, top to bottom
 
 
 @dataclass(frozen=True)
@@ -66,7 +79,8 @@ class BatchPlan:
     units: Tuple[SceneUnit, ...]
     output_folder: str
     device: str = "cpu"
-    retries: int = 1  # a failed scene is submitted this many more times before it is reported as failed
+    retries: int = 1  # a failed unit is submitted this many more times before it is reported as failed
+    assemblies: Tuple[Assembly, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,12 +158,15 @@ def find_inputs(inputs: Sequence[str], pattern: str = DEFAULT_PATTERN) -> List[s
 
 def plan_scenes(model: str, inputs: Sequence[str], output_folder: str, confidence: bool = False,
                 pattern: str = DEFAULT_PATTERN, device: str = "cpu", retries: int = 1,
-                create_folder: bool = False) -> BatchPlan:
+                create_folder: bool = False, block_rows: Optional[int] = None) -> BatchPlan:
     """A plan with one unit per input raster: ``<stem>_classes.tif`` (+ ``<stem>_confidence.tif``).
 
     Refuses before any work what would lose outputs: no input, two inputs with the same file stem (one map
     would overwrite the other), an output that is an input, a missing model file, an output folder that is
     missing (unless ``create_folder``: :func:`run_batch` creates it) or not writable.
+
+    ``block_rows``: a scene taller than that is split into row blocks of ``block_rows`` rows, each a unit of its
+    own (one large scene over several workers); its map is assembled from them (:func:`assemble_blocks`).
     """
     if not os.path.isfile(model):
         raise UserInputError(f"the model file {model} does not exist: give a .difflc file written by Train classifier")
@@ -164,8 +181,11 @@ def plan_scenes(model: str, inputs: Sequence[str], output_folder: str, confidenc
     problem = files._folder_problem(folder, create_folder)
     if problem:
         raise UserInputError(f"the output folder {folder} {problem}: choose a folder you can write to")
+    if block_rows is not None and block_rows < 1:
+        raise UserInputError(f"block rows must be at least 1 (got {block_rows})")
     stems: Dict[str, str] = {}
-    units = []
+    units: List[SceneUnit] = []
+    assemblies: List[Assembly] = []
     sources = {files.real(p) for p in paths}
     for path in paths:
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -178,8 +198,30 @@ def plan_scenes(model: str, inputs: Sequence[str], output_folder: str, confidenc
         for target in (out, conf):
             if target and files.real(target) in sources:
                 raise UserInputError(f"the output {target} is one of the inputs: choose another output folder")
-        units.append(SceneUnit(path, out, conf))
-    return BatchPlan(os.path.abspath(model), tuple(units), folder, device, retries)
+        height = _height(path) if block_rows else None
+        if height is None or height <= block_rows:
+            units.append(SceneUnit(path, out, conf))
+            continue
+        parts = []
+        for r0 in range(0, height, block_rows):
+            r1 = min(r0 + block_rows, height)
+            tag = f"{stem}_rows{r0:06d}-{r1:06d}"
+            parts.append(len(units))
+            units.append(SceneUnit(path, f"{tag}{MAP_SUFFIX}", f"{tag}{CONFIDENCE_SUFFIX}" if conf else None,
+                                   rows=(r0, r1)))
+        assemblies.append(Assembly(path, out, conf, tuple(parts)))
+    return BatchPlan(os.path.abspath(model), tuple(units), folder, device, retries, tuple(assemblies))
+
+
+def _height(path: str) -> Optional[int]:
+    """Rows of a raster, or None when GDAL cannot open it (then it is one unit, and fails as one)."""
+    try:
+        from osgeo import gdal
+
+        ds = gdal.OpenEx(path, gdal.OF_RASTER)
+    except Exception:
+        return None
+    return None if ds is None else int(ds.RasterYSize)
 
 
 # ------------------------------------------------------------------------------------------------- worker side
@@ -256,7 +298,7 @@ def classify_unit(model: str, unit: SceneUnit, staging_root: str, device: str = 
         staged_conf = os.path.join(staging, os.path.basename(unit.confidence)) if unit.confidence else None
         t0 = time.perf_counter()
         result = classify(model, unit.hsi, unit.sar, staged_map, staged_conf,
-                          Progress(is_canceled=is_canceled), device=device)
+                          Progress(is_canceled=is_canceled), device=device, rows=unit.rows)
         seconds = time.perf_counter() - t0
         if is_canceled():
             raise Cancelled("cancelled by the user")
@@ -345,11 +387,18 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
         threads = spec.torch_threads or (local_torch_threads(spec.n_workers) if cluster is not None else None)
         event = Event(f"difflc-cancel-{token}", client=client)
         where = spec.scheduler or f"LocalCluster, {spec.n_workers} worker process(es)"
-        progress.log(f"Classifying {len(plan.units)} scene(s) on {where}"
+        scenes = len(plan.units) - sum(len(a.parts) - 1 for a in plan.assemblies)
+        progress.log(f"Classifying {scenes} scene(s) as {len(plan.units)} work unit(s) on {where}"
                      + (f", {threads} torch thread(s) per worker" if threads else ""))
+
+        blocks = os.path.join(staging_root, "blocks")  # finished row blocks wait here for their assembly
+        os.makedirs(blocks, exist_ok=True)
 
         def submit(index: int, attempt: int):
             unit = plan.units[index]
+            if unit.rows is not None:
+                unit = replace(unit, output=os.path.join(blocks, unit.output),
+                               confidence=os.path.join(blocks, unit.confidence) if unit.confidence else None)
             future = client.submit(classify_unit, plan.model, unit, staging_root, plan.device, threads, event.name,
                                    key=f"difflc-{token}-{index}-{attempt}", pure=False, retries=0)
             futures[future] = (index, attempt)
@@ -390,8 +439,9 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
                                 f"FAILED {result.unit.hsi} after {result.attempts} attempt(s): {result.error}"))
                 if on_result is not None:
                     on_result(result)
-        outcome = BatchOutcome([results[i] for i in range(len(plan.units))], time.perf_counter() - t0, n_workers,
-                               spec.scheduler or "LocalCluster", startup)
+        ordered = _assemble_all(plan, results, blocks, progress)
+        outcome = BatchOutcome(ordered, time.perf_counter() - t0, n_workers, spec.scheduler or "LocalCluster",
+                               startup)
     except BaseException:
         _stop(client, futures, event)
         raise
@@ -399,6 +449,71 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
         _close(client, cluster)
         shutil.rmtree(staging_root, ignore_errors=True)
     return outcome
+
+
+def _assemble_all(plan: BatchPlan, results: Dict[int, UnitResult], blocks: str,
+                  progress: Progress) -> List[UnitResult]:
+    """Per scene, in plan order: plain units as they are; a block-split scene as one result, assembled when
+    every block is done, else failed with its blocks' errors (and no output)."""
+    first = {a.parts[0]: a for a in plan.assemblies}
+    in_assembly = {i for a in plan.assemblies for i in a.parts}
+    ordered: List[UnitResult] = []
+    for index in range(len(plan.units)):
+        if index in first:
+            a = first[index]
+            parts = [results[i] for i in a.parts]
+            scene = UnitResult(SceneUnit(a.hsi, a.output, a.confidence), all(p.ok for p in parts),
+                               max(p.attempts for p in parts), seconds=sum(p.seconds for p in parts),
+                               worker=",".join(sorted({p.worker for p in parts if p.worker})),
+                               peak_rss_mib=max(p.peak_rss_mib for p in parts))
+            for p in parts:
+                scene.errors.extend(f"{p.unit.name}: {e}" for e in p.errors if not p.ok)
+                for name, n in p.class_pixels.items():
+                    scene.class_pixels[name] = scene.class_pixels.get(name, 0) + n
+            if scene.ok:
+                progress.check()
+                try:
+                    assemble_blocks(plan.model, a, [(p.unit.rows, os.path.join(blocks, p.unit.output),
+                                                     os.path.join(blocks, p.unit.confidence)
+                                                     if p.unit.confidence else None) for p in parts])
+                    progress.log(f"{os.path.basename(a.hsi)}: {len(parts)} row blocks → {os.path.basename(a.output)}")
+                except Cancelled:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - reported like a failed unit
+                    scene.ok = False
+                    scene.errors.append(f"assembling the row blocks: {_error_text(exc)}")
+            ordered.append(scene)
+        elif index not in in_assembly:
+            ordered.append(results[index])
+    return ordered
+
+
+def assemble_blocks(model: str, assembly: Assembly, parts: Sequence[Tuple[Tuple[int, int], str, Optional[str]]]) -> None:
+    """Write the scene's map (and confidence) from its row blocks with the writer ``jobs.classify`` uses: same
+    grid, colour table, category names and ``.qml``; temporary-then-rename, so it is complete or absent."""
+    import numpy as np
+    from osgeo import gdal
+
+    from .bundle import load_bundle
+    from .labels import ClassInfo
+    from .raster_io import ClassifiedWriter, RasterReader
+
+    metadata, _ = load_bundle(model)
+    classes = [ClassInfo.from_dict(c) for c in metadata["classes"]]
+    info = RasterReader(assembly.hsi).info
+    with ClassifiedWriter(assembly.output, info, classes, assembly.confidence) as writer:
+        for (r0, _r1), map_path, conf_path in parts:
+            ds = gdal.Open(map_path)
+            band = ds.GetRasterBand(1)
+            values = band.ReadAsArray().astype(np.int64)
+            nodata = band.GetNoDataValue()
+            if nodata is not None:
+                values[values == int(nodata)] = -1
+            conf = None
+            if assembly.confidence:
+                conf = gdal.Open(conf_path).GetRasterBand(1).ReadAsArray()
+            writer.write(r0, 0, values, conf)
+            ds = None
 
 
 def _stop(client, futures, event) -> None:
@@ -442,12 +557,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--confidence", action="store_true", help=f"also write <stem>{CONFIDENCE_SUFFIX}")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--retries", type=int, default=1, help="extra attempts for a failed scene (default 1)")
+    parser.add_argument("--block-rows", type=int, default=None,
+                        help="split scenes taller than this into row blocks of this many rows, one unit each "
+                             "(one large scene over several workers); the map is assembled from them")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch threads per worker (default: cores // workers locally)")
     args = parser.parse_args(argv)
     try:
         plan = plan_scenes(args.model, args.inputs, args.output_folder, args.confidence, args.glob, args.device,
-                           args.retries)
+                           args.retries, block_rows=args.block_rows)
         spec = ClusterSpec(args.workers, args.scheduler, True, args.torch_threads)
         outcome = run_batch(plan, spec, Progress(on_message=lambda m: print(m, flush=True)))
     except UserInputError as exc:

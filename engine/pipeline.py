@@ -491,13 +491,16 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
 def predict_scene(model: FittedModel, reader: StackedReader,
                   write: Callable[..., None],
                   progress: Optional[Progress] = None, batch_size: Optional[int] = None,
-                  probabilities: bool = False) -> None:
+                  probabilities: bool = False, rows: Optional[Tuple[int, int]] = None) -> None:
     """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``; with
     ``probabilities`` also the smoothed class probabilities the argmax used: ``write(row, index, conf,
     probs [K, rows, W])`` (NaN = nodata).
 
     Window probabilities are averaged over the overlapping windows, then smoothed with the model's σ
     (``engine.spatial.RowSmoother``: a halo of rows, memory independent of the scene height), then argmax.
+
+    ``rows=(r0, r1)``: only scene rows [r0, r1), identical to the whole-scene run (``row`` stays a scene row), so
+    row blocks of one large scene can go to different workers (engine.batch). See :func:`_row_block`.
     """
     from .spatial import RowSmoother
     from .tiling import predict_tiled
@@ -530,10 +533,54 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         else:
             write(row, index, conf)
 
-    smoother = RowSmoother(model.sigma, reader.height, write_rows)
-    predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, smoother.push,
-                  model.settings.tiles, progress=progress,
-                  batch_size=batch_size or model.settings.features.batch_size)
+    batch_size = batch_size or model.settings.features.batch_size
+    if rows is None:
+        smoother = RowSmoother(model.sigma, reader.height, write_rows)
+        predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, smoother.push,
+                      model.settings.tiles, progress=progress, batch_size=batch_size)
+        smoother.finish()
+        return
+    _row_block(model, reader, rows, predict_patches, n_classes, write_rows, progress, batch_size)
+
+
+def _row_block(model: FittedModel, reader: StackedReader, rows: Tuple[int, int], predict_patches, n_classes: int,
+               write_rows, progress: Progress, batch_size: int) -> None:
+    """Rows [r0, r1) exactly as the whole-scene run makes them.
+
+    The smoothing of a row needs the averaged probabilities of ``radius(σ)`` rows above and below: rows [a, b).
+    Those are complete when every window of the WHOLE scene's tiling that touches them is predicted, in the same
+    order: the tiling is run on the sub-scene [o0, e) spanned by exactly those windows (its window origins are the
+    whole scene's, shifted by o0, because o0 is on the stride grid or is the last, flush window). Sums over the
+    same windows in the same order, then the same smoothing arithmetic on rows with a full halo: same bits.
+    """
+    from .spatial import RowSmoother, radius
+    from .tiling import predict_tiled, tile_origins
+
+    height = reader.height
+    r0, r1 = int(rows[0]), int(rows[1])
+    if not 0 <= r0 < r1 <= height:
+        raise ValueError(f"rows {rows} are not a row range inside the scene's {height} rows")
+    halo = radius(model.sigma) if model.sigma > 0 else 0
+    a, b = max(0, r0 - halo), min(height, r1 + halo)
+    patch = int(model.settings.tiles.patch)
+    needed = [o for o in tile_origins(height, patch, int(model.settings.tiles.stride)) if o < b and o + patch > a]
+    o0, e = needed[0], min(needed[-1] + patch, height)
+
+    def emit(row: int, probs: np.ndarray) -> None:  # smoothed rows: keep those of the block
+        lo, hi = max(row, r0), min(row + probs.shape[1], r1)
+        if lo < hi:
+            write_rows(lo, probs[:, lo - row:hi - row])
+
+    smoother = RowSmoother(model.sigma, height, emit, start=a)
+
+    def push(row: int, probs: np.ndarray) -> None:  # averaged rows of the sub-scene: pass on those in [a, b)
+        row += o0
+        lo, hi = max(row, a), min(row + probs.shape[1], b)
+        if lo < hi:
+            smoother.push(lo, probs[:, lo - row:hi - row])
+
+    predict_tiled(e - o0, reader.width, lambda r, c, h, w: reader.read(r + o0, c, h, w), predict_patches,
+                  n_classes, push, model.settings.tiles, progress=progress, batch_size=batch_size)
     smoother.finish()
 
 

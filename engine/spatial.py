@@ -68,12 +68,14 @@ class RowSmoother:
     ``finish()`` emits the rest. With σ = 0 it passes blocks through unchanged.
     """
 
-    def __init__(self, sigma: float, height: int, emit: Callable[[int, np.ndarray], None]):
+    def __init__(self, sigma: float, height: int, emit: Callable[[int, np.ndarray], None], start: int = 0):
+        """``start``: the first row pushed (a row block of a scene, pipeline.predict_scene(rows=...)); rows within
+        ``radius(σ)`` of it lack their upper halo unless ``start`` is 0: the caller discards them."""
         self.sigma, self.height, self.emit = float(sigma), int(height), emit
         self.r = radius(self.sigma)
         self._buf: Optional[np.ndarray] = None  # [K, n, W] input rows from self._start
-        self._start = 0  # scene row of the buffer's first row
-        self._next = 0  # first scene row not yet emitted
+        self._start = int(start)  # scene row of the buffer's first row
+        self._next = int(start)  # first scene row not yet emitted
 
     def push(self, row: int, probs: np.ndarray) -> None:
         if self.sigma <= 0:

@@ -52,9 +52,11 @@ def data(tmp_path_factory):
     settings = PipelineSettings()
     settings.backbone.compact_steps = 2
     settings.tiles.stride = 32
+    settings.spatial.sigma = 1.5  # a halo of 5 rows: row blocks must get it right
     settings.device = "cpu"
     model = str(root / "model.difflc")
     train(TrainRequest(a.hsi, None, labels, settings, model_path=model))
+    tall = synthetic_scene(root / "tmp", name="tall", size=100, seed=5)  # window origins 0, 32, 36 (flush)
     reference = root / "reference"
     reference.mkdir()
     for s in (a, b):
@@ -62,6 +64,7 @@ def data(tmp_path_factory):
         classify(model, s.hsi, None, str(reference / f"{stem}_classes.tif"),
                  str(reference / f"{stem}_confidence.tif"), device="cpu")
     return {"root": root, "scenes": scenes, "model": model, "reference": reference, "good": [a.hsi, b.hsi],
+            "tall": tall.hsi,
             "bad": [str(scenes / "gamma_hsi.tif"), str(scenes / "delta_hsi.tif")]}
 
 
@@ -158,3 +161,64 @@ def test_command_line(data, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "engine.batch", data["model"], str(tmp_path / "nothing.tif"),
                            "-o", str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "nothing.tif does not exist" in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ row blocks
+
+def _whole_and_blocks(model_path, hsi, ranges):
+    from engine.bundle import load_bundle
+    from engine.jobs import open_inputs
+    from engine.pipeline import from_bundle, predict_scene
+
+    metadata, tensors = load_bundle(model_path)
+    model = from_bundle(metadata, tensors, device="cpu")
+    reader = open_inputs(hsi, None, Progress()).reader
+    assert model.sigma == 1.5
+
+    def collect(rows=None):
+        out = {}
+
+        def write(row, index, conf, probs):
+            for i in range(index.shape[0]):
+                assert row + i not in out, "a row was written twice"
+                out[row + i] = (index[i].tobytes(), conf[i].tobytes(), probs[:, i].tobytes())
+        predict_scene(model, reader, write, probabilities=True, rows=rows)
+        return out
+
+    whole = collect()
+    return whole, {r: collect(r) for r in ranges}
+
+
+def test_predict_scene_rows_give_the_whole_scene_rows_bit_for_bit(data):
+    ranges = [(0, 100), (0, 7), (7, 40), (30, 31), (40, 68), (68, 100), (95, 100)]
+    whole, blocks = _whole_and_blocks(data["model"], data["tall"], ranges)
+    assert sorted(whole) == list(range(100))
+    for (r0, r1), got in blocks.items():
+        assert sorted(got) == list(range(r0, r1)), (r0, r1)
+        for row, value in got.items():
+            assert value == whole[row], (r0, r1, row)
+
+
+def test_row_blocks_on_workers_assemble_into_the_classify_map(data, tmp_path):
+    from engine.jobs import classify
+    from helpers_rasters import read_array
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    classify(data["model"], data["tall"], None, str(reference / "tall_hsi_classes.tif"),
+             str(reference / "tall_hsi_confidence.tif"), device="cpu")
+    out = tmp_path / "out"
+    out.mkdir()
+    plan = batch.plan_scenes(data["model"], [data["tall"], data["good"][0]], str(out), confidence=True,
+                             block_rows=40)
+    assert [u.rows for u in plan.units] == [(0, 40), (40, 80), (80, 100), None]
+    outcome = batch.run_batch(plan, batch.ClusterSpec(n_workers=2, processes=False))
+    assert [r.ok for r in outcome.results] == [True, True]
+    assert outcome.results[0].unit.output == str(out / "tall_hsi_classes.tif")
+    for name in ("tall_hsi_classes.tif", "tall_hsi_confidence.tif"):
+        got, got_facts = read_array(out / name)
+        want, want_facts = read_array(reference / name)
+        assert got.tobytes() == want.tobytes() and got_facts == want_facts, name
+    assert (out / "tall_hsi_classes.qml").read_bytes() == (reference / "tall_hsi_classes.qml").read_bytes()
+    alpha = [n for n in os.listdir(data["reference"]) if n.startswith("alpha")]
+    assert sorted(os.listdir(out)) == sorted(os.listdir(reference) + alpha)  # no block, no temporary left
