@@ -511,7 +511,9 @@ def assemble_blocks(model: str, assembly: Assembly, parts: Sequence[Tuple[Tuple[
                 values[values == int(nodata)] = -1
             conf = None
             if assembly.confidence:
-                conf = gdal.Open(conf_path).GetRasterBand(1).ReadAsArray()
+                conf_ds = gdal.Open(conf_path)  # keep the dataset alive while its band is read (GDAL segfaults)
+                conf = conf_ds.GetRasterBand(1).ReadAsArray()
+                conf_ds = None
             writer.write(r0, 0, values, conf)
             ds = None
 
