@@ -215,13 +215,12 @@ def plan_scenes(model: str, inputs: Sequence[str], output_folder: str, confidenc
 
 def _height(path: str) -> Optional[int]:
     """Rows of a raster, or None when GDAL cannot open it (then it is one unit, and fails as one)."""
-    try:
-        from osgeo import gdal
+    from .raster_io import read_info
 
-        ds = gdal.OpenEx(path, gdal.OF_RASTER)
-    except Exception:
+    try:
+        return int(read_info(path).height)
+    except Exception:  # noqa: BLE001 - unreadable: the unit reports it
         return None
-    return None if ds is None else int(ds.RasterYSize)
 
 
 # ------------------------------------------------------------------------------------------------- worker side
@@ -492,30 +491,23 @@ def assemble_blocks(model: str, assembly: Assembly, parts: Sequence[Tuple[Tuple[
     """Write the scene's map (and confidence) from its row blocks with the writer ``jobs.classify`` uses: same
     grid, colour table, category names and ``.qml``; temporary-then-rename, so it is complete or absent."""
     import numpy as np
-    from osgeo import gdal
 
     from .bundle import load_bundle
     from .labels import ClassInfo
-    from .raster_io import ClassifiedWriter, RasterReader
+    from .raster_io import ClassifiedWriter, RasterReader, read_info
 
     metadata, _ = load_bundle(model)
     classes = [ClassInfo.from_dict(c) for c in metadata["classes"]]
-    info = RasterReader(assembly.hsi).info
-    with ClassifiedWriter(assembly.output, info, classes, assembly.confidence) as writer:
+    with ClassifiedWriter(assembly.output, read_info(assembly.hsi), classes, assembly.confidence) as writer:
         for (r0, _r1), map_path, conf_path in parts:
-            ds = gdal.Open(map_path)
-            band = ds.GetRasterBand(1)
-            values = band.ReadAsArray().astype(np.int64)
-            nodata = band.GetNoDataValue()
-            if nodata is not None:
-                values[values == int(nodata)] = -1
+            block = RasterReader(map_path, name="row block")  # float32, NaN at the block's nodata
+            raw = block.read(0, 0, block.height, block.width)[0]
+            values = np.where(np.isnan(raw), -1, raw).astype(np.int64)
             conf = None
             if assembly.confidence:
-                conf_ds = gdal.Open(conf_path)  # keep the dataset alive while its band is read (GDAL segfaults)
-                conf = conf_ds.GetRasterBand(1).ReadAsArray()
-                conf_ds = None
+                conf_block = RasterReader(conf_path, name="row block")
+                conf = conf_block.read(0, 0, conf_block.height, conf_block.width)[0]  # NaN → written as −1
             writer.write(r0, 0, values, conf)
-            ds = None
 
 
 def _stop(client, futures, event) -> None:
