@@ -19,6 +19,7 @@ ALGORITHM_MODULES = [
     "adaptbackbone",
     "trainclassifier",
     "classify",
+    "classifymany",
     "trainandclassify",
     "accuracy",
     "cleanmap",

@@ -127,6 +127,14 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         for definition in self.parameterDefinitions():
             name, kind = definition.name(), definition.type()
             value = parameters.get(name)
+            if kind == "multilayer" and isinstance(value, (list, tuple)):  # a list of files (classifymany)
+                from qgis.core import QgsRasterLayer
+
+                for item in value:
+                    if isinstance(item, str) and os.path.isfile(item) and not QgsRasterLayer(item, "", "gdal").isValid():
+                        return (f"{name}: {item} exists but is not a raster GDAL can read: choose the right file, or "
+                                "export it again (e.g. as GeoTIFF).")
+                continue
             if kind not in ("raster", "vector") or not isinstance(value, str) or not os.path.isfile(value):
                 continue
             layer = (self.parameterAsRasterLayer if kind == "raster" else self.parameterAsVectorLayer)(
@@ -179,6 +187,8 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         for definition in self.parameterDefinitions():
             name, kind = definition.name(), definition.type()
             if definition.isDestination():
+                if kind == "folderDestination":  # a folder of outputs: the algorithm checks what goes in it
+                    continue
                 path = self.output_path(name, parameters, context)
                 if not path or _not_a_file(path):
                     continue

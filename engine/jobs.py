@@ -333,10 +333,15 @@ class ClassifyOutcome:
 def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confidence: Optional[str] = None,
              progress: Optional[Progress] = None, device: str = "auto",
              checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None,
-             probabilities: Optional[str] = None, mask: Optional[MaskSpec] = None) -> ClassifyOutcome:
+             probabilities: Optional[str] = None, mask: Optional[MaskSpec] = None,
+             rows: Optional[Tuple[int, int]] = None) -> ClassifyOutcome:
     """Classify a scene into ``output``; with ``cleanup`` the complete map is cleaned before it moves into place
     (the confidence and ``probabilities`` rasters stay the classifier's: the smoothed class probabilities whose
-    argmax is the map before clean-up). Outside ``mask`` every output is nodata."""
+    argmax is the map before clean-up). Outside ``mask`` every output is nodata.
+
+    ``rows=(r0, r1)``: only those scene rows, into rasters covering just them (georeferenced in place), with the
+    values of the whole-scene run: row blocks of one large scene for engine.batch. Not with ``cleanup`` (a
+    majority filter or sieve across block edges needs the whole map)."""
     from .bundle import BundleError, check_inputs, load_bundle, validate_model
     from .pipeline import from_bundle, predict_scene
     from .raster_io import ClassifiedWriter
@@ -355,22 +360,38 @@ def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confid
     values = np.array([c.value for c in classes], dtype=np.int64)
     counts = np.zeros(len(classes), dtype=np.int64)
     progress.log(f"Classifying {inputs.hsi_info.width}x{inputs.hsi_info.height} pixels into {len(classes)} classes "
-                 f"in {model.settings.tiles.patch}-pixel tiles (stride {model.settings.tiles.stride})")
+                 f"in {model.settings.tiles.patch}-pixel tiles (stride {model.settings.tiles.stride})"
+                 + (f", rows {rows[0]}-{rows[1] - 1} only" if rows else ""))
     cleaning = cleanup is not None and cleanup.active
+    if cleaning and rows is not None:
+        raise UserInputError("the map clean-up needs the whole map: classify row blocks without it, then run "
+                             "Clean map on the assembled map")
+    grid = inputs.hsi_info if rows is None else row_grid(inputs.hsi_info, rows)
+    first_row = 0 if rows is None else int(rows[0])
     cleaned: Dict = {}
     finish = _cleanup_hook(cleanup, inputs.hsi_info, progress.sub(0.9, 1.0), cleaned) if cleaning else None
-    with ClassifiedWriter(output, inputs.hsi_info, classes, confidence, finish=finish, log=progress.log,
+    with ClassifiedWriter(output, grid, classes, confidence, finish=finish, log=progress.log,
                           probabilities_path=probabilities) as writer:
         def write(row: int, index: np.ndarray, conf: np.ndarray, probs: Optional[np.ndarray] = None) -> None:
             out = np.where(index >= 0, values[np.clip(index, 0, None)], -1)
             counts[:] += np.bincount(index[index >= 0], minlength=len(classes))
-            writer.write(row, 0, out, conf if confidence else None, probs)
+            writer.write(row - first_row, 0, out, conf if confidence else None, probs)
 
         predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress,
-                      probabilities=bool(probabilities))
+                      probabilities=bool(probabilities), rows=rows)
     if cleaning:
         counts[:] = [cleaned["class_pixels"].get(int(v), 0) for v in values]
     return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)}, probabilities)
+
+
+def row_grid(info: RasterInfo, rows: Tuple[int, int]) -> RasterInfo:
+    """The grid of scene rows [r0, r1): same columns, CRS and pixel size, origin moved down by r0 rows."""
+    import dataclasses
+
+    r0, r1 = int(rows[0]), int(rows[1])
+    gt = tuple(info.geotransform)
+    moved = (gt[0] + r0 * gt[2], gt[1], gt[2], gt[3] + r0 * gt[5], gt[4], gt[5])
+    return dataclasses.replace(info, height=r1 - r0, geotransform=moved)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -69,6 +69,8 @@ class RowSmoother:
     """
 
     def __init__(self, sigma: float, height: int, emit: Callable[[int, np.ndarray], None]):
+        """The first block pushed may start below row 0 (a row range of a scene, ``pipeline.predict_scene(rows=)``);
+        rows within ``radius(σ)`` of it lack their upper halo then: the caller discards them."""
         self.sigma, self.height, self.emit = float(sigma), int(height), emit
         self.r = radius(self.sigma)
         self._buf: Optional[np.ndarray] = None  # [K, n, W] input rows from self._start

@@ -43,7 +43,7 @@ fi
 # 2. virtual environment ---------------------------------------------------------------------------
 verify() {
   QT_QPA_PLATFORM=offscreen "$VENV/bin/python" -c \
-    'import torch, sklearn, safetensors, numpy, osgeo.gdal_array, qgis.core, pytest, guided_diffusion.unet' \
+    'import torch, sklearn, safetensors, numpy, osgeo.gdal_array, qgis.core, pytest, guided_diffusion.unet, dask, distributed' \
     >/dev/null 2>&1
 }
 if [[ ! -x "$VENV/bin/python" ]] || ! QT_QPA_PLATFORM=offscreen "$VENV/bin/python" -c 'import qgis.core' >/dev/null 2>&1; then
@@ -67,9 +67,9 @@ pip_flags=(-q)
 say "installing requirements/reference.txt (test-only oracle, without its dependencies)"
 "$VENV/bin/python" -m pip install "${pip_flags[@]}" --no-deps -r requirements/reference.txt
 if ! verify; then
-  echo "[setup] .venv cannot import torch, sklearn, safetensors, osgeo.gdal_array and qgis.core together:" >&2
+  echo "[setup] .venv cannot import torch, sklearn, safetensors, osgeo.gdal_array, qgis.core, dask and distributed together:" >&2
   QT_QPA_PLATFORM=offscreen "$VENV/bin/python" -c \
-    'import torch, sklearn, safetensors, numpy, osgeo.gdal_array, qgis.core, pytest' >&2 || true
+    'import torch, sklearn, safetensors, numpy, osgeo.gdal_array, qgis.core, pytest, dask, distributed' >&2 || true
   exit 1
 fi
 echo "$key" > "$STAMP"
