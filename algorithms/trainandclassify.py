@@ -1,9 +1,6 @@
 """difflc:trainandclassify — the one-step run: labels + rasters → styled land-cover map (+ model, report)."""
 from __future__ import annotations
 
-import contextlib
-import os
-
 from qgis.core import (
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterRasterDestination,
@@ -76,17 +73,12 @@ class TrainAndClassify(DiffLcAlgorithm):
         report = self.parameterAsFileOutput(parameters, "REPORT", context) or None
         progress = self.progress_for(feedback)
         request = training_request(self, parameters, context, feedback, model_path, report)
+        request.save = False  # no MODEL asked for: nothing to write; the model classifies from memory
         trained = jobs.train(request, progress.sub(0.0, 0.6))
-        try:
-            result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
-                                   progress.sub(0.6, 1.0), device=request.settings.device,
-                                   cleanup=cleanup_from_parameters(self, parameters, context),
-                                   probabilities=probabilities, mask=request.mask)
-        finally:
-            if model_path is None:  # no MODEL asked for: remove the temporary bundle and its own folder
-                with contextlib.suppress(OSError):
-                    os.remove(trained.bundle)
-                    os.rmdir(os.path.dirname(trained.bundle))  # only if empty: never a user's folder
+        result = jobs.classify(trained.bundle, request.hsi, request.sar, output, confidence,
+                               progress.sub(0.6, 1.0), device=request.settings.device,
+                               cleanup=cleanup_from_parameters(self, parameters, context),
+                               probabilities=probabilities, mask=request.mask, trained=trained)
         return {"OUTPUT": result.output, "CONFIDENCE": result.confidence, "PROBABILITIES": result.probabilities,
                 "MODEL": model_path,
                 "REPORT": report, "VALIDATION_OA": trained.validation_oa}

@@ -238,14 +238,16 @@ class TrainRequest:
     report_path: Optional[str] = None  # .html or .json: validation metrics on held-out training labels
     adapted: Optional[str] = None  # backbone file written by adapt_backbone (skips Stage A)
     mask: Optional[MaskSpec] = None  # train only inside it (labels outside are skipped and counted)
+    save: bool = True  # False with no model_path: no file at all (the one-step algorithm classifies from memory)
 
 
 @dataclass
 class TrainOutcome:
-    bundle: str
-    metadata: Dict
+    bundle: Optional[str]  # None when the request asked for no file
+    metadata: Dict  # what the model file holds (JSON side)
     label_report: Dict
     validation_oa: Optional[float]
+    model: Optional[object] = None  # the fitted pipeline.FittedModel, to classify without reloading the file
 
 
 def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOutcome:
@@ -271,8 +273,10 @@ def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOu
         "seed": request.settings.seed, "labels": samples.report,
     })
     metadata["versions"]["gdal"] = _gdal_version()
-    bundle = request.model_path or os.path.join(tempfile.mkdtemp(prefix="difflc-"), "model.difflc")
-    save_bundle(bundle, metadata, tensors)
+    bundle = None
+    if request.model_path or request.save:
+        bundle = request.model_path or os.path.join(tempfile.mkdtemp(prefix="difflc-"), "model.difflc")
+        save_bundle(bundle, metadata, tensors)
     val = (model.report or {}).get("validation") or {}
     if val:
         progress.log(f"Validation on {_validation_kind(metadata)}: OA {100 * val.get('overall_accuracy', 0):.2f} %, "
@@ -281,7 +285,7 @@ def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOu
     if request.report_path:
         _write_training_report(request.report_path, val, metadata)
     progress.report(1.0)
-    return TrainOutcome(bundle, metadata, samples.report, val.get("overall_accuracy"))
+    return TrainOutcome(bundle, metadata, samples.report, val.get("overall_accuracy"), model)
 
 
 def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
@@ -330,29 +334,36 @@ class ClassifyOutcome:
     probabilities: Optional[str] = None
 
 
-def classify(bundle_path: str, hsi: str, sar: Optional[str], output: str, confidence: Optional[str] = None,
+def classify(bundle_path: Optional[str], hsi: str, sar: Optional[str], output: str, confidence: Optional[str] = None,
              progress: Optional[Progress] = None, device: str = "auto",
              checkpoint: Optional[str] = None, cleanup: Optional[CleanupSettings] = None,
              probabilities: Optional[str] = None, mask: Optional[MaskSpec] = None,
-             rows: Optional[Tuple[int, int]] = None) -> ClassifyOutcome:
+             rows: Optional[Tuple[int, int]] = None, trained: Optional[TrainOutcome] = None) -> ClassifyOutcome:
     """Classify a scene into ``output``; with ``cleanup`` the complete map is cleaned before it moves into place
     (the confidence and ``probabilities`` rasters stay the classifier's: the smoothed class probabilities whose
     argmax is the map before clean-up). Outside ``mask`` every output is nodata.
 
     ``rows=(r0, r1)``: only those scene rows, into rasters covering just them (georeferenced in place), with the
     values of the whole-scene run: row blocks of one large scene for engine.batch. Not with ``cleanup`` (a
-    majority filter or sieve across block edges needs the whole map)."""
+    majority filter or sieve across block edges needs the whole map).
+
+    ``trained``: a model :func:`train` just fitted, used as it is in memory (no file written, read or hashed);
+    then ``bundle_path`` is ignored."""
     from .bundle import BundleError, check_inputs, load_bundle, validate_model
     from .pipeline import from_bundle, predict_scene
     from .raster_io import ClassifiedWriter
 
     progress = progress or Progress()
-    metadata, tensors = load_bundle(bundle_path)
-    validate_model(metadata, bundle_path)
+    if trained is not None and trained.model is not None:
+        metadata, tensors = trained.metadata, None
+    else:
+        metadata, tensors = load_bundle(bundle_path)
+        validate_model(metadata, bundle_path)
     inputs = open_inputs(hsi, sar, progress, mask=mask)
     check_inputs(metadata, inputs.hsi_info, inputs.sar_info)
     try:
-        model = from_bundle(metadata, tensors, device=device, checkpoint=checkpoint)
+        model = trained.model if tensors is None else from_bundle(metadata, tensors, device=device,
+                                                                  checkpoint=checkpoint)
         classes = [ClassInfo.from_dict(c) for c in metadata["classes"]]
     except (KeyError, IndexError, TypeError, AttributeError) as exc:  # hand-edited metadata.json or weights
         raise BundleError(f"the model file {bundle_path} was edited or is incomplete ({type(exc).__name__}: "

@@ -262,6 +262,20 @@ def test_trainandclassify_one_step_beats_chance_clearly(scene, labels, tmp_path)
     assert "Classifying 96x96 pixels into 2 classes" in rec.text
 
 
+def test_trainandclassify_classifies_from_memory_exactly_as_train_then_classify(scene, labels, trained, tmp_path):
+    """The one-step run uses the model it just fitted (no file written, reloaded or hashed) and maps exactly as
+    trainclassifier + classify with the same settings do."""
+    result, _, folder = trained
+    two_step = tmp_path / "two.tif"
+    run("classify", {"MODEL": result["MODEL"], "HSI": scene.hsi, "SAR": scene.sar, "OUTPUT": str(two_step)})
+    one_step = tmp_path / "one.tif"
+    rec = Recorder()
+    out = run("trainandclassify", {"HSI": scene.hsi, "SAR": scene.sar, "LABELS": labels[0], "CLASS_FIELD": "class_id",
+                                   "OUTPUT": str(one_step), **TINY}, rec)
+    assert out["MODEL"] is None and not list(tmp_path.glob("*.difflc"))
+    np.testing.assert_array_equal(read_array(one_step)[0], read_array(two_step)[0])
+
+
 # ------------------------------------------------------------------------------------------------ accuracy
 
 # a 4x5 map and reference: map classes 1/2/3 (0 = nodata), reference -1 = "no reference"
