@@ -206,7 +206,7 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         try:
             check_outputs(outputs, inputs)
             if rasters:
-                from ..engine.raster_io import raster_sidecar_problem
+                from ..engine.data.raster_io import raster_sidecar_problem
 
                 for name, path in rasters:
                     problem = raster_sidecar_problem(path)
@@ -370,8 +370,9 @@ def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-class Terminated(Exception):
-    """SIGTERM during a run: unwinds like a cancel, so the writers' cleanup runs."""
+class Terminated(BaseException):
+    """SIGTERM during a run: unwinds like a cancel, so the writers' cleanup runs. A BaseException (like
+    KeyboardInterrupt), so no ``except Exception`` fallback on the way up can swallow it."""
 
 
 def error_message(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""difflc:classifymany — one model, many scenes, spread over Dask workers (engine.batch)."""
+"""difflc:classifymany — one model, many scenes, spread over Dask workers (engine.jobs.batch)."""
 from __future__ import annotations
 
 import multiprocessing
@@ -126,7 +126,7 @@ class ClassifyMany(DiffLcAlgorithm):
         return paths
 
     def _plan(self, parameters, context):
-        from ..engine import batch
+        from ..engine.jobs import batch
 
         model = self.parameterAsFile(parameters, "MODEL", context)
         pattern = self.parameterAsString(parameters, "PATTERN", context) or batch.DEFAULT_PATTERN
@@ -139,7 +139,7 @@ class ClassifyMany(DiffLcAlgorithm):
     def process(self, parameters, context, feedback):
         self.require_torch()
         require_batch()
-        from ..engine import batch
+        from ..engine.jobs import batch
 
         plan = self._plan(parameters, context)
         scheduler = (self.parameterAsString(parameters, "DASK_SCHEDULER", context) or "").strip() or None

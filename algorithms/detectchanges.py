@@ -1,7 +1,7 @@
 """difflc:detectchanges — two dates of the same area → styled change map, change score (+ model, report).
 
 Thin: parameters declared once (names below), checked before any work, then one engine call
-(``engine.jobs.detect_changes``; the method is ``engine.changedetect``)."""
+(``engine.jobs.detect_changes``; the method is ``engine.tasks.changedetect``)."""
 from __future__ import annotations
 
 from qgis.core import (
@@ -27,7 +27,7 @@ FEATURES, THRESHOLD, SAR, BACKBONE_SOURCE, DEVICE, SEED, TREES, STRIDE = (
     "FEATURES", "THRESHOLD", "SAR", "BACKBONE_SOURCE", "DEVICE", "SEED", "TREES", "STRIDE")
 OUTPUT, SCORE, MODEL, REPORT = "OUTPUT", "SCORE", "MODEL", "REPORT"
 
-# engine names, in the order of the enum labels (engine.changedetect.FEATURE_SOURCES / THRESHOLD_METHODS)
+# engine names, in the order of the enum labels (engine.tasks.changedetect.FEATURE_SOURCES / THRESHOLD_METHODS)
 FEATURE_CHOICES = ["diffusion+bands", "bands", "diffusion"]
 FEATURE_LABELS = ["Diffusion features + bands (default: highest AUC measured on all 7 real pairs)",
                   "Bands only (classic change vector analysis, no network)",
@@ -133,7 +133,7 @@ class DetectChanges(DiffLcAlgorithm):
     def process(self, parameters, context, feedback):
         self.require_torch()
         from ..engine import jobs
-        from ..engine.changedetect import ChangeSettings
+        from ..engine.tasks.changedetect import ChangeSettings
         from ..engine.settings import PipelineSettings
         from .layers import read_labels
 

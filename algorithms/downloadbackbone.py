@@ -1,6 +1,6 @@
 """difflc:downloadbackbone — install the pretrained ImageNet 64x64 ADM checkpoint into the user's cache.
 
-Thin glue: parameters → :func:`engine.download.fetch_backbone` (progress, resume, cancel, strict
+Thin glue: parameters → :func:`engine.jobs.download.fetch_backbone` (progress, resume, cancel, strict
 verification all live in the engine, where they are tested without QGIS).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from qgis.core import (
 )
 
 from ..engine import paths
-from ..engine.download import OFFICIAL_URL
+from ..engine.jobs.download import OFFICIAL_URL
 from .base import DiffLcAlgorithm
 
 
@@ -27,7 +27,7 @@ def parse_config(text: str):
     text = (text or "").strip()
     if not text:
         return None
-    from ..engine.backbone import UNetConfig  # torch: only once the algorithm runs
+    from ..engine.networks.backbone import UNetConfig  # torch: only once the algorithm runs
 
     try:
         return UNetConfig.from_dict(json.loads(text))
@@ -86,7 +86,7 @@ other ADM checkpoints; leave it empty for the official one.</p>"""
 
     def process(self, parameters, context, feedback):
         self.require_torch()
-        from ..engine.download import fetch_backbone
+        from ..engine.jobs.download import fetch_backbone
 
         url = (self.parameterAsString(parameters, "URL", context) or "").strip() or OFFICIAL_URL
         output = self.parameterAsFileOutput(parameters, "OUTPUT", context) if "OUTPUT" in parameters else ""

@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import baselines  # noqa: E402
 from benchmarks.protocol import SceneData, Split, load_scene, paired_ci, scene_split  # noqa: E402
-from engine.metrics import classification_metrics  # noqa: E402
+from engine.assessment.metrics import classification_metrics  # noqa: E402
 
 Method = Callable[[SceneData, Split, int], np.ndarray]
 METHODS: Dict[str, Method] = {}
@@ -53,7 +53,7 @@ def register(name: str, fn: Optional[Method] = None):
 
 def from_map_predictor(fn: Callable[[SceneData, np.ndarray, int], np.ndarray]) -> Method:
     """Adapt ``fn(scene, train_map [H,W] of 0/1..K, seed) -> map [H,W] of 1..K`` (the shape of
-    ``engine.pipeline.fit_predict_arrays``) to a registry method scored at the evaluation pixels."""
+    ``engine.tasks.landcover.fit_predict_arrays``) to a registry method scored at the evaluation pixels."""
     def method(scene: SceneData, split: Split, seed: int) -> np.ndarray:
         return split.predictions_from_map(fn(scene, split.train_label_map(scene.shape), seed))
 

@@ -5,7 +5,7 @@
                                           [--map-seed 0] [--no-map]
 
 The map panel re-runs the two methods on the split (the default pipeline through
-``engine.pipeline.fit_predict_arrays`` with the split's cached backbone, RF-500 on the raw bands of every
+``engine.tasks.landcover.fit_predict_arrays`` with the split's cached backbone, RF-500 on the raw bands of every
 pixel), so it shows the same models the tables score.
 """
 from __future__ import annotations

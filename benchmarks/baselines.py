@@ -124,10 +124,10 @@ def _proba_map(model, x_of, rows, cols, scene: SceneData) -> np.ndarray:
 def smoothed_forest(scene: SceneData, split: Split, seed: int, x_of, info: Dict = None,
                     n_trees: int = 500) -> np.ndarray:
     """RF on ``x_of(rows, cols)`` with its class probabilities smoothed by a Gaussian before the argmax;
-    σ chosen per split by cross-validation on the training pixels only (``engine.spatial.choose_sigma``)."""
+    σ chosen per split by cross-validation on the training pixels only (``engine.tasks.spatial.choose_sigma``)."""
     from sklearn.ensemble import RandomForestClassifier
 
-    from engine.spatial import SIGMAS, choose_sigma, cv_folds, neighbourhood, radius, smooth_probabilities
+    from engine.tasks.spatial import SIGMAS, choose_sigma, cv_folds, neighbourhood, radius, smooth_probabilities
 
     y = split.train_y
     x = x_of(split.train_rows, split.train_cols)
@@ -163,9 +163,9 @@ MULTISCALE_SIGMAS = (1.0, 2.0, 4.0)  # px
 
 def multiscale_matrix(scene: SceneData):
     """x_of(rows, cols) → [N, 4·D]: the bands and their Gaussian-filtered copies at 1, 2 and 4 px (nodata-aware
-    normalised convolution — the product's own ``engine.spatial.smooth_probabilities``, applied to band planes;
+    normalised convolution — the product's own ``engine.tasks.spatial.smooth_probabilities``, applied to band planes;
     no network) — spatial context for a per-pixel forest."""
-    from engine.spatial import smooth_probabilities
+    from engine.tasks.spatial import smooth_probabilities
 
     key = id(scene)
     if _MS_CACHE.get("key") != key:

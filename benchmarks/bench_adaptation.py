@@ -1,4 +1,4 @@
-"""Adaptation speed: FiLM adaptation steps/s and peak memory (engine.adaptation.adapt, real training loop).
+"""Adaptation speed: FiLM adaptation steps/s and peak memory (engine.networks.adaptation.adapt, real training loop).
 
 Torch + numpy only (no GDAL / QGIS), so it runs on a bare GPU machine:
     PYTHONPATH=. python benchmarks/bench_adaptation.py [--steps 6] [--out results.json] [--devices cpu,cuda]
@@ -26,8 +26,8 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine.adaptation import PatchSampler, adapt, trainable_parameter_names  # noqa: E402
-from engine.backbone import ADM_IMAGENET_64, COMPACT_64, build_backbone  # noqa: E402
+from engine.networks.adaptation import PatchSampler, adapt, trainable_parameter_names  # noqa: E402
+from engine.networks.backbone import ADM_IMAGENET_64, COMPACT_64, build_backbone  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from engine.settings import AdaptSettings  # noqa: E402
 

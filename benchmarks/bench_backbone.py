@@ -24,7 +24,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from engine.backbone import ADM_IMAGENET_64, COMPACT_64, build_backbone, default_feature_blocks  # noqa: E402
+from engine.networks.backbone import ADM_IMAGENET_64, COMPACT_64, build_backbone, default_feature_blocks  # noqa: E402
 
 CONFIGS = {"adm_imagenet_64": (ADM_IMAGENET_64, 8), "compact_64": (COMPACT_64, 32)}
 

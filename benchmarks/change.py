@@ -1,11 +1,11 @@
 """Change detection on every real pair of ``shared/data/change`` (issue 13): the naive baselines and ours.
 
-Scores (``engine.change``): CVA magnitude on z-scored bands (Malila 1980) for OSCD (13 bands and the native 10 m
+Scores (``engine.assessment.change``): CVA magnitude on z-scored bands (Malila 1980) for OSCD (13 bands and the native 10 m
 bands B02 B03 B04 B08) and LEVIR-CD (RGB); |log-ratio| and CVA for the Bern ERS-2 SAR pair. Metrics as the data
 README defines them: rank ROC-AUC, best F1 over every threshold (oracle), and the F1 a user would get at an
 automatic threshold on the score: Otsu 1979 and Kittler & Illingworth 1986 (minimum error).
 
-``--ours`` adds ``engine.changedetect`` (deep CVA, Saha et al. 2019) with every FEATURES source (bands = CVA through
+``--ours`` adds ``engine.tasks.changedetect`` (deep CVA, Saha et al. 2019) with every FEATURES source (bands = CVA through
 the product's own path, diffusion+bands = the default, diffusion) and, with ``--prior``, the shipped prior as
 backbone; ``--supervised`` the forest on sparse stratified points (0.5 % of the pixels, at least 20 changed; seeds
 0-4) against a 500-tree Random Forest on [bands t1, bands t2, t2 − t1] on the same splits, scored on every
@@ -30,7 +30,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a file: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.change import abs_log_ratio, cva_magnitude, evaluate_score  # noqa: E402
+from engine.assessment.change import abs_log_ratio, cva_magnitude, evaluate_score  # noqa: E402
 
 CHANGE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "change"
 OSCD_CITIES = ("rennes", "aguasclaras", "bercy", "bordeaux", "paris")
@@ -121,10 +121,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# ours (engine.changedetect), unsupervised and supervised
+# ours (engine.tasks.changedetect), unsupervised and supervised
 
 def _settings(features: str, pair: str, backbone: str = "auto"):
-    from engine.changedetect import ChangeSettings
+    from engine.tasks.changedetect import ChangeSettings
     from engine.settings import PipelineSettings
 
     ps = PipelineSettings()
@@ -135,8 +135,8 @@ def _settings(features: str, pair: str, backbone: str = "auto"):
 
 def run_ours(pairs: Sequence[str], sources: Sequence[str], backbones: Sequence[str] = ("auto",)) -> List[Dict]:
     """Our unsupervised score per pair and FEATURES source: AUC, best F1, F1 at both automatic thresholds."""
-    from engine.change import THRESHOLDS, f1_at
-    from engine.changedetect import detect_arrays
+    from engine.assessment.change import THRESHOLDS, f1_at
+    from engine.tasks.changedetect import detect_arrays
 
     rows = []
     for name in pairs:
@@ -194,7 +194,7 @@ def rf_baseline(pair: Pair, train: np.ndarray, seed: int) -> np.ndarray:
 
 
 def run_supervised(pairs: Sequence[str], seeds: Sequence[int], features: str = "diffusion+bands") -> List[Dict]:
-    from engine.changedetect import ChangeLabels, detect_arrays
+    from engine.tasks.changedetect import ChangeLabels, detect_arrays
 
     rows = []
     for name in pairs:
@@ -261,7 +261,7 @@ def figure(name: str, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from engine.changedetect import ChangeSettings, detect_arrays
+    from engine.tasks.changedetect import ChangeSettings, detect_arrays
 
     pair = load_pair(name)
     score, change, _ = detect_arrays(pair.t1, pair.t2, _settings(ChangeSettings().features, name))

@@ -10,7 +10,7 @@ One command:
    ``--compact-steps`` denoising steps: classify cost does not depend on them).
 3. Reference: ``engine.jobs.classify`` on every scene in this process (what ``difflc:classify`` runs).
 4. ``--repeats`` times, for 1 then 2 workers (interleaved, so both see the same drift of a shared machine's load):
-   ``engine.batch.run_batch`` on a fresh LocalCluster into a fresh folder;
+   ``engine.jobs.batch.run_batch`` on a fresh LocalCluster into a fresh folder;
    wall time of the whole batch (cluster start-up included, and reported apart), every output compared with the
    reference byte for byte, the peak resident memory (VmHWM) of each worker process, and the load average.
 5. Prints a markdown table and writes JSON.
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
 
-    from engine import batch
+    from engine.jobs import batch
     from engine.jobs import classify
 
     work = Path(tempfile.mkdtemp(prefix="difflc-many-", dir=args.workdir))

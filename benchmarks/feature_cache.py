@@ -2,7 +2,7 @@
 
 Backbone training (unsupervised: it never sees a label) dominates the pipeline's time; the ablations differ
 only in which features reach which head. So for each (scene, seed) this trains the compact backbone exactly
-as the product does (``engine.pipeline.prepare_backbone`` with the seed's settings), extracts features for a
+as the product does (``engine.tasks.landcover.prepare_backbone`` with the seed's settings), extracts features for a
 grid of timesteps × decoder blocks × modalities with the product's tiling (windows of 64, stride 32,
 overlapping windows averaged), and keeps them at the scene's labelled pixels only (train ∪ evaluation).
 The same is done for an untrained backbone (the control of METHOD.md section 4).
@@ -63,7 +63,7 @@ def load_backbone(scene: str, seed: int, kind: str = "trained"):
 
     from safetensors import safe_open
 
-    from engine.pipeline import PreparedBackbone, restore_backbone
+    from engine.tasks.landcover import PreparedBackbone, restore_backbone
 
     path = backbone_path(scene, seed, kind)
     if not path.exists():
@@ -87,13 +87,13 @@ def build(scene: SceneData, seed: int, kind: str, timesteps: Sequence[int], bloc
           log=print) -> Path:
     import torch
 
-    from engine.device import seed_everything
-    from engine.features import FeatureExtractor
-    from engine.pipeline import (active_modalities, fit_scene_representations, prepare_backbone,
+    from engine.networks.device import seed_everything
+    from engine.networks.features import FeatureExtractor
+    from engine.tasks.landcover import (active_modalities, fit_scene_representations, prepare_backbone,
                                  window_inputs)
     from engine.progress import Progress
-    from engine.readers import ArrayReader, StackedReader
-    from engine.tiling import predict_tiled
+    from engine.data.readers import ArrayReader, StackedReader
+    from engine.tasks.tiling import predict_tiled
 
     out = cache_path(scene.name, seed, kind)
     if out.exists() and backbone_path(scene.name, seed, kind).exists():

@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks import feature_cache  # noqa: E402
 from benchmarks.protocol import load_scene, paired_ci, scene_split  # noqa: E402
-from engine.metrics import classification_metrics  # noqa: E402
+from engine.assessment.metrics import classification_metrics  # noqa: E402
 
 
 def _head_settings(**kw):
@@ -36,7 +36,7 @@ def _head_settings(**kw):
 
 def mlp_proba(xtr, ytr, xev, k, seed, n=1, **kw) -> np.ndarray:
     """Mean probabilities of ``n`` product heads (each with its own seeded validation split)."""
-    from engine.classifier import train_head
+    from engine.heads.classifier import train_head
 
     out = 0.0
     for i in range(n):

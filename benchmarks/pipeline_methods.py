@@ -1,6 +1,6 @@
 """The product's configurations and ablations as benchmark methods (registered into ``benchmarks.accuracy``).
 
-Product path (``engine.pipeline.fit_predict_arrays``: tiled prediction, exactly what the plugin runs), each
+Product path (``engine.tasks.landcover.fit_predict_arrays``: tiled prediction, exactly what the plugin runs), each
 variant changing ONE thing of the default (``VARIANTS``):
 - ``difflc``: the default — a seeded, untrained compact ADM (the most accurate Stage A measured), features t=200
   at the default decoder blocks of every modality, Random Forest head on [diffusion features ‖ standardised
@@ -33,10 +33,10 @@ import numpy as np
 
 from benchmarks import feature_cache
 from benchmarks.accuracy import from_map_predictor, register
-from engine.pipeline import fit_predict_arrays
+from engine.tasks.landcover import fit_predict_arrays
 from engine.settings import PipelineSettings
 
-DEFAULT_T, DEFAULT_BLOCKS = (200,), (4, 5)  # the compact backbone's defaults (engine.backbone)
+DEFAULT_T, DEFAULT_BLOCKS = (200,), (4, 5)  # the compact backbone's defaults (engine.networks.backbone)
 
 
 def _settings(seed: int, head_kind: Optional[str] = None) -> PipelineSettings:
@@ -97,10 +97,10 @@ _BACKBONE_CACHE: Dict = {}
 
 def _backbone(scene, seed: int, key: str, settings: PipelineSettings):
     """Stage A of (scene, seed, backbone key), prepared once per run exactly as ``pipeline.fit`` would."""
-    from engine.device import seed_everything
-    from engine.pipeline import fit_scene_representations, prepare_backbone
+    from engine.networks.device import seed_everything
+    from engine.tasks.landcover import fit_scene_representations, prepare_backbone
     from engine.progress import Progress
-    from engine.readers import ArrayReader, StackedReader
+    from engine.data.readers import ArrayReader, StackedReader
 
     ck = (scene.name, seed, key)
     if ck not in _BACKBONE_CACHE:
@@ -170,7 +170,7 @@ def _cached_xy(scene, split, seed, kind="trained", with_spectrum=True, **select)
 
 def _head(scene, split, seed, head_kind="forest", fusion="concat", kind="trained", with_spectrum=True,
           **select) -> np.ndarray:
-    from engine.classifier import fit_head
+    from engine.heads.classifier import fit_head
 
     xtr, xev, sizes = _cached_xy(scene, split, seed, kind, with_spectrum, **select)
     s = _settings(seed, head_kind)

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from engine.representations import BandMeta
+from engine.data.representations import BandMeta
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO.parent / "shared" / "data"
@@ -92,7 +92,7 @@ class Split:
         return int(self.eval_y.size)
 
     def train_label_map(self, shape: Tuple[int, int]) -> np.ndarray:
-        """[H, W] int32: 0 unlabelled, 1..K training classes — the form ``engine.pipeline`` takes."""
+        """[H, W] int32: 0 unlabelled, 1..K training classes — the form ``engine.tasks.landcover`` takes."""
         out = np.zeros(shape, dtype=np.int32)
         out[self.train_rows, self.train_cols] = self.train_y + 1
         return out

@@ -12,7 +12,7 @@ and specific feature learning model", ISPRS J. Photogramm. Remote Sens. 178 (202
 
 This file is plumbing only (loading, shape checks, labels, settings, scoring); the model runs behind
 ``run_pipeline(hsi [H,W,B], sar [H,W,S], train_labels [H,W], settings) -> map [H,W] of 1..K``. The default
-calls ``engine.pipeline.fit_predict_arrays``. Test labels never reach ``run_pipeline``: they are used for
+calls ``engine.tasks.landcover.fit_predict_arrays``. Test labels never reach ``run_pipeline``: they are used for
 scoring only, after the prediction exists (the public code selected models on test pixels; we do not).
 """
 from __future__ import annotations
@@ -303,15 +303,15 @@ RunPipeline = Callable[[np.ndarray, np.ndarray, np.ndarray, object], np.ndarray]
 def run_pipeline(hsi: np.ndarray, sar: np.ndarray, train_labels: np.ndarray, settings) -> np.ndarray:
     """hsi [H,W,B], sar [H,W,S] (linear intensities), train_labels [H,W] 0/1..K → predicted map [H,W] 1..K."""
     try:
-        from engine import pipeline
+        from engine.tasks import landcover as pipeline
     except ImportError as e:
-        raise NotImplementedError(f"engine.pipeline cannot be imported ({e}): the diffusion pipeline is not "
+        raise NotImplementedError(f"engine.tasks.landcover cannot be imported ({e}): the diffusion pipeline is not "
                                   "available in this checkout") from e
     fn = getattr(pipeline, "fit_predict_arrays", None)
     if fn is None:
-        raise NotImplementedError("engine.pipeline.fit_predict_arrays is not implemented yet: the reproduction "
+        raise NotImplementedError("engine.tasks.landcover.fit_predict_arrays is not implemented yet: the reproduction "
                                   "harness has nothing to run (use --dry-run to check the inputs)")
-    from engine.representations import BandMeta
+    from engine.data.representations import BandMeta
 
     # the band counts only: the dB flag and polarisation once written here never reached the engine (issue 11)
     hsi_meta, sar_meta = BandMeta(hsi.shape[2]), BandMeta(sar.shape[2])
@@ -327,7 +327,7 @@ def load_cubes(plan: Plan) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def score(plan: Plan, prediction: np.ndarray) -> Dict:
-    from engine.metrics import classification_metrics
+    from engine.assessment.metrics import classification_metrics
 
     s = plan.spec
     check_shape(np.shape(prediction), (s.height, s.width), "run_pipeline's prediction")

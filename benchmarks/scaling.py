@@ -426,7 +426,7 @@ def table(report: dict, figures: Path) -> None:
 
 
 def _origins(size: int):
-    from engine.tiling import tile_origins
+    from engine.tasks.tiling import tile_origins
 
     return tile_origins(size, 64, 32)
 

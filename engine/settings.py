@@ -94,7 +94,7 @@ class HeadSettings:
 
 @dataclass
 class SpatialSettings:
-    """Gaussian regularisation of the class-probability map before the argmax (engine.spatial)."""
+    """Gaussian regularisation of the class-probability map before the argmax (engine.tasks.spatial)."""
 
     sigma: Optional[float] = None  # px; None = chosen by cross-validation on the training labels
     candidates: Tuple[float, ...] = (0.0, 0.7, 1.0, 1.5, 2.0, 3.0)
@@ -105,14 +105,14 @@ class SpatialSettings:
 @dataclass
 class TileSettings:
     patch: int = 64
-    # windows side by side: each pixel is predicted from its home window (engine.tiling), and overlapping
+    # windows side by side: each pixel is predicted from its home window (engine.tasks.tiling), and overlapping
     # windows (32) cost up to 4x the network passes for no measured gain (BENCHMARKS.md, "Speed and scale")
     stride: int = 64
 
 
 @dataclass
 class CleanupSettings:
-    """Map clean-up after classification (engine.cleanup): majority filter, then a minimum mapping unit."""
+    """Map clean-up after classification (engine.tasks.cleanup): majority filter, then a minimum mapping unit."""
 
     sieve_pixels: int = 0  # minimum mapping unit in pixels: patches smaller than this merge into a neighbour; 0 = off
     sieve_area_ha: float = 0.0  # the same as an area (hectares), converted with the map's pixel area; 0 = off

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from osgeo import gdal, ogr  # noqa: E402
 
-from engine.labels import stratified_sample  # noqa: E402
+from engine.data.labels import stratified_sample  # noqa: E402
 
 gdal.UseExceptions()
 ogr.UseExceptions()

@@ -75,7 +75,7 @@ def read_stack(files):
     """float32 [B, H, W], NaN = nodata; bands of different resolutions resampled (bilinear) to the finest."""
     from osgeo import gdal
 
-    from engine.raster_io import RasterReader
+    from engine.data.raster_io import RasterReader
 
     gdal.UseExceptions()
     if len(files) == 1:
@@ -92,7 +92,7 @@ def read_stack(files):
 
 def scene_images(name, optical, sar, waves, sar_db, seed):
     """The product's representations of one corpus scene: {modality: [3, H, W] in [-1, 1]}."""
-    from engine.representations import fit_representations
+    from engine.data.representations import fit_representations
     from engine.settings import RepresentationSettings
 
     rs = RepresentationSettings(sar_db=sar_db)
@@ -115,7 +115,7 @@ def scene_images(name, optical, sar, waves, sar_db, seed):
 
 
 def _sar(arr, rs, rng):
-    from engine.representations import fit_sar, sar_image
+    from engine.data.representations import fit_sar, sar_image
 
     flat = arr.reshape(arr.shape[0], -1)
     ok = np.flatnonzero(np.isfinite(flat).all(axis=0))
@@ -149,8 +149,8 @@ def main(argv=None) -> int:
     import torch
 
     from engine import ENGINE_VERSION
-    from engine.backbone import COMPACT_64, save_backbone, weights_fingerprint
-    from engine.pretrain import CorpusSampler, CorpusScene, PretrainSettings, pretrain
+    from engine.networks.backbone import COMPACT_64, save_backbone, weights_fingerprint
+    from engine.networks.pretrain import CorpusSampler, CorpusScene, PretrainSettings, pretrain
     from engine.progress import Progress
 
     torch.set_num_threads(args.threads)

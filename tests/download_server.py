@@ -108,7 +108,7 @@ def checkpoint_bytes(config_dict=None, seed: int = 0) -> bytes:
     import io
 
     import torch
-    from engine.backbone import UNetConfig, build_backbone
+    from engine.networks.backbone import UNetConfig, build_backbone
 
     buffer = io.BytesIO()
     torch.save(build_backbone(UNetConfig.from_dict(config_dict or TINY_CONFIG), seed=seed).state_dict(), buffer)

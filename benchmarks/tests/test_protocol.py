@@ -141,7 +141,7 @@ def _toy_scene(seed=0) -> SceneData:
     hsi = (centres[labels].transpose(2, 0, 1) + rng.normal(scale=0.7, size=(bands, h, w))).astype(np.float32)
     hsi[4] = np.nan  # a bad band
     sar = rng.normal(-15, 2, size=(2, h, w)).astype(np.float32)
-    from engine.representations import BandMeta
+    from engine.data.representations import BandMeta
 
     return SceneData("toy", hsi, sar, labels, ["a", "b", "c"], BandMeta(bands, bad_bands=(4,)), BandMeta(2), 0.1,
                      (0, 1, 2))

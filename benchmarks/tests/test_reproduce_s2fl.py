@@ -133,7 +133,7 @@ def test_overlapping_train_and_test_is_rejected(tmp_path):
 
 
 def test_default_runner_explains_a_missing_pipeline(monkeypatch):
-    from engine import pipeline
+    from engine.tasks import landcover as pipeline
 
     monkeypatch.delattr(pipeline, "fit_predict_arrays", raising=False)
     with pytest.raises(NotImplementedError, match="fit_predict_arrays is not implemented"):

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.adaptation import (PatchSampler, adapt, apply_delta, resolve_lr, train_compact_backbone,
+from engine.networks.adaptation import (PatchSampler, adapt, apply_delta, resolve_lr, train_compact_backbone,
                                trainable_parameter_names)
-from engine.backbone import ADM_IMAGENET_64, UNetConfig, build_backbone
+from engine.networks.backbone import ADM_IMAGENET_64, UNetConfig, build_backbone
 from engine.progress import Cancelled, Progress
 from engine.settings import MODALITY_IDS, AdaptSettings, BackboneSettings
 

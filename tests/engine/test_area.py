@@ -1,11 +1,11 @@
-"""Olofsson et al. 2014 stratified area and accuracy estimators (engine.area): the paper's worked example, a
+"""Olofsson et al. 2014 stratified area and accuracy estimators (engine.assessment.area): the paper's worked example, a
 hand-computed two-class case, and the errors for inputs the estimators cannot handle."""
 import math
 
 import numpy as np
 import pytest
 
-from engine.area import MapAreaCounter, check_class_names, stratified_estimates
+from engine.assessment.area import MapAreaCounter, check_class_names, stratified_estimates
 
 # Olofsson et al. 2014, section 5 (Table 8): sample counts, rows = map class, columns = reference class, in the
 # order deforestation, forest gain, stable forest, stable non-forest; mapped areas in 30 m pixels.

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.backbone import (
+from engine.networks.backbone import (
     ADM_IMAGENET_64, COMPACT_64, ADMUNet, BackboneLoadError, GroupNorm32, QKVAttention, UNetConfig,
     build_backbone, default_feature_blocks, load_backbone, save_backbone, timestep_embedding, weights_fingerprint,
 )

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 
-from engine.backbone import ADM_IMAGENET_64, COMPACT_64, build_backbone
+from engine.networks.backbone import ADM_IMAGENET_64, COMPACT_64, build_backbone
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)  # its torch.cuda.amp decorators

@@ -1,4 +1,4 @@
-"""Many scenes on Dask (engine.batch): byte-identical to single-process classify, failures retried and reported,
+"""Many scenes on Dask (engine.jobs.batch): byte-identical to single-process classify, failures retried and reported,
 cancel leaves nothing behind. Tiny scenes (96x96, 6 bands) and a tiny model keep the module at ~20 s."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis"))  # GDAL-only raster helpers
 from helpers_rasters import sample_pixels, synthetic_scene, write_raster  # noqa: E402
 
-from engine import batch  # noqa: E402
+from engine.jobs import batch  # noqa: E402
 from engine.files import TEMP_PREFIX  # noqa: E402
 from engine.progress import Cancelled, Progress  # noqa: E402
 
@@ -104,7 +104,8 @@ def test_an_unreadable_input_fails_alone_on_threads(data, tmp_path):
 
 def test_cancel_stops_running_scenes_and_leaves_no_file(data, tmp_path, monkeypatch):
     """A scene that runs until cancelled: the batch stops it through the cluster event, nothing is left."""
-    from engine import files, jobs
+    from engine import files
+    from engine import jobs
 
     started = []
 
@@ -149,7 +150,7 @@ def test_plan_refuses_what_would_lose_outputs(data, tmp_path):
 def test_command_line(data, tmp_path):
     out = tmp_path / "maps"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "engine.batch", data["model"], str(data["scenes"]), "-o", str(out),
+    proc = subprocess.run([sys.executable, "-m", "engine.jobs.batch", data["model"], str(data["scenes"]), "-o", str(out),
                            "--glob", "*_hsi.tif", "--workers", "2", "--confidence"],
                           cwd=REPO, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # two of four scenes cannot be classified
@@ -158,7 +159,7 @@ def test_command_line(data, tmp_path):
     for name in os.listdir(data["reference"]):
         assert (out / name).read_bytes() == (data["reference"] / name).read_bytes(), name
     assert not [p for p in os.listdir(out) if p.startswith(TEMP_PREFIX)]
-    proc = subprocess.run([sys.executable, "-m", "engine.batch", data["model"], str(tmp_path / "nothing.tif"),
+    proc = subprocess.run([sys.executable, "-m", "engine.jobs.batch", data["model"], str(tmp_path / "nothing.tif"),
                            "-o", str(out)], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "nothing.tif does not exist" in proc.stderr
 
@@ -166,9 +167,9 @@ def test_command_line(data, tmp_path):
 # ------------------------------------------------------------------------------------------------ row blocks
 
 def _whole_and_blocks(model_path, hsi, ranges):
-    from engine.bundle import load_bundle
+    from engine.jobs.bundle import load_bundle
     from engine.jobs import open_inputs
-    from engine.pipeline import from_bundle, predict_scene
+    from engine.tasks.landcover import from_bundle, predict_scene
 
     metadata, tensors = load_bundle(model_path)
     model = from_bundle(metadata, tensors, device="cpu")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.bundle import (BundleError, BundleMismatchError, check_inputs, load_bundle, read_bundle_metadata,
+from engine.jobs.bundle import (BundleError, BundleMismatchError, check_inputs, load_bundle, read_bundle_metadata,
                            save_bundle)
 
 

@@ -1,4 +1,4 @@
-"""engine.change: the streamed from-to counter, change scores, and the README's metrics on a small synthetic pair
+"""engine.assessment.change: the streamed from-to counter, change scores, and the README's metrics on a small synthetic pair
 and on the real Bern pair (shared/data/change)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from engine.change import (FromToCounter, abs_log_ratio, best_f1, cva_magnitude, evaluate_score, f1_at,
+from engine.assessment.change import (FromToCounter, abs_log_ratio, best_f1, cva_magnitude, evaluate_score, f1_at,
                            kittler_illingworth_threshold, legend_conflicts, otsu_threshold, roc_auc)
 from benchmarks.change import CHANGE_DIR, load_pair
 
@@ -135,7 +135,7 @@ def test_change_statistics_job_geographic_areas_and_small_blocks(tmp_path):
     """In EPSG:4326 each row's pixels get their ellipsoidal area (raster_io.pixel_area); streaming two rows at a
     time gives the same matrix as one block."""
     from engine.jobs import change_statistics
-    from engine.raster_io import pixel_area, read_info
+    from engine.data.raster_io import pixel_area, read_info
 
     rng = np.random.default_rng(4)
     a = rng.integers(0, 3, (9, 7)).astype(np.uint8)

@@ -1,4 +1,4 @@
-"""engine.changedetect and jobs.detect_changes: a planted change is found (unsupervised and supervised), the
+"""engine.tasks.changedetect and jobs.detect_changes: a planted change is found (unsupervised and supervised), the
 automatic threshold works, bad inputs stop with messages naming the layers, and nothing is left half-written."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from engine.change import roc_auc
-from engine.changedetect import ChangeLabels, ChangeSettings, DateReader, PooledReader, detect_arrays
+from engine.assessment.change import roc_auc
+from engine.tasks.changedetect import ChangeLabels, ChangeSettings, DateReader, PooledReader, detect_arrays
 from engine.errors import UserInputError
 from engine.jobs import ChangeRequest, LabelGeometries, detect_changes
-from engine.readers import ArrayReader
+from engine.data.readers import ArrayReader
 from engine.settings import PipelineSettings
 
 gdal.UseExceptions()
@@ -191,7 +191,7 @@ def test_text_labels_and_a_failure_mid_run_leave_nothing(tmp_path, monkeypatch):
     for p in (tmp_path / "change.tif", tmp_path / "change.tif.aux.xml", tmp_path / "change.qml", tmp_path / "r.html"):
         p.unlink(missing_ok=True)
 
-    import engine.changedetect as cd
+    import engine.tasks.changedetect as cd
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.classifier import load_head, stratified_split, train_head
+from engine.heads.classifier import load_head, stratified_split, train_head
 from engine.settings import HeadSettings
 
 

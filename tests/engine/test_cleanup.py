@@ -1,9 +1,9 @@
-"""Map clean-up (engine.cleanup): the majority filter against a brute-force one, streaming equal to the whole band,
+"""Map clean-up (engine.tasks.cleanup): the majority filter against a brute-force one, streaming equal to the whole band,
 and GDAL's sieve on a GeoTIFF with nodata."""
 import numpy as np
 import pytest
 
-from engine.cleanup import clean_band, majority_in_place, majority_window, sieve_threshold
+from engine.tasks.cleanup import clean_band, majority_in_place, majority_window, sieve_threshold
 from engine.settings import CleanupSettings
 
 
@@ -69,7 +69,7 @@ def test_gdal_sieve_in_place_keeps_nodata(tmp_path):
     from osgeo import gdal
 
     from engine.progress import Progress
-    from engine.raster_io import ClassBandEditor
+    from engine.data.raster_io import ClassBandEditor
 
     a = np.full((12, 12), 1, np.uint8)
     a[1:2, 1:4] = 2  # 3-pixel island

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from engine.diffusion import CosineSchedule, fixed_noise, q_sample
+from engine.networks.diffusion import CosineSchedule, fixed_noise, q_sample
 
 
 def test_cosine_schedule_values():

@@ -1,4 +1,4 @@
-"""engine/download.py against a local HTTP server serving a tiny ADM checkpoint (plain torch state dict)."""
+"""engine/jobs/download.py against a local HTTP server serving a tiny ADM checkpoint (plain torch state dict)."""
 from __future__ import annotations
 
 import io
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from download_server import TINY_CONFIG, CheckpointServer, checkpoint_bytes
-from engine import download
-from engine.backbone import BackboneLoadError, UNetConfig, weights_fingerprint
+from engine.jobs import download
+from engine.networks.backbone import BackboneLoadError, UNetConfig, weights_fingerprint
 from engine.progress import Cancelled, Progress
 
 TINY = UNetConfig.from_dict(TINY_CONFIG)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.adaptation import PatchSampler, train_compact_backbone
-from engine.backbone import UNetConfig
-from engine.classifier import train_head
-from engine.features import FeatureExtractor, pixel_features
+from engine.networks.adaptation import PatchSampler, train_compact_backbone
+from engine.networks.backbone import UNetConfig
+from engine.heads.classifier import train_head
+from engine.networks.features import FeatureExtractor, pixel_features
 from engine.settings import BackboneSettings, FeatureSettings, HeadSettings, TileSettings
-from engine.tiling import predict_tiled
+from engine.tasks.tiling import predict_tiled
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.backbone import UNetConfig, build_backbone, default_feature_blocks
-from engine.diffusion import CosineSchedule, fixed_noise, q_sample
-from engine.features import FeatureExtractor, pixel_features
+from engine.networks.backbone import UNetConfig, build_backbone, default_feature_blocks
+from engine.networks.diffusion import CosineSchedule, fixed_noise, q_sample
+from engine.networks.features import FeatureExtractor, pixel_features
 from engine.settings import MODALITY_IDS, FeatureSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.classifier import ForestHead, fit_head, load_head
-from engine.forest import Forest, train_forest
+from engine.heads.classifier import ForestHead, fit_head, load_head
+from engine.heads.forest import Forest, train_forest
 from engine.progress import Cancelled, Progress
 from engine.settings import HeadSettings
 
@@ -136,7 +136,7 @@ def test_feature_check_drops_features_that_hurt_and_keeps_those_that_help():
 
 
 def test_sign_test_tail():
-    from engine.forest import sign_test_greater
+    from engine.heads.forest import sign_test_greater
 
     assert sign_test_greater(0, 0) == 1.0
     assert sign_test_greater(5, 0) == pytest.approx(1 / 32)

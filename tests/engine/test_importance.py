@@ -1,7 +1,7 @@
-"""engine.importance: spatially blocked folds, blocked-CV OA and permutation importance per input group."""
+"""engine.heads.importance: spatially blocked folds, blocked-CV OA and permutation importance per input group."""
 import numpy as np
 
-from engine.importance import assess_inputs, describe, input_groups, spatial_block_folds
+from engine.heads.importance import assess_inputs, describe, input_groups, spatial_block_folds
 
 
 def test_block_folds_keep_whole_blocks_together():

@@ -13,10 +13,10 @@ import pytest
 from osgeo import gdal, osr
 
 from engine import files
-from engine.bundle import BundleError, BundleMismatchError, check_inputs, load_bundle, save_bundle, validate_model
+from engine.jobs.bundle import BundleError, BundleMismatchError, check_inputs, load_bundle, save_bundle, validate_model
 from engine.errors import CorruptFileError, OutputPathError, UserInputError
 from engine.files import InputSpec, OutputSpec, check_outputs
-from engine.raster_io import RasterReader, raster_sidecar_problem, read_info
+from engine.data.raster_io import RasterReader, raster_sidecar_problem, read_info
 
 GT = (500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0)
 
@@ -165,7 +165,7 @@ def test_inf_values_become_nodata_with_the_band_named(tmp_path):
 
 
 def test_inf_in_a_sample_does_not_break_the_pca():
-    from engine.representations import fit_representations
+    from engine.data.representations import fit_representations
     from engine.settings import RepresentationSettings
 
     rng = np.random.default_rng(0)
@@ -257,7 +257,7 @@ def test_sar_coverage_is_measured_and_an_empty_sar_named(tmp_path):
     assert inputs.sar_coverage == pytest.approx(0.5)
     assert any("half.tif covers 50 % of the HSI scene" in m for m in logged)
     from engine.jobs import LabelGeometries, label_samples
-    from engine.labels import LabelError
+    from engine.data.labels import LabelError
 
     xs = GT[0] + 10.0 * np.array([2.5, 3.5, 12.5, 13.5, 14.5])  # class 2: one point where the SAR has data
     ys = GT[3] - 10.0 * np.array([5.5, 6.5, 5.5, 6.5, 7.5])

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from osgeo import ogr
 
-from engine.labels import (ClassInfo, LabelError, collect_point_labels, collect_polygon_labels, default_colors,
+from engine.data.labels import (ClassInfo, LabelError, collect_point_labels, collect_polygon_labels, default_colors,
                            rasterize_polygons, stratified_sample)
-from engine.raster_io import RasterInfo
+from engine.data.raster_io import RasterInfo
 
 GT = (1000.0, 10.0, 0.0, 2000.0, 0.0, -10.0)
 
@@ -111,8 +111,8 @@ def test_stratified_sample():
 
 
 def test_reader_valid_fn_reads_blocks():
-    from engine.labels import build_samples, reader_valid_fn
-    from engine.readers import ArrayReader
+    from engine.data.labels import build_samples, reader_valid_fn
+    from engine.data.readers import ArrayReader
 
     a = np.ones((2, 50, 40), np.float32)
     a[1, 30, 7] = np.nan
@@ -129,8 +129,8 @@ def test_reader_valid_fn_reads_blocks():
 def test_polygon_mask_streams_row_blocks_and_masks_reads_and_labels():
     """PolygonMask burns 7-row bands yet equals the whole-box rasterisation; MaskedReader → NaN outside;
     labels outside the mask are skipped and counted as outside_mask (not as nodata)."""
-    from engine.raster_io import PolygonMask
-    from engine.readers import ArrayReader, MaskedReader
+    from engine.data.raster_io import PolygonMask
+    from engine.data.readers import ArrayReader, MaskedReader
 
     ref = _ref()
     wkb = [_box(2, 3, 5, 7), _box(10, 25, 14, 40)]
@@ -143,7 +143,7 @@ def test_polygon_mask_streams_row_blocks_and_masks_reads_and_labels():
     image = ArrayReader(np.ones((2, ref.height, ref.width), np.float32))
     masked = MaskedReader(image, mask).read(0, 0, ref.height, ref.width)
     assert (np.isnan(masked).all(axis=0) == ~expect).all()
-    from engine.labels import build_samples, reader_valid_fn
+    from engine.data.labels import build_samples, reader_valid_fn
 
     s = build_samples([3, 3, 4, 0, 0, 11, 12], [3, 4, 5, 0, 1, 26, 27], [1, 1, 2, 1, 2, 2, 1], ref.height, ref.width,
                       valid=None, mask=reader_valid_fn(mask))

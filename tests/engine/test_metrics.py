@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.metrics import classification_metrics, confusion_matrix
+from engine.assessment.metrics import classification_metrics, confusion_matrix
 
 
 def test_confusion_matrix_counts_reference_rows_prediction_columns():

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from engine.classifier import ForestHead
-from engine.forest import shift_features, train_forest
-from engine.pipeline import TrainingPixels, bundle_payload, fit, from_bundle, predict_scene
-from engine.readers import ArrayReader, StackedReader
+from engine.heads.classifier import ForestHead
+from engine.heads.forest import shift_features, train_forest
+from engine.tasks.landcover import TrainingPixels, bundle_payload, fit, from_bundle, predict_scene
+from engine.data.readers import ArrayReader, StackedReader
 from engine.settings import PipelineSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -94,7 +94,7 @@ def test_a_bands_only_forest_skips_the_network_with_the_same_map():
 
 
 def test_row_ranges_equal_the_whole_map_with_smoothing():
-    """Work units of a large scene (engine.batch): any row range maps exactly as the whole scene does, halo
+    """Work units of a large scene (engine.jobs.batch): any row range maps exactly as the whole scene does, halo
     of the probability smoothing included."""
     hsi, truth, labels = _scene(n=150, seed=2)
     reader = StackedReader(ArrayReader(hsi), None)

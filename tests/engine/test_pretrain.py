@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.backbone import UNetConfig
-from engine.pretrain import CorpusSampler, CorpusScene, PretrainSettings, pretrain
+from engine.networks.backbone import UNetConfig
+from engine.networks.pretrain import CorpusSampler, CorpusScene, PretrainSettings, pretrain
 from engine.progress import Cancelled, Progress
 
 TINY = UNetConfig(name="tiny", model_channels=32, out_channels=3, num_res_blocks=1, attention_resolutions=(),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from osgeo import gdal, osr
 
-from engine.labels import ClassInfo
-from engine.raster_io import (ClassifiedWriter, RasterReader, read_info, sample_valid_pixels, scan_bad_bands,
+from engine.data.labels import ClassInfo
+from engine.data.raster_io import (ClassifiedWriter, RasterReader, read_info, sample_valid_pixels, scan_bad_bands,
                               write_qml)
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -233,7 +233,7 @@ def test_qml_loads_in_qgis(tmp_path, qgis_app):
 def test_pixel_area_projected_and_on_the_ellipsoid():
     from osgeo import osr
 
-    from engine.raster_io import RasterInfo, pixel_area
+    from engine.data.raster_io import RasterInfo, pixel_area
 
     def info(epsg, gt, width, height):
         srs = osr.SpatialReference()

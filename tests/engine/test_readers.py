@@ -1,8 +1,8 @@
 import numpy as np
 
-from engine.pipeline import PoolSampler
-from engine.tiling import home_windows
-from engine.readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
+from engine.tasks.landcover import PoolSampler
+from engine.tasks.tiling import home_windows
+from engine.data.readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
 
 
 def test_sample_valid_pixels_skips_nodata_and_respects_size():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
-from engine.labels import collect_point_labels
-from engine.raster_io import RasterReader, read_info, sample_valid_pixels, scan_bad_bands
-from engine.representations import fit_representations
+from engine.data.labels import collect_point_labels
+from engine.data.raster_io import RasterReader, read_info, sample_valid_pixels, scan_bad_bands
+from engine.data.representations import fit_representations
 from engine.settings import RepresentationSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_make_demo_points_script(tmp_path):
 
 
 def test_read_vector_labels_reprojects_and_checks_validity(tmp_path):
-    from engine.labels import LabelError, read_vector_labels, reader_valid_fn
+    from engine.data.labels import LabelError, read_vector_labels, reader_valid_fn
 
     labels = CHIP / "Spain_7370579_LabelHand.tif"
     pts = tmp_path / "points.gpkg"

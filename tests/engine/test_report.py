@@ -3,8 +3,8 @@ import re
 
 import numpy as np
 
-from engine.metrics import metrics_from_confusion
-from engine.report import write_accuracy_report
+from engine.assessment.metrics import metrics_from_confusion
+from engine.jobs.report import write_accuracy_report
 
 
 def test_report_html_and_json(tmp_path):

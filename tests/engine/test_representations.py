@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine.representations import (RepresentationModel, choose_rgb_bands, detect_db, detect_polarisation,
+from engine.data.representations import (RepresentationModel, choose_rgb_bands, detect_db, detect_polarisation,
                                     fit_representations, positional_rgb)
 from engine.settings import RepresentationSettings
 
@@ -169,7 +169,7 @@ def test_errors_are_clear():
 
 
 def test_band_metadata_is_typed_and_a_misspelt_key_is_an_error():
-    from engine.representations import BandMeta
+    from engine.data.representations import BandMeta
 
     sample = np.random.default_rng(0).normal(size=(5, 50))
     with pytest.raises(ValueError, match="unknown band metadata \\['bad_band'\\]"):

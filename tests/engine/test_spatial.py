@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.spatial import (RowSmoother, centre_smoothed, choose_sigma, cv_folds, neighbourhood, radius,
+from engine.tasks.spatial import (RowSmoother, centre_smoothed, choose_sigma, cv_folds, neighbourhood, radius,
                             smooth_probabilities)
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.backbone import load_backbone, weights_fingerprint
+from engine.networks.backbone import load_backbone, weights_fingerprint
 from engine.paths import shipped_prior
-from engine.pipeline import (TrainingPixels, bundle_payload, fit, fit_scene_representations, from_bundle,
+from engine.tasks.landcover import (TrainingPixels, bundle_payload, fit, fit_scene_representations, from_bundle,
                              predict_scene, prepare_backbone)
 from engine.progress import Progress
-from engine.readers import ArrayReader, StackedReader
+from engine.data.readers import ArrayReader, StackedReader
 from engine.settings import PipelineSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

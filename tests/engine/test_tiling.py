@@ -5,7 +5,7 @@ import pytest
 
 from engine.progress import Cancelled, Progress
 from engine.settings import TileSettings
-from engine.tiling import core_spans, home_windows, predict_tiled, tile_origins
+from engine.tasks.tiling import core_spans, home_windows, predict_tiled, tile_origins
 
 
 def test_tile_origins_cover_and_flush():

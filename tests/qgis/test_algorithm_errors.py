@@ -260,7 +260,7 @@ def test_classify_without_the_sar_the_model_needs(model, scene, tmp_path):
 def checkpoint(tmp_path_factory):
     import torch
 
-    from diffusion_landcover.engine.backbone import COMPACT_64, build_backbone, save_backbone
+    from diffusion_landcover.engine.networks.backbone import COMPACT_64, build_backbone, save_backbone
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "base.safetensors"

@@ -159,7 +159,7 @@ def checkpoint(tmp_path_factory):
     """A small stand-in for the ImageNet checkpoint: a seeded compact ADM saved as our safetensors file."""
     import torch
 
-    from diffusion_landcover.engine.backbone import COMPACT_64, build_backbone, save_backbone
+    from diffusion_landcover.engine.networks.backbone import COMPACT_64, build_backbone, save_backbone
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "base.safetensors"

@@ -18,7 +18,7 @@ CONFIG_JSON = json.dumps(TINY_CONFIG)
 @pytest.fixture(scope="module")
 def checkpoint():
     import torch
-    from engine.backbone import weights_fingerprint
+    from engine.networks.backbone import weights_fingerprint
 
     data = checkpoint_bytes()
     return data, weights_fingerprint(torch.load(io.BytesIO(data), weights_only=True))
@@ -91,7 +91,7 @@ def test_cancel_keeps_the_partial_file_for_a_resume(qgis_app, server, checkpoint
     import processing
     from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-    from diffusion_landcover.engine import download as plugin_download
+    from diffusion_landcover.engine.jobs import download as plugin_download
 
     monkeypatch.setattr(plugin_download, "CHUNK", 64 * 1024)
     out = tmp_path / "adm.pt"

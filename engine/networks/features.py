@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .backbone import default_feature_blocks
 from .device import autocast, resolve_device
 from .diffusion import CosineSchedule, fixed_noise, q_sample
-from .settings import MODALITY_IDS, FeatureSettings
+from ..settings import MODALITY_IDS, FeatureSettings
 
 
 class FeatureExtractor:

@@ -1,5 +1,5 @@
 """What each input is worth, on the training labels: spatially blocked cross-validation of the forest head and the
-permutation importance of each input group on the held-out blocks — numpy + ``engine.forest`` only.
+permutation importance of each input group on the held-out blocks — numpy + ``engine.heads.forest`` only.
 
 Random pixels as folds overstate accuracy on spatially autocorrelated images: neighbours of a held-out pixel sit in
 the training part (Roberts et al., "Cross-validation strategies for data with temporal, spatial, hierarchical, or
@@ -15,7 +15,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .progress import Progress
+from ..progress import Progress
 
 
 @dataclass

@@ -9,10 +9,10 @@ import json
 import math
 from typing import TYPE_CHECKING, Dict, Optional
 
-from .files import write_text
+from ..files import write_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .change import ChangeMatrix
+    from ..assessment.change import ChangeMatrix
 
 _SUMMARY = [("overall_accuracy", "Overall accuracy (OA)"), ("average_accuracy", "Average accuracy (AA)"),
             ("kappa", "Cohen's kappa"), ("mean_f1", "Mean F1 (mF1)"), ("mean_iou", "Mean IoU (mIoU)")]
@@ -155,7 +155,7 @@ def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None) -> str:
 
 def write_accuracy_report(metrics: Dict, html_path: Optional[str] = None, json_path: Optional[str] = None,
                           title: str = "Accuracy assessment", extra: Optional[Dict] = None) -> None:
-    """Write the metrics (from :mod:`engine.metrics`) as JSON and/or HTML, each via temp file + move."""
+    """Write the metrics (from :mod:`engine.assessment.metrics`) as JSON and/or HTML, each via temp file + move."""
     if json_path:
         payload = {"title": title, **metrics, "extra": extra or {}}
         write_text(json_path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))

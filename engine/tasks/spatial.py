@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .settings import SpatialSettings
+from ..settings import SpatialSettings
 
 SIGMAS = SpatialSettings().candidates  # px; candidates of the cross-validation
 TRUNCATE = 3.0  # kernel radius = int(TRUNCATE * σ + 0.5)

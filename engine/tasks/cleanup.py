@@ -13,8 +13,8 @@ from typing import Dict, Optional, Protocol
 
 import numpy as np
 
-from .progress import Progress
-from .settings import CleanupSettings
+from ..progress import Progress
+from ..settings import CleanupSettings
 
 
 class ClassBand(Protocol):

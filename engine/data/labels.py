@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 gdal.UseExceptions()
 ogr.UseExceptions()

@@ -26,8 +26,8 @@ import torch
 from .adaptation import ValidWindows, denoise_loss
 from .backbone import COMPACT_64, ADMUNet, UNetConfig, build_backbone
 from .diffusion import CosineSchedule
-from .progress import Progress
-from .settings import MODALITY_IDS
+from ..progress import Progress
+from ..settings import MODALITY_IDS
 
 
 @dataclass

@@ -26,8 +26,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .progress import Progress
-from .settings import TileSettings
+from ..progress import Progress
+from ..settings import TileSettings
 
 
 def tile_origins(length: int, patch: int, stride: int) -> List[int]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-from . import ENGINE_VERSION
-from .progress import Progress
+from .. import ENGINE_VERSION
+from ..progress import Progress
 
 OFFICIAL_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/64x64_diffusion.pt"
 CHUNK = 1 << 20  # bytes per read: the cancel check and the progress report run once per chunk
@@ -37,7 +37,7 @@ class BackboneDownload:
     """What :func:`fetch_backbone` did: where the verified file is and whether it was downloaded now."""
 
     path: Path
-    fingerprint: str  # engine.backbone.weights_fingerprint of the verified weights
+    fingerprint: str  # engine.networks.backbone.weights_fingerprint of the verified weights
     reused: bool  # an existing verified file was kept; nothing was downloaded
     downloaded_bytes: int  # bytes transferred by this call
     resumed_from: int  # size of the partial file the download continued from (0 = from scratch)
@@ -184,7 +184,7 @@ def verify_backbone(path: Path, config=None) -> str:
     ``config`` is the expected :class:`~.backbone.UNetConfig` (None = the file's own or ImageNet ADM 64).
     Raises :class:`~.backbone.BackboneLoadError` naming what does not match.
     """
-    from .backbone import load_backbone, weights_fingerprint
+    from ..networks.backbone import load_backbone, weights_fingerprint
 
     return weights_fingerprint(load_backbone(str(path), device="cpu", config=config))
 
@@ -199,7 +199,7 @@ def fetch_backbone(dest: Path, url: str = OFFICIAL_URL, progress: Optional[Progr
     :class:`~.backbone.BackboneLoadError` says what does not match; an existing ``dest`` is replaced only
     by a verified file.
     """
-    from .backbone import BackboneLoadError
+    from ..networks.backbone import BackboneLoadError
 
     progress = progress or Progress()
     dest = Path(dest)

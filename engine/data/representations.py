@@ -27,11 +27,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from .settings import RepresentationSettings
+from ..settings import RepresentationSettings
 
 @dataclass(frozen=True)
 class BandMeta:
-    """What the representations read of a raster's band metadata (``engine.raster_io.RasterInfo.meta``).
+    """What the representations read of a raster's band metadata (``engine.data.raster_io.RasterInfo.meta``).
 
     A dict given instead is checked key by key: a misspelt or unknown key is an error, never a silent default.
     """

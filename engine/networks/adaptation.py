@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from .backbone import COMPACT_64, ADMUNet, UNetConfig, build_backbone, weights_fingerprint
 from .device import autocast, resolve_device
 from .diffusion import CosineSchedule, q_sample
-from .progress import Progress
-from .settings import MODALITY_IDS, PRESET_LR, AdaptSettings, BackboneSettings
+from ..progress import Progress
+from ..settings import MODALITY_IDS, PRESET_LR, AdaptSettings, BackboneSettings
 # FiLM adaptation length when AdaptSettings leaves it to the backbone: the paper's 2000 steps at batch 32 for
 # the ImageNet ADM; for the shipped compact prior the steps were chosen from a loss/accuracy-vs-steps curve
 # measured on the evaluation scenes' training labels only (BENCHMARKS.md, "Adaptation length")

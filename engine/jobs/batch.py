@@ -30,9 +30,9 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import files
-from .errors import UserInputError
-from .progress import Cancelled, Progress
+from .. import files
+from ..errors import UserInputError
+from ..progress import Cancelled, Progress
 
 MAP_SUFFIX = "_classes.tif"
 CONFIDENCE_SUFFIX = "_confidence.tif"
@@ -215,7 +215,7 @@ def plan_scenes(model: str, inputs: Sequence[str], output_folder: str, confidenc
 
 def _height(path: str) -> Optional[int]:
     """Rows of a raster, or None when GDAL cannot open it (then it is one unit, and fails as one)."""
-    from .raster_io import read_info
+    from ..data.raster_io import read_info
 
     try:
         return int(read_info(path).height)
@@ -262,7 +262,7 @@ def _cancel_check(event_name: Optional[str]) -> Callable[[], bool]:
 
 def _publish(staged: str, final: str) -> None:
     """Move one staged raster and its sidecars into place (same rules as ``raster_io._move_into_place``)."""
-    from .raster_io import written_by_plugin
+    from ..data.raster_io import written_by_plugin
 
     aux_src, aux_dst = f"{staged}.aux.xml", f"{final}.aux.xml"
     if os.path.exists(aux_src):
@@ -284,7 +284,7 @@ def classify_unit(model: str, unit: SceneUnit, staging_root: str, device: str = 
 
     The confidence raster moves before the map, so a present map means its scene is complete.
     """
-    from .jobs import classify
+    from . import classify
 
     if torch_threads:
         import torch
@@ -493,8 +493,8 @@ def assemble_blocks(model: str, assembly: Assembly, parts: Sequence[Tuple[Tuple[
     import numpy as np
 
     from .bundle import load_bundle
-    from .labels import ClassInfo
-    from .raster_io import ClassifiedWriter, RasterReader, read_info
+    from ..data.labels import ClassInfo
+    from ..data.raster_io import ClassifiedWriter, RasterReader, read_info
 
     metadata, _ = load_bundle(model)
     classes = [ClassInfo.from_dict(c) for c in metadata["classes"]]
@@ -536,9 +536,9 @@ def _close(client, cluster) -> None:
 # ------------------------------------------------------------------------------------------------- command line
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m engine.batch MODEL INPUT... -o FOLDER [--workers N | --scheduler ADDRESS]``."""
+    """``python -m engine.jobs.batch MODEL INPUT... -o FOLDER [--workers N | --scheduler ADDRESS]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m engine.batch",
+        prog="python -m engine.jobs.batch",
         description="Classify many scenes with one Diffusion Land Cover model on a Dask cluster: one map per "
                     f"input, <stem>{MAP_SUFFIX} (+ .qml, optional <stem>{CONFIDENCE_SUFFIX}).")
     parser.add_argument("model", help="model file (.difflc) written by Train classifier")

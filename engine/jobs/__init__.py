@@ -15,13 +15,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import UserInputError
-from .labels import (ClassInfo, LabelError, LabelSamples, collect_point_labels, collect_polygon_labels,
+from ..errors import UserInputError
+from ..data.labels import (ClassInfo, LabelError, LabelSamples, collect_point_labels, collect_polygon_labels,
                      default_colors, reader_valid_fn)
-from .progress import Progress
-from .raster_io import RasterInfo, RasterReader, category_names, mask_reader, scan_bad_bands
-from .readers import _BLOCK_BYTES, MaskedReader, StackedReader
-from .settings import CleanupSettings, PipelineSettings
+from ..progress import Progress
+from ..data.raster_io import RasterInfo, RasterReader, category_names, mask_reader, scan_bad_bands
+from ..data.readers import _BLOCK_BYTES, MaskedReader, StackedReader
+from ..settings import CleanupSettings, PipelineSettings
 
 
 @dataclass
@@ -142,7 +142,7 @@ def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan
 
 
 def _class_infos(labels: LabelGeometries) -> List[ClassInfo]:
-    """ClassInfo for every styled class, keyed like engine.labels codes them (ints, or text → 1..K sorted)."""
+    """ClassInfo for every styled class, keyed like engine.data.labels codes them (ints, or text → 1..K sorted)."""
     if not labels.styles:
         return []
     values = [v for v in list(labels.point_values) + list(labels.polygon_values) if v is not None]
@@ -252,7 +252,7 @@ class TrainOutcome:
 
 def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOutcome:
     from .bundle import input_description, save_bundle
-    from .pipeline import TrainingPixels, bundle_payload, fit
+    from ..tasks.landcover import TrainingPixels, bundle_payload, fit
 
     progress = progress or Progress()
     inputs = open_inputs(request.hsi, request.sar, progress, scan_bands=True, mask=request.mask)
@@ -301,7 +301,7 @@ def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
              "note": f"validation is {_validation_kind(metadata)}, not an independent reference"}
     worth = training.get("input_value")
     if worth:
-        from .importance import InputValue, describe
+        from ..heads.importance import InputValue, describe
 
         fields = {k: v for k, v in worth.items() if k in InputValue.__dataclass_fields__}
         extra["what_each_input_is_worth"] = describe(InputValue(**fields), worth.get("out_of_bag_oa"))
@@ -318,7 +318,7 @@ def _validation_kind(metadata: Dict) -> str:
 
 
 def _gdal_version() -> str:
-    from .raster_io import gdal_version
+    from ..data.raster_io import gdal_version
 
     return gdal_version()
 
@@ -344,14 +344,14 @@ def classify(bundle_path: Optional[str], hsi: str, sar: Optional[str], output: s
     argmax is the map before clean-up). Outside ``mask`` every output is nodata.
 
     ``rows=(r0, r1)``: only those scene rows, into rasters covering just them (georeferenced in place), with the
-    values of the whole-scene run: row blocks of one large scene for engine.batch. Not with ``cleanup`` (a
+    values of the whole-scene run: row blocks of one large scene for engine.jobs.batch. Not with ``cleanup`` (a
     majority filter or sieve across block edges needs the whole map).
 
     ``trained``: a model :func:`train` just fitted, used as it is in memory (no file written, read or hashed);
     then ``bundle_path`` is ignored."""
     from .bundle import BundleError, check_inputs, load_bundle, validate_model
-    from .pipeline import from_bundle, predict_scene
-    from .raster_io import ClassifiedWriter
+    from ..tasks.landcover import from_bundle, predict_scene
+    from ..data.raster_io import ClassifiedWriter
 
     progress = progress or Progress()
     if trained is not None and trained.model is not None:
@@ -411,8 +411,8 @@ def row_grid(info: RasterInfo, rows: Tuple[int, int]) -> RasterInfo:
 def _cleanup_hook(settings: CleanupSettings, info: RasterInfo, progress: Progress, summary: Dict):
     """The clean-up as a ClassifiedWriter ``finish`` step: edits the complete temporary map in place."""
     def finish(tmp: str) -> None:
-        from .cleanup import clean_band
-        from .raster_io import ClassBandEditor, pixel_area
+        from ..tasks.cleanup import clean_band
+        from ..data.raster_io import ClassBandEditor, pixel_area
 
         pixel_m2 = None
         if settings.sieve_area_ha > 0:
@@ -443,7 +443,7 @@ class CleanOutcome:
 def clean_map(source: str, output: str, settings: CleanupSettings, progress: Optional[Progress] = None) -> CleanOutcome:
     """Copy a classified raster through the classified writer (style carried over: names, colours, category names,
     ``.qml``; nodata kept where it was) and clean it before it is moved into place."""
-    from .raster_io import ClassifiedWriter, class_styles
+    from ..data.raster_io import ClassifiedWriter, class_styles
 
     progress = progress or Progress()
     if not settings.active:
@@ -489,8 +489,8 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
                    progress: Optional[Progress] = None) -> Dict:
     """Stage A alone: writes the FiLM delta (or the compact backbone) with its identity, for trainclassifier."""
     from .bundle import save_bundle
-    from .device import seed_everything
-    from .pipeline import fit_scene_representations, prepare_backbone
+    from ..networks.device import seed_everything
+    from ..tasks.landcover import fit_scene_representations, prepare_backbone
 
     progress = progress or Progress()
     seed_everything(settings.seed)
@@ -508,8 +508,8 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
 
 def load_adapted_backbone(path: str, device: str, checkpoint: Optional[str], has_sar: bool):
     from .bundle import FORMAT, load_bundle
-    from .device import resolve_device
-    from .pipeline import BackboneInfo, PreparedBackbone, restore_backbone
+    from ..networks.device import resolve_device
+    from ..tasks.landcover import BackboneInfo, PreparedBackbone, restore_backbone
 
     metadata, tensors = load_bundle(path, formats=(ADAPTED_FORMAT, FORMAT))  # a model file: the message below
     if metadata.get("format") != ADAPTED_FORMAT:
@@ -526,8 +526,8 @@ def load_adapted_backbone(path: str, device: str, checkpoint: Optional[str], has
 def build_representations(hsi: str, sar: Optional[str], settings: PipelineSettings, outputs: Dict[str, str],
                           progress: Optional[Progress] = None) -> Dict[str, str]:
     """Write the pRGB / PCA / SAR images (3-band Float32 in [-1, 1]) for inspection, streamed by row blocks."""
-    from .pipeline import fit_scene_representations
-    from .raster_io import ImageWriter
+    from ..tasks.landcover import fit_scene_representations
+    from ..data.raster_io import ImageWriter
 
     progress = progress or Progress()
     inputs = open_inputs(hsi, sar, progress.sub(0.0, 0.05), scan_bands=True)
@@ -573,11 +573,11 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     under ``exclude`` (e.g. the training points) and reference values in ``ignore_values`` are left out, so the
     map is judged on independent pixels only. With ``area_estimation`` the map's class areas, counted block by
     block, weight the sample into Olofsson et al. 2014 area-adjusted accuracies and area estimates
-    (``metrics["area_estimation"]``, see :mod:`engine.area`).
+    (``metrics["area_estimation"]``, see :mod:`engine.assessment.area`).
     """
-    from .area import MapAreaCounter, check_class_names
-    from .metrics import metrics_from_confusion
-    from .raster_io import pixel_area
+    from ..assessment.area import MapAreaCounter, check_class_names
+    from ..assessment.metrics import metrics_from_confusion
+    from ..data.raster_io import pixel_area
     from .report import write_accuracy_report
 
     progress = progress or Progress()
@@ -670,7 +670,7 @@ def _count_map(cls: RasterReader, counter, progress: Progress, block: int = 256)
 
 def _area_estimation(cm: np.ndarray, values: List[int], labels: List[str], counter, areas) -> Dict:
     """Olofsson et al. 2014 estimates from the confusion matrix (rows = reference) and the streamed map areas."""
-    from .area import stratified_estimates
+    from ..assessment.area import stratified_estimates
 
     scale, unit = _area_unit(areas)
     map_area = np.array([counter.area.get(v, 0.0) * scale for v in values])
@@ -694,7 +694,7 @@ def _style_names(labels: LabelGeometries) -> Dict[int, str]:
 
 def _feature_pixels(labels: LabelGeometries, info: RasterInfo, with_values: bool = False):
     """Pixels under the label features (points: their pixel; polygons: every pixel centre inside)."""
-    from .labels import map_to_pixel, rasterize_polygons
+    from ..data.labels import map_to_pixel, rasterize_polygons
 
     rows, cols = map_to_pixel(labels.xs, labels.ys, info.geotransform)
     values = list(labels.point_values)
@@ -737,8 +737,8 @@ def change_statistics(first: str, second: str, table: Optional[str] = None, html
     on the fly (logged); a map that does not overlap is refused. Pixels that are nodata in either map (or outside
     the date-2 map) are left out and counted. Areas use :func:`raster_io.pixel_area` of the date-1 map.
     """
-    from .change import FromToCounter, legend_conflicts
-    from .raster_io import pixel_area, read_info
+    from ..assessment.change import FromToCounter, legend_conflicts
+    from ..data.raster_io import pixel_area, read_info
     from .report import write_change_report
 
     progress = progress or Progress()
@@ -780,7 +780,7 @@ def change_statistics(first: str, second: str, table: Optional[str] = None, html
 
 
 # ---------------------------------------------------------------------------------------------------------
-# change detection between two dates (difflc:detectchanges; the method is engine.changedetect)
+# change detection between two dates (difflc:detectchanges; the method is engine.tasks.changedetect)
 
 CHANGE_WORDS = {"change", "changed", "yes", "true", "1"}
 NO_CHANGE_WORDS = {"no change", "no-change", "no_change", "nochange", "unchanged", "no", "false", "stable", "0"}
@@ -826,7 +826,7 @@ def _date_scan(reader, name: str, path: str, progress: Progress, block_rows: int
 
 def _change_labels(labels: LabelGeometries, info: RasterInfo, valid_fn, inside):
     """The LABELS field as change (1) / no change (0) at valid pixels of both dates (changedetect.ChangeLabels)."""
-    from .changedetect import ChangeLabels
+    from ..tasks.changedetect import ChangeLabels
 
     require_georeferencing(info, "BEFORE", f"the label layer '{labels.layer_name}'")
     name = f"the label layer '{labels.layer_name}'"
@@ -895,11 +895,11 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
     import time
 
     from .bundle import save_bundle
-    from .changedetect import (CHANGE, NO_CHANGE, ChangeResult, ScoreSample, automatic_threshold, check_pair,
+    from ..tasks.changedetect import (CHANGE, NO_CHANGE, ChangeResult, ScoreSample, automatic_threshold, check_pair,
                                fit_supervised, prepare, stream_scores)
-    from .files import write_text
-    from .labels import ClassInfo as _ClassInfo
-    from .raster_io import ClassifiedWriter, ImageWriter, pixel_area, read_info
+    from ..files import write_text
+    from ..data.labels import ClassInfo as _ClassInfo
+    from ..data.raster_io import ClassifiedWriter, ImageWriter, pixel_area, read_info
 
     progress = progress or Progress()
     t0 = time.perf_counter()
@@ -927,7 +927,7 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
     progress.log(f"Valid pixels: BEFORE {n1:,}, AFTER {n2:,} of {before.width * before.height:,}")
     labels, label_report = None, {}
     if request.labels is not None:
-        from .changedetect import PairReader
+        from ..tasks.changedetect import PairReader
 
         pair = PairReader(r1, r2)
         valid = reader_valid_fn(SimpleNamespace(info=SimpleNamespace(bad_bands=[]), band_count=pair.band_count,
@@ -1024,11 +1024,11 @@ def _suppress():
 
 
 def _change_bundle(model, info: RasterInfo, label_report: Dict) -> Tuple[Dict, Dict]:
-    """(metadata, tensors) of a change model: JSON + safetensors, nothing pickled (engine.bundle)."""
+    """(metadata, tensors) of a change model: JSON + safetensors, nothing pickled (engine.jobs.bundle)."""
     import torch
 
     from .bundle import input_description
-    from .changedetect import MODEL_FORMAT
+    from ..tasks.changedetect import MODEL_FORMAT
 
     tensors = {k: v.detach().cpu() if hasattr(v, "detach") else torch.as_tensor(v)
                for k, v in model.backbone_tensors.items()}

@@ -17,8 +17,8 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, osr
 
-from . import files
-from .errors import CorruptFileError, UserInputError
+from .. import files
+from ..errors import CorruptFileError, UserInputError
 from .readers import sample_valid_pixels  # noqa: F401  (re-exported: the streaming sampler lives there)
 
 gdal.UseExceptions()
@@ -64,7 +64,7 @@ class RasterInfo:
         return f"EPSG:{self.epsg}" if self.epsg else ("a custom CRS" if self.crs_wkt else "no CRS")
 
     def meta(self):
-        """What :func:`engine.representations.fit_representations` reads (``BandMeta``)."""
+        """What :func:`engine.data.representations.fit_representations` reads (``BandMeta``)."""
         from .representations import BandMeta
 
         return BandMeta(self.band_count, self.wavelengths_nm, tuple(self.bad_bands), tuple(self.descriptions),
@@ -603,7 +603,7 @@ class ImageWriter:
 
 
 class ClassBandEditor:
-    """Band 1 of a classified GeoTIFF opened for update, for the clean-up (engine.cleanup.ClassBand).
+    """Band 1 of a classified GeoTIFF opened for update, for the clean-up (engine.tasks.cleanup.ClassBand).
 
     Rows come as int64 with -1 at nodata and go back with -1 written as the band's nodata value.
     """

@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .metrics import classification_metrics
-from .progress import Progress
-from .settings import FUSIONS, HEAD_KINDS, HeadSettings
+from ..assessment.metrics import classification_metrics
+from ..progress import Progress
+from ..settings import FUSIONS, HEAD_KINDS, HeadSettings
 
 
 
@@ -151,7 +151,7 @@ def _build(config: Dict) -> PixelHead:
 
 
 class ForestHead(_Head):
-    """A Random Forest head (``engine.forest``) behind the same interface as :class:`TrainedHead`."""
+    """A Random Forest head (``engine.heads.forest``) behind the same interface as :class:`TrainedHead`."""
 
     def __init__(self, forest, config: Dict, val_metrics: Optional[Dict] = None):
         self.forest = forest

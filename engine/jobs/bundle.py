@@ -28,8 +28,8 @@ import zipfile
 import zlib
 from typing import Dict, Tuple
 
-from . import files
-from .errors import CorruptFileError, UserInputError
+from .. import files
+from ..errors import CorruptFileError, UserInputError
 
 FORMAT = "difflc-model"
 FORMAT_VERSION = 1

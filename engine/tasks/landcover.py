@@ -1,6 +1,6 @@
 """Fit and predict on block readers: the whole method, without files, QGIS or GDAL.
 
-``fit`` turns a scene (behind a :class:`~engine.readers.StackedReader`) and labelled pixels into a
+``fit`` turns a scene (behind a :class:`~engine.data.readers.StackedReader`) and labelled pixels into a
 :class:`FittedModel`; ``predict_scene`` streams class indices and confidences window by window.
 ``jobs.py`` wraps both with file I/O; the reproduction harness and GPU benchmarks call them directly.
 
@@ -18,10 +18,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import ENGINE_VERSION
-from .progress import Progress
-from .readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
-from .settings import MODALITY_IDS, PipelineSettings
+from .. import ENGINE_VERSION
+from ..progress import Progress
+from ..data.readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
+from ..settings import MODALITY_IDS, PipelineSettings
 
 
 @dataclass
@@ -134,8 +134,8 @@ class BackboneInfo:
     """
 
     kind: str  # compact (seeded / trained here) | prior (shipped) | checkpoint (ImageNet ADM file)
-    config: Dict  # engine.backbone.UNetConfig.to_dict()
-    fingerprint: str  # sha256 of the base weights (engine.backbone.weights_fingerprint)
+    config: Dict  # engine.networks.backbone.UNetConfig.to_dict()
+    fingerprint: str  # sha256 of the base weights (engine.networks.backbone.weights_fingerprint)
     modalities: List[str]
     final_loss: Optional[float] = None  # compact: mean loss of the last training steps (None: untrained)
     checkpoint: Optional[str] = None  # checkpoint: the file used at training time
@@ -165,7 +165,7 @@ class BackboneInfo:
 class PreparedBackbone:
     """A backbone ready for features, with what identifies it and what a file must carry to rebuild it."""
 
-    model: object  # engine.backbone.ADMUNet, any FiLM delta applied
+    model: object  # engine.networks.backbone.ADMUNet, any FiLM delta applied
     info: BackboneInfo
     tensors: Dict[str, object]  # name → torch tensor: the compact weights ("backbone.*") or the FiLM delta ("film.*")
 
@@ -174,7 +174,7 @@ def fit_scene_representations(reader: StackedReader, hsi_meta, sar_meta, setting
                               progress: Progress):
     """Representation statistics (band choice, PCA, percentiles) from a streamed sample of valid pixels.
     ``hsi_meta``/``sar_meta``: ``representations.BandMeta`` (or a dict of its fields)."""
-    from .representations import BandMeta, fit_representations
+    from ..data.representations import BandMeta, fit_representations
 
     hsi_meta, sar_meta = BandMeta.of(hsi_meta), BandMeta.of(sar_meta)
     hsi_bad = set(hsi_meta.bad_bands)
@@ -202,10 +202,10 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
     shipped remote-sensing prior) stays frozen and only its FiLM path adapts to the scene's modalities (UniDiff);
     "untrained" is a seeded random compact network (auto's choice without the ImageNet ADM, the most accurate
     measured); "scene" trains a compact network from scratch on the scene."""
-    from .adaptation import adapt, adapt_schedule, apply_delta, train_compact_backbone
-    from .backbone import load_backbone, weights_fingerprint
-    from .device import resolve_device
-    from .paths import resolve_backbone
+    from ..networks.adaptation import adapt, adapt_schedule, apply_delta, train_compact_backbone
+    from ..networks.backbone import load_backbone, weights_fingerprint
+    from ..networks.device import resolve_device
+    from ..paths import resolve_backbone
 
     device = resolve_device(settings.device)
     modalities = active_modalities(settings, reader.sar is not None)
@@ -267,9 +267,9 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
 
 def restore_backbone(info: BackboneInfo, tensors: Dict, device, checkpoint: Optional[str] = None):
     """Rebuild the backbone described by ``info`` from the file's tensors (and the base network it adapted)."""
-    from .adaptation import apply_delta
-    from .backbone import UNetConfig, build_backbone, load_backbone, weights_fingerprint
-    from .paths import find_backbone, shipped_prior
+    from ..networks.adaptation import apply_delta
+    from ..networks.backbone import UNetConfig, build_backbone, load_backbone, weights_fingerprint
+    from ..paths import find_backbone, shipped_prior
 
     if info.kind == "compact":
         model = build_backbone(UNetConfig.from_dict(info.config))
@@ -308,9 +308,9 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
         settings: PipelineSettings, progress: Optional[Progress] = None,
         backbone: Optional[PreparedBackbone] = None) -> FittedModel:
     """The whole method on one scene; ``backbone`` skips Stage A when an adapted one is given."""
-    from .classifier import fit_head
-    from .device import resolve_device, seed_everything
-    from .features import FeatureExtractor
+    from ..heads.classifier import fit_head
+    from ..networks.device import resolve_device, seed_everything
+    from ..networks.features import FeatureExtractor
 
     progress = progress or Progress()
     t0 = time.perf_counter()
@@ -351,8 +351,8 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
 def input_value(x: np.ndarray, labels: TrainingPixels, extractor, reps, head, settings: PipelineSettings,
                 progress: Progress) -> Optional[Dict]:
     """Out-of-bag OA of the final forest, spatially blocked CV OA and per-group permutation importance
-    (``engine.importance``) on the columns the final forest reads; None for the MLP head."""
-    from .importance import assess_inputs, describe, input_groups
+    (``engine.heads.importance``) on the columns the final forest reads; None for the MLP head."""
+    from ..heads.importance import assess_inputs, describe, input_groups
 
     if settings.head.kind != "forest":
         progress.log("What each input is worth: computed for the forest head only")
@@ -471,9 +471,9 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
 
     Each fold's forest (``spatial.cv_trees`` trees, on the columns the final head reads) predicts the
     neighbourhoods of its held-out pixels from their windows' real features; each candidate σ smooths those
-    out-of-fold probability patches and is scored at the held-out pixels (``engine.spatial.choose_sigma``).
+    out-of-fold probability patches and is scored at the held-out pixels (``engine.tasks.spatial.choose_sigma``).
     """
-    from .forest import train_forest
+    from ..heads.forest import train_forest
     from .spatial import SigmaChoice, choose_sigma, cv_folds, radius
 
     sp = settings.spatial
@@ -532,10 +532,10 @@ def predict_scene(model: FittedModel, reader: StackedReader,
     """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``; with
     ``probabilities`` also the smoothed class probabilities the argmax used: ``write(row, index, conf,
     probs [K, rows, W])`` (NaN = nodata). ``rows=(first, stop)`` writes only those scene rows, identical to the
-    same rows of the whole scene's prediction (a work unit of a large scene: ``engine.batch``).
+    same rows of the whole scene's prediction (a work unit of a large scene: ``engine.jobs.batch``).
 
-    Each pixel's class probabilities come from its home window (``engine.tiling``), as its features did in
-    training; they are smoothed with the model's σ (``engine.spatial.RowSmoother``: a halo of rows, memory
+    Each pixel's class probabilities come from its home window (``engine.tasks.tiling``), as its features did in
+    training; they are smoothed with the model's σ (``engine.tasks.spatial.RowSmoother``: a halo of rows, memory
     independent of the scene height), then argmax.
     """
     from .spatial import RowSmoother, radius
@@ -611,10 +611,10 @@ def bundle_payload(model: FittedModel) -> Tuple[Dict, Dict]:
 def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
                 checkpoint: Optional[str] = None) -> FittedModel:
     """Rebuild a :class:`FittedModel`; an ImageNet-based model needs its base checkpoint (verified by hash)."""
-    from .classifier import load_head
-    from .device import resolve_device
-    from .features import FeatureExtractor
-    from .representations import RepresentationModel
+    from ..heads.classifier import load_head
+    from ..networks.device import resolve_device
+    from ..networks.features import FeatureExtractor
+    from ..data.representations import RepresentationModel
 
     settings = PipelineSettings.from_dict(metadata["settings"])
     settings.device = device

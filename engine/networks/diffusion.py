@@ -10,7 +10,7 @@ from typing import Sequence, Union
 
 import torch
 
-from .settings import DIFFUSION_STEPS
+from ..settings import DIFFUSION_STEPS
 
 __all__ = ["CosineSchedule", "q_sample", "fixed_noise"]
 

@@ -1,6 +1,6 @@
 """Change detection between two co-registered dates from per-pixel features (issue 13), on block readers.
 
-Both dates go through exactly the land-cover transform: one :class:`~engine.representations.RepresentationModel`
+Both dates go through exactly the land-cover transform: one :class:`~engine.data.representations.RepresentationModel`
 fitted on a sample pooled over BOTH dates (so neither date defines "normal"), the same backbone
 (``pipeline.prepare_backbone``: by default the seeded untrained compact ADM), the same fixed noise, timestep and
 decoder blocks (``features.FeatureExtractor``) and ``pipeline.head_inputs``, which builds what a head sees:
@@ -12,9 +12,9 @@ decoder blocks (``features.FeatureExtractor``) and ``pipeline.head_inputs``, whi
   the two dates' vectors. The diffusion channels (hundreds) and the bands (a few) are weighted as two equal groups
   (the mean squared difference of each group, averaged), decided a priori so neither swamps the other. FEATURES
   picks the channels: ``bands`` is classic CVA on z-scored bands (Malila 1980); ``diffusion`` the network only.
-  An automatic threshold turns the score into a map: Otsu 1979 or Kittler & Illingworth 1986 (``engine.change``),
+  An automatic threshold turns the score into a map: Otsu 1979 or Kittler & Illingworth 1986 (``engine.assessment.change``),
   fitted on a random sample of the scene's scores.
-- Supervised: the land-cover forest (``engine.forest``) on [features t1, features t2, their difference,
+- Supervised: the land-cover forest (``engine.heads.forest``) on [features t1, features t2, their difference,
   bands t1, bands t2] at labelled change / no-change pixels; score = P(change), map = P ≥ 0.5. Validated
   out-of-bag on the training labels only.
 - SAR: with ``sar`` the amplitudes are compared as ln(x + 1), where speckle is additive and the bands-only score
@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 if TYPE_CHECKING:
-    from .pipeline import BackboneInfo
+    from .landcover import BackboneInfo
 
-from .errors import UserInputError
-from .progress import Progress
-from .readers import BlockReader, StackedReader, read_padded, sample_valid_pixels
-from .settings import PipelineSettings
+from ..errors import UserInputError
+from ..progress import Progress
+from ..data.readers import BlockReader, StackedReader, read_padded, sample_valid_pixels
+from ..settings import PipelineSettings
 
 FEATURE_SOURCES = ("bands", "diffusion+bands", "diffusion")
 DEFAULT_FEATURES = "diffusion+bands"  # higher AUC than "bands" (= CVA) on all 7 real pairs (BENCHMARKS.md, issue 13)
@@ -148,7 +148,7 @@ class ChangeModel:
     n_diffusion: int  # leading channels of a date's inputs that are diffusion features
     mean: np.ndarray  # [D] pooled over both dates
     std: np.ndarray  # [D]
-    head: Optional[object] = None  # engine.forest.Forest (supervised)
+    head: Optional[object] = None  # engine.heads.forest.Forest (supervised)
     threshold: Optional[float] = None
     report: Dict = field(default_factory=dict)
 
@@ -172,7 +172,7 @@ class ChangeResult:
 
 
 def _meta(reader: DateReader):
-    from .representations import BandMeta
+    from ..data.representations import BandMeta
 
     return BandMeta(reader.band_count)
 
@@ -190,7 +190,7 @@ def check_pair(first: BlockReader, second: BlockReader, names: Tuple[str, str] =
 
 def _date_inputs(model: ChangeModel, reader: StackedReader, blocks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Windows [B, C, P, P] of one date → (inputs [B, D, P, P] float32, valid [B, P, P]) via pipeline.head_inputs."""
-    from .pipeline import head_inputs
+    from .landcover import head_inputs
 
     if model.extractor is None:  # bands only: the standardised spectrum, no network
         spectra, valid = [], []
@@ -215,7 +215,7 @@ def _random_origins(height: int, width: int, patch: int, n: int, seed: int) -> L
 def prepare(first: BlockReader, second: BlockReader, settings: ChangeSettings,
             progress: Optional[Progress] = None) -> ChangeModel:
     """Representations on both dates pooled, the backbone, and per-channel statistics pooled over both dates."""
-    from .pipeline import fit_scene_representations, prepare_backbone
+    from .landcover import fit_scene_representations, prepare_backbone
 
     progress = progress or Progress()
     check_pair(first, second)
@@ -227,9 +227,9 @@ def prepare(first: BlockReader, second: BlockReader, settings: ChangeSettings,
     reps = fit_scene_representations(pooled, _meta(d1), None, ps, progress.sub(0.0, 0.1))
     extractor, info, tensors, n_diff = None, None, {}, 0
     if settings.uses_network:
-        from .device import resolve_device, seed_everything
-        from .features import FeatureExtractor
-        from .pipeline import active_modalities
+        from ..networks.device import resolve_device, seed_everything
+        from ..networks.features import FeatureExtractor
+        from .landcover import active_modalities
 
         seed_everything(ps.seed)
         prepared = prepare_backbone(pooled, reps, ps, progress.sub(0.1, 0.4))
@@ -319,7 +319,7 @@ class ChangeLabels:
 def labelled_pair_inputs(model: ChangeModel, first: BlockReader, second: BlockReader, labels: ChangeLabels,
                          progress: Optional[Progress] = None) -> np.ndarray:
     """Forest inputs at the labelled pixels, each from the window that holds it most centrally (as land cover)."""
-    from .pipeline import TrainingPixels, _label_windows
+    from .landcover import TrainingPixels, _label_windows
 
     progress = progress or Progress()
     ps = model.settings.pipeline
@@ -347,7 +347,7 @@ def labelled_pair_inputs(model: ChangeModel, first: BlockReader, second: BlockRe
 def fit_supervised(model: ChangeModel, first: BlockReader, second: BlockReader, labels: ChangeLabels,
                    progress: Optional[Progress] = None) -> ChangeModel:
     """The forest head on the labelled pixels; out-of-bag F1/OA on the training labels only."""
-    from .forest import train_forest
+    from ..heads.forest import train_forest
 
     progress = progress or Progress()
     y = np.asarray(labels.change, np.int64)
@@ -424,8 +424,8 @@ class ScoreSample:
 
 
 def automatic_threshold(values: np.ndarray, method: str) -> float:
-    """Otsu 1979 or Kittler & Illingworth 1986 on the score sample (``engine.change``)."""
-    from .change import THRESHOLDS
+    """Otsu 1979 or Kittler & Illingworth 1986 on the score sample (``engine.assessment.change``)."""
+    from ..assessment.change import THRESHOLDS
 
     try:
         return float(THRESHOLDS[method](values))
@@ -438,7 +438,7 @@ def detect_arrays(t1: np.ndarray, t2: np.ndarray, settings: ChangeSettings,
                   labels: Optional[ChangeLabels] = None,
                   progress: Optional[Progress] = None) -> Tuple[np.ndarray, np.ndarray, ChangeModel]:
     """Arrays [bands, H, W] in (NaN = nodata) → (score [H, W], change map [H, W] uint8 0/1/255, model)."""
-    from .readers import ArrayReader
+    from ..data.readers import ArrayReader
 
     progress = progress or Progress()
     t0 = time.perf_counter()

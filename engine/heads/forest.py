@@ -15,7 +15,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .progress import Progress
+from ..progress import Progress
 
 ARRAY_NAMES = ("left", "right", "feature", "threshold", "proba", "roots")
 MIN_ROWS_PER_THREAD = 2048  # below this a thread costs more than it saves (500 tree calls per chunk)

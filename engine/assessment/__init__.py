@@ -1,0 +1,1 @@
+"""Accuracy, area estimation and change statistics of finished maps."""

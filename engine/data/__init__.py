@@ -1,0 +1,1 @@
+"""Rasters, labels and representations: GDAL/OGR in, numpy arrays out."""
