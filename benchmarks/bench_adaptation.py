@@ -26,7 +26,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from engine.networks.adaptation import PatchSampler, adapt, trainable_parameter_names  # noqa: E402
+from engine.networks.adaptation import PoolSampler, adapt, trainable_parameter_names  # noqa: E402
 from engine.networks.backbone import ADM_IMAGENET_64, COMPACT_64, build_backbone  # noqa: E402
 from engine.progress import Progress  # noqa: E402
 from engine.settings import AdaptSettings  # noqa: E402
@@ -41,8 +41,8 @@ def measure(name: str, device: str, steps: int) -> dict:
     batch = BATCH[(name, device)]
     model = build_backbone(cfg, seed=0)
     rng = np.random.default_rng(0)
-    images = {m: np.tanh(rng.normal(size=(3, 256, 256))).astype(np.float32) for m in ("prgb", "pca", "sar")}
-    sampler = PatchSampler(images)
+    sampler = PoolSampler({m: np.tanh(rng.normal(size=(16, 3, 64, 64))).astype(np.float32)
+                           for m in ("prgb", "pca", "sar")})
     stamps = []
 
     def on_progress(_f):

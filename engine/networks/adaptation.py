@@ -37,15 +37,9 @@ def adapt_schedule(model: ADMUNet, settings: AdaptSettings) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------- sampling
-def _randint(gen, high: int, size: int) -> np.ndarray:
-    if isinstance(gen, np.random.Generator):
-        return gen.integers(0, high, size)
-    return torch.randint(0, high, (size,), generator=gen).numpy()
-
-
 class ValidWindows:
     """Share of valid pixels in any ``patch``×``patch`` window of a [H, W] mask in O(1) (summed-area table): how
-    the patch samplers redraw mostly-nodata crops."""
+    the pretraining corpus sampler redraws mostly-nodata crops."""
 
     def __init__(self, valid: np.ndarray, patch: int):
         self.patch = int(patch)
@@ -56,67 +50,35 @@ class ValidWindows:
         return float(s[r + p, c + p] - s[r, c + p] - s[r + p, c] + s[r, c]) / float(p * p)
 
 
-class PatchSampler:
-    """Random mostly-valid crops with flips from in-memory scene images, pRGB in every batch.
+class PoolSampler:
+    """Random windows and modalities from a pool read from the scene (``landcover.read_patch_pool``: mostly-valid
+    windows, each in every modality); pRGB, when pooled, is item 0 of every batch (UniDiff's anchor); random flips.
 
-    ``images``: modality → float32 [3, H, W] in [-1, 1], NaN = nodata. ``valid`` (optional [H, W] bool)
-    defaults to "finite in every modality". Scenes smaller than ``patch`` are edge-padded.
+    ``pool``: modality → float32 [N, 3, P, P] in [-1, 1], NaN = nodata (→ 0).
     """
 
-    def __init__(self, images: Mapping[str, np.ndarray], valid: Optional[np.ndarray] = None, patch: int = 64,
-                 max_nodata: float = 0.5, tries: int = 10):
-        if "prgb" not in images:
-            raise ValueError("PatchSampler needs the 'prgb' image: it is the adaptation anchor in every batch")
-        unknown = [m for m in images if m not in MODALITY_IDS]
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; known: {sorted(MODALITY_IDS)}")
-        shapes = {m: tuple(a.shape) for m, a in images.items()}
-        first = shapes["prgb"]
-        if len(first) != 3 or first[0] != 3 or any(s != first for s in shapes.values()):
-            raise ValueError(f"every image must be [3, H, W] on one grid, got {shapes}")
-        self.patch = int(patch)
-        self.modalities = list(images)
-        self.max_nodata = float(max_nodata)
-        self.tries = int(tries)
-        h, w = first[1:]
-        ph, pw = max(self.patch - h, 0), max(self.patch - w, 0)
-        pad = ((0, 0), (0, ph), (0, pw))
-        self.images = {m: np.pad(np.asarray(a, np.float32), pad, mode="edge") for m, a in images.items()}
-        if valid is None:
-            valid = np.all([np.isfinite(a).all(axis=0) for a in images.values()], axis=0)
-        valid = np.pad(np.asarray(valid, bool), pad[1:], mode="edge")
-        self.height, self.width = valid.shape
-        self._valid = ValidWindows(valid, self.patch)
+    def __init__(self, pool: Dict[str, np.ndarray]):
+        self.modalities = list(pool)
+        self.pool = {m: np.nan_to_num(p, nan=0.0).astype(np.float32) for m, p in pool.items()}
+        self.n = next(iter(self.pool.values())).shape[0]
 
     def sample(self, batch_size: int, generator=None):
-        """(x [B, 3, P, P] float32 with NaN → 0, y [B] long modality ids); item 0 is always pRGB."""
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        p = self.patch
-        mods = _randint(gen, len(self.modalities), batch_size)
-        mods[0] = self.modalities.index("prgb")
-        flips = _randint(gen, 4, batch_size)
-        x = np.empty((batch_size, 3, p, p), np.float32)
+        g = generator if isinstance(generator, torch.Generator) else None
+        idx = torch.randint(0, self.n, (batch_size,), generator=g)
+        mod = torch.randint(0, len(self.modalities), (batch_size,), generator=g)
+        if "prgb" in self.modalities:
+            mod[0] = self.modalities.index("prgb")
+        flips = torch.rand(batch_size, 2, generator=g) < 0.5
+        x = torch.empty(batch_size, 3, *self.pool[self.modalities[0]].shape[-2:])
         for i in range(batch_size):
-            rows = _randint(gen, self.height - p + 1, self.tries)
-            cols = _randint(gen, self.width - p + 1, self.tries)
-            best, best_frac = 0, -1.0
-            for j in range(self.tries):
-                frac = self._valid.fraction(int(rows[j]), int(cols[j]))
-                if frac > best_frac:
-                    best, best_frac = j, frac
-                if frac >= 1.0 - self.max_nodata:
-                    best = j
-                    break
-            r, c = int(rows[best]), int(cols[best])
-            crop = self.images[self.modalities[int(mods[i])]][:, r:r + p, c:c + p]
-            if flips[i] & 1:
-                crop = crop[:, :, ::-1]
-            if flips[i] & 2:
-                crop = crop[:, ::-1, :]
-            x[i] = crop
-        np.nan_to_num(x, copy=False, nan=0.0)
-        y = torch.tensor([MODALITY_IDS[self.modalities[int(m)]] for m in mods], dtype=torch.long)
-        return torch.from_numpy(x), y
+            patch = torch.from_numpy(self.pool[self.modalities[int(mod[i])]][int(idx[i])])
+            if flips[i, 0]:
+                patch = patch.flip(-1)
+            if flips[i, 1]:
+                patch = patch.flip(-2)
+            x[i] = patch
+        y = torch.tensor([MODALITY_IDS[self.modalities[int(m)]] for m in mod], dtype=torch.long)
+        return x, y
 
 
 # ---------------------------------------------------------------------------------------------- FiLM scope

@@ -91,25 +91,3 @@ class FeatureExtractor:
                         .reshape(b, m, v.shape[1], p, p) for k, v in feats.items()}
         parts = [per_t[t][blk][:, self.modalities.index(mod)] for mod, t, blk, _ in self.groups]
         return torch.cat(parts, dim=1).cpu()
-
-
-def pixel_features(extractor: FeatureExtractor, patches: torch.Tensor, rows: Sequence[np.ndarray],
-                   cols: Sequence[np.ndarray]) -> np.ndarray:
-    """Feature vectors [sum_i N_i, dim] at pixels (rows[i], cols[i]) of patch i, in that order.
-
-    Features are computed ``batch_size`` patches at a time and only the requested pixels are kept, so no
-    feature array larger than one batch ever exists.
-    """
-    if len(rows) != patches.shape[0] or len(cols) != patches.shape[0]:
-        raise ValueError(f"need one rows/cols array per patch: {patches.shape[0]} patches, {len(rows)} rows, "
-                         f"{len(cols)} cols")
-    out = []
-    step = max(1, int(extractor.settings.batch_size))
-    for s in range(0, patches.shape[0], step):
-        feats = extractor(patches[s:s + step]).numpy()
-        for k in range(feats.shape[0]):
-            r, c = np.asarray(rows[s + k], np.int64), np.asarray(cols[s + k], np.int64)
-            out.append(feats[k][:, r, c].T)
-    if not out:
-        return np.zeros((0, extractor.dim), np.float32)
-    return np.ascontiguousarray(np.concatenate(out, axis=0), dtype=np.float32)

@@ -58,35 +58,6 @@ def active_modalities(settings: PipelineSettings, has_sar: bool) -> List[str]:
 # ---------------------------------------------------------------------------------------------------------
 # patch pool for backbone training / adaptation
 
-class PoolSampler:
-    """Random patches and modalities from a pre-read pool; pRGB, when pooled, is in every batch (the anchor)."""
-
-    def __init__(self, pool: Dict[str, np.ndarray]):
-        self.modalities = list(pool)
-        self.pool = {m: np.nan_to_num(p, nan=0.0).astype(np.float32) for m, p in pool.items()}
-        self.n = next(iter(self.pool.values())).shape[0]
-
-    def sample(self, batch_size: int, generator=None):
-        import torch
-
-        g = generator if isinstance(generator, torch.Generator) else None
-        idx = torch.randint(0, self.n, (batch_size,), generator=g)
-        mod = torch.randint(0, len(self.modalities), (batch_size,), generator=g)
-        if "prgb" in self.modalities:
-            mod[0] = self.modalities.index("prgb")
-        flips = torch.rand(batch_size, 2, generator=g) < 0.5
-        x = torch.empty(batch_size, 3, *self.pool[self.modalities[0]].shape[-2:])
-        for i in range(batch_size):
-            patch = torch.from_numpy(self.pool[self.modalities[int(mod[i])]][int(idx[i])])
-            if flips[i, 0]:
-                patch = patch.flip(-1)
-            if flips[i, 1]:
-                patch = patch.flip(-2)
-            x[i] = patch
-        y = torch.tensor([MODALITY_IDS[self.modalities[int(m)]] for m in mod], dtype=torch.long)
-        return x, y
-
-
 def read_patch_pool(reader: StackedReader, reps, modalities: Sequence[str], n: int, patch: int, seed: int,
                     progress: Progress) -> Dict[str, np.ndarray]:
     """``n`` random windows, each turned into every modality; mostly-nodata windows are redrawn."""
@@ -202,7 +173,7 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
     shipped remote-sensing prior) stays frozen and only its FiLM path adapts to the scene's modalities (UniDiff);
     "untrained" is a seeded random compact network (auto's choice without the ImageNet ADM, the most accurate
     measured); "scene" trains a compact network from scratch on the scene."""
-    from ..networks.adaptation import adapt, adapt_schedule, apply_delta, train_compact_backbone
+    from ..networks.adaptation import PoolSampler, adapt, adapt_schedule, apply_delta, train_compact_backbone
     from ..networks.backbone import load_backbone, weights_fingerprint
     from ..networks.device import resolve_device
     from ..paths import resolve_backbone

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.networks.adaptation import (PatchSampler, adapt, apply_delta, resolve_lr, train_compact_backbone,
+from engine.networks.adaptation import (PoolSampler, adapt, apply_delta, resolve_lr, train_compact_backbone,
                                trainable_parameter_names)
 from engine.networks.backbone import ADM_IMAGENET_64, UNetConfig, build_backbone
 from engine.progress import Cancelled, Progress
@@ -17,9 +17,10 @@ TINY = UNetConfig(name="tiny", image_size=32, model_channels=32, out_channels=6,
                   learn_sigma=True, dropout=0.0)
 
 
-def _images(h=48, w=40, seed=0, mods=("prgb", "pca", "sar")):
+def _pool(n=6, patch=32, seed=0, mods=("prgb", "pca", "sar")):
+    """What landcover.read_patch_pool hands Stage A: n windows of every modality, in [-1, 1]."""
     rng = np.random.default_rng(seed)
-    return {m: np.tanh(rng.normal(size=(3, h, w))).astype(np.float32) for m in mods}
+    return {m: np.tanh(rng.normal(size=(n, 3, patch, patch))).astype(np.float32) for m in mods}
 
 
 def _perturb_zero_init(model, seed=0):
@@ -48,7 +49,7 @@ def test_trainable_count_for_adm_imagenet_on_meta():
 def test_only_trainables_change_even_with_weight_decay():
     model = _perturb_zero_init(build_backbone(TINY, seed=0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    sampler = PatchSampler(_images(), patch=32)
+    sampler = PoolSampler(_pool())
     settings = AdaptSettings(steps=3, batch_size=4, weight_decay=0.5, lr=1e-2)
     result = adapt(model, sampler, settings, seed=0, device="cpu")
     names = set(trainable_parameter_names(model, "decoder"))
@@ -65,7 +66,7 @@ def test_only_trainables_change_even_with_weight_decay():
 
 
 def test_adapt_deterministic_and_delta_applies_to_fresh_base():
-    sampler = PatchSampler(_images(), patch=32)
+    sampler = PoolSampler(_pool())
     s = AdaptSettings(steps=2, batch_size=3, ema_decay=0.5)
     a = adapt(_perturb_zero_init(build_backbone(TINY, seed=1)), sampler, s, seed=5, device="cpu")
     b = adapt(_perturb_zero_init(build_backbone(TINY, seed=1)), sampler, s, seed=5, device="cpu")
@@ -93,27 +94,27 @@ def test_presets():
         resolve_lr(AdaptSettings(preset="nope"))
 
 
-def test_sampler_anchor_nodata_and_small_scene():
-    imgs = _images(100, 100)
-    for a in imgs.values():
-        a[:, :, :60] = np.nan  # 60 % of the scene is nodata
-    sampler = PatchSampler(imgs)
+def test_sampler_anchor_nodata_and_flips():
+    pool = _pool(n=4, patch=64)
+    pool["pca"][:, :, :, :10] = np.nan  # nodata in a window reaches the network as 0
+    sampler = PoolSampler(pool)
     g = torch.Generator().manual_seed(0)
+    seen = set()
     for _ in range(5):
         x, y = sampler.sample(8, g)
         assert x.shape == (8, 3, 64, 64) and x.dtype == torch.float32 and torch.isfinite(x).all()
         assert int(y[0]) == MODALITY_IDS["prgb"] and set(y.tolist()) <= {1, 2, 3}
-        zero_frac = (x == 0).all(dim=1).float().mean(dim=(1, 2))
-        assert (zero_frac <= 0.5).all()  # mostly-valid crops were found
-    small = PatchSampler(_images(40, 30, mods=("prgb", "pca")))
-    x, y = small.sample(4, torch.Generator().manual_seed(1))
-    assert x.shape == (4, 3, 64, 64) and set(y.tolist()) <= {1, 2}
-    with pytest.raises(ValueError, match="prgb"):
-        PatchSampler(_images(mods=("pca", "sar")))
+        seen |= set(y.tolist())
+    assert seen == {1, 2, 3}
+    x, y = PoolSampler({"prgb": pool["prgb"][:1]}).sample(16, torch.Generator().manual_seed(1))
+    window = torch.from_numpy(pool["prgb"][0])
+    flips = {window.equal(v) for v in x} | {window.flip(-1).equal(v) for v in x}
+    assert True in flips and all(any(v.equal(w) for w in (window, window.flip(-1), window.flip(-2),
+                                                          window.flip(-1).flip(-2))) for v in x)
 
 
 def test_compact_backbone_trains_all_and_loss_drops():
-    sampler = PatchSampler(_images(seed=2), patch=32)
+    sampler = PoolSampler(_pool(seed=2))
     cfg = UNetConfig(name="tiny_compact", image_size=32, model_channels=32, out_channels=3, num_res_blocks=1,
                      attention_resolutions=(8,), channel_mult=(1, 1, 1, 1), num_head_channels=32, num_classes=5,
                      learn_sigma=False)
@@ -135,6 +136,6 @@ def test_cancel_inside_adapt():
         return calls["n"] > 1
 
     with pytest.raises(Cancelled):
-        adapt(build_backbone(TINY, seed=0), PatchSampler(_images(), patch=32), AdaptSettings(steps=50, batch_size=2),
+        adapt(build_backbone(TINY, seed=0), PoolSampler(_pool()), AdaptSettings(steps=50, batch_size=2),
               seed=0, device="cpu", progress=Progress(is_canceled=cancel))
     assert calls["n"] == 2

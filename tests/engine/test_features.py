@@ -5,7 +5,7 @@ import torch
 
 from engine.networks.backbone import UNetConfig, build_backbone, default_feature_blocks
 from engine.networks.diffusion import CosineSchedule, fixed_noise, q_sample
-from engine.networks.features import FeatureExtractor, pixel_features
+from engine.networks.features import FeatureExtractor
 from engine.settings import MODALITY_IDS, FeatureSettings
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -69,18 +69,6 @@ def test_deterministic_batch_independent_and_seed_matters():
     assert torch.equal(a, FeatureExtractor(_model(), FeatureSettings(batch_size=2), ["prgb", "pca"], "cpu")(x))
     c = FeatureExtractor(_model(), FeatureSettings(batch_size=2, noise_seed=1), ["prgb", "pca"], "cpu")(x)
     assert not torch.allclose(a, c)
-
-
-def test_pixel_features_gathers_without_full_scene():
-    ext = FeatureExtractor(_model(), FeatureSettings(batch_size=2), ["prgb", "pca"], "cpu")
-    x = _patches(3, 2)
-    full = ext(x).numpy()
-    rows = [np.array([0, 5]), np.array([31]), np.array([], dtype=int)]
-    cols = [np.array([1, 7]), np.array([0]), np.array([], dtype=int)]
-    v = pixel_features(ext, x, rows, cols)
-    assert v.shape == (3, ext.dim)
-    np.testing.assert_allclose(v[0], full[0, :, 0, 1], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(v[2], full[1, :, 31, 0], rtol=1e-5, atol=1e-6)
 
 
 def test_bad_inputs():

@@ -137,3 +137,30 @@ def test_a_damaged_model_description_is_refused_on_load():
     groups[0][1] = 500  # another timestep than the settings and network give
     with pytest.raises(ValueError, match="feature groups"):
         from_bundle(dict(metadata, feature_groups=groups), tensors, device="cpu")
+
+
+def test_a_labelled_pixel_is_described_the_same_in_training_and_in_prediction():
+    """The head learns from the features the map is predicted from: each pixel's home window (engine.tasks.tiling),
+    in training (labelled_features) and in prediction (predict_tiled + head_inputs) alike."""
+    from engine.progress import Progress
+    from engine.tasks.landcover import head_inputs, labelled_features
+    from engine.tasks.tiling import predict_tiled
+
+    hsi, truth, labels = _scene(n=150, seed=4)
+    reader = StackedReader(ArrayReader(hsi), None)
+    meta = {"band_count": hsi.shape[0]}
+    s = _settings()
+    s.tiles.stride = 40  # overlapping windows: the home-window rule decides
+    model = fit(reader, meta, None, labels, s)
+    train_x = labelled_features(reader, model.representations, model.extractor, labels, s, Progress())
+    seen = np.full((train_x.shape[1], 150, 150), np.nan, np.float32)
+
+    def predict_patches(block, need):
+        x, _ = head_inputs(reader, model.representations, model.extractor, block, True)
+        return np.where(need[:, None], x, np.nan)
+
+    def write(row, values):
+        seen[:, row:row + values.shape[1]] = values
+
+    predict_tiled(150, 150, reader.read, predict_patches, train_x.shape[1], write, s.tiles, batch_size=4)
+    np.testing.assert_array_equal(seen[:, labels.rows, labels.cols].T, train_x)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from engine.tasks.landcover import PoolSampler
+from engine.networks.adaptation import PoolSampler
 from engine.tasks.tiling import home_windows
 from engine.data.readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
 
