@@ -78,8 +78,11 @@ def _is_missing(v) -> bool:
     return isinstance(v, str) and not v.strip()
 
 
-def _normalise_values(values: Sequence, field_name: str, layer: str):
-    """(numeric codes per sample (NaN = missing), class values, names) from integer or text values."""
+def class_codes(values: Sequence, field_name: str, layer: str):
+    """(numeric codes per sample (NaN = missing), class values, names) from integer or text values.
+
+    The one coding rule: integers are their own codes; texts are numbered 1..K in sorted order (names = those
+    texts, else None)."""
     raw = list(values)
     present = [v for v in raw if not _is_missing(v)]
     numeric = True
@@ -131,7 +134,7 @@ def build_samples(rows: np.ndarray, cols: np.ndarray, values: Sequence, height: 
     if total == 0:
         raise LabelError(f"{layer_name} has no features: draw training points (or polygons) with a "
                          f"'{field_name}' value on the image first")
-    codes, class_values, names = _normalise_values(values, field_name, layer_name)
+    codes, class_values, names = class_codes(values, field_name, layer_name)
     missing = np.isnan(codes)
     if missing.all():
         raise LabelError(f"every feature of {layer_name} has an empty '{field_name}' value: fill in the classes")
@@ -330,60 +333,3 @@ def reader_valid_fn(reader, block_rows: int = 256) -> Callable[[np.ndarray, np.n
         return out
 
     return fn
-
-
-def read_vector_labels(path: str, field_name: str, ref, valid=None, layer_name: Optional[str] = None,
-                       class_infos: Optional[Sequence[ClassInfo]] = None) -> LabelSamples:
-    """A point or polygon layer (any OGR format, any CRS) → training pixels on the ``ref`` grid.
-
-    Geometries are reprojected into the raster's CRS; multi-points count as several points.
-    """
-    try:
-        ds = ogr.Open(str(path))
-    except RuntimeError as exc:
-        raise LabelError(f"cannot open the label layer {path}: {exc}") from None
-    if ds is None:
-        raise LabelError(f"cannot open the label layer {path}")
-    layer = ds.GetLayerByName(layer_name) if layer_name else ds.GetLayer(0)
-    if layer is None:
-        raise LabelError(f"{path} has no layer {layer_name!r}")
-    name = f"{path}" + (f" (layer {layer_name})" if layer_name else "")
-    defn = layer.GetLayerDefn()
-    fields = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    if field_name not in fields:
-        raise LabelError(f"{name} has no field '{field_name}' (fields: {', '.join(fields) or 'none'}): choose the "
-                         "field that holds the class of each feature")
-    ct = None
-    src = layer.GetSpatialRef()
-    if src is not None and ref.crs_wkt:
-        dst = osr.SpatialReference(wkt=ref.crs_wkt)
-        for s in (src, dst):
-            s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        if not src.IsSame(dst):
-            ct = osr.CoordinateTransformation(src, dst)
-    xs, ys, pvals, polys, gvals = [], [], [], [], []
-    for feat in layer:
-        geom = feat.GetGeometryRef()
-        value = feat.GetField(field_name)
-        if geom is None or geom.IsEmpty():
-            continue
-        geom = geom.Clone()
-        if ct is not None:
-            geom.Transform(ct)
-        flat = ogr.GT_Flatten(geom.GetGeometryType())
-        if flat in (ogr.wkbPoint, ogr.wkbMultiPoint):
-            parts = [geom] if flat == ogr.wkbPoint else [geom.GetGeometryRef(i) for i in range(geom.GetGeometryCount())]
-            for p in parts:
-                xs.append(p.GetX())
-                ys.append(p.GetY())
-                pvals.append(value)
-        elif flat in (ogr.wkbPolygon, ogr.wkbMultiPolygon):
-            polys.append(geom.ExportToWkb())
-            gvals.append(value)
-        else:
-            raise LabelError(f"{name} holds {geom.GetGeometryName()} geometries: use points or polygons")
-    if polys and xs:
-        raise LabelError(f"{name} mixes points and polygons: use one geometry type per label layer")
-    if polys:
-        return collect_polygon_labels(polys, gvals, ref, valid, class_infos, field_name, name)
-    return collect_point_labels(np.array(xs), np.array(ys), pvals, ref, valid, class_infos, field_name, name)

@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import UserInputError
-from ..data.labels import (ClassInfo, LabelError, LabelSamples, collect_point_labels, collect_polygon_labels,
-                     default_colors, reader_valid_fn)
+from ..data.labels import (ClassInfo, LabelError, LabelSamples, class_codes, collect_point_labels,
+                           collect_polygon_labels, default_colors, reader_valid_fn)
 from ..progress import Progress
 from ..data.raster_io import RasterInfo, RasterReader, category_names, mask_reader, scan_bad_bands
 from ..data.readers import _BLOCK_BYTES, MaskedReader, StackedReader
@@ -142,26 +142,19 @@ def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan
 
 
 def _class_infos(labels: LabelGeometries) -> List[ClassInfo]:
-    """ClassInfo for every styled class, keyed like engine.data.labels codes them (ints, or text → 1..K sorted)."""
+    """ClassInfo for every styled class, coded as ``labels.class_codes`` codes the values (ints, or text → 1..K)."""
     if not labels.styles:
         return []
-    values = [v for v in list(labels.point_values) + list(labels.polygon_values) if v is not None]
-    numeric = True
-    for v in values:
-        try:
-            float(v)
-        except (TypeError, ValueError):
-            numeric = False
-            break
+    _, _, names = class_codes(list(labels.point_values) + list(labels.polygon_values), labels.field_name,
+                              labels.layer_name)
     pairs = []  # (code, style key)
-    if numeric:
+    if names is None:
         for key in labels.styles:
             try:
                 pairs.append((int(float(key)), key))
             except ValueError:
                 continue
     else:
-        names = sorted({str(v).strip() for v in values if str(v).strip()})
         pairs = [(i + 1, text) for i, text in enumerate(names) if text in labels.styles]
     pairs.sort()
     palette = default_colors(len(pairs))

@@ -90,23 +90,3 @@ def test_make_demo_points_script(tmp_path):
     s = collect_point_labels(np.array(xs), np.array(ys), ids, read_info(str(labels)))
     assert s.report["used"] == len(ids)
     assert np.array_equal(lab[s.rows, s.cols], np.array([c.value for c in s.classes])[s.class_index])
-
-
-def test_read_vector_labels_reprojects_and_checks_validity(tmp_path):
-    from engine.data.labels import LabelError, read_vector_labels, reader_valid_fn
-
-    labels = CHIP / "Spain_7370579_LabelHand.tif"
-    pts = tmp_path / "points.gpkg"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_demo_points.py"), "--labels", str(labels),
-                    "--fraction", "0.002", "--ignore", "-1", "--out", str(pts)], check=True, capture_output=True)
-    utm = tmp_path / "points_utm.gpkg"
-    gdal.VectorTranslate(str(utm), str(pts), dstSRS="EPSG:32630", reproject=True)
-    ref = read_info(str(CHIP / "Spain_7370579_S2Hand.tif"))
-    a = read_vector_labels(str(pts), "class_id", ref)
-    b = read_vector_labels(str(utm), "class_id", ref, valid=reader_valid_fn(RasterReader(str(ref.path))))
-    assert a.report["used"] == b.report["used"] == b.report["total"]  # the S2 chip has no nodata there
-    assert np.array_equal(a.rows, b.rows) and np.array_equal(a.cols, b.cols)  # reprojection lands on the same pixels
-    lab = gdal.Open(str(labels)).ReadAsArray()
-    assert np.array_equal(lab[b.rows, b.cols], np.array([c.value for c in b.classes])[b.class_index])
-    with pytest.raises(LabelError, match="no field 'klass'.*class_id"):
-        read_vector_labels(str(pts), "klass", ref)
