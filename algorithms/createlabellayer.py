@@ -31,6 +31,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 from qgis.PyQt.QtGui import QColor
 
+from ..engine.files import commit, forget, temp_beside
 from .base import DiffLcAlgorithm
 
 # ColorBrewer "Paired" followed by "Set3": distinct, print-friendly defaults for classes without a colour
@@ -122,8 +123,7 @@ def write_label_layer(path: str, classes, crs: QgsCoordinateReferenceSystem, tra
     options.layerName = layer_name
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{layer_name}.{os.getpid()}.partial.gpkg")
-    _remove_gpkg(tmp)
+    tmp = temp_beside(path, ".gpkg")  # the plugin's one temporary rule: removed on failure, cancel or SIGTERM
     try:
         writer = QgsVectorFileWriter.create(tmp, fields, QgsWkbTypes.Point, crs, transform_context, options)
         if writer.hasError() != QgsVectorFileWriter.NoError:
@@ -140,13 +140,14 @@ def write_label_layer(path: str, classes, crs: QgsCoordinateReferenceSystem, tra
             raise QgsProcessingException(f"The class style could not be stored in {path}: {error}")
         try:
             _remove_gpkg(path, journals_only=True)
-            os.replace(tmp, path)
         except OSError as exc:
             raise QgsProcessingException(
                 f"Cannot replace {path}: {exc}. Close the layer in QGIS (or choose another file) and run "
                 "again.") from exc
+        commit(tmp, path)
     finally:
         _remove_gpkg(tmp)
+        forget(tmp)
     return layer_name
 
 

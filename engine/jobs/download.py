@@ -9,7 +9,6 @@ inside QGIS's Python. Torch is imported only for the verification.
 from __future__ import annotations
 
 import http.client
-import os
 import re
 import time
 import urllib.error
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from .. import ENGINE_VERSION
+from ..files import commit
 from ..progress import Progress
 
 OFFICIAL_URL = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/64x64_diffusion.pt"
@@ -173,7 +173,7 @@ def download_file(url: str, dest: Path, progress: Optional[Progress] = None, tim
     dest = Path(dest)
     part = part_path(dest)
     _fetch_part(url, part, progress, timeout, retries, retry_delay, "")
-    os.replace(part, dest)
+    commit(str(part), str(dest))
     progress.report(1.0)
     return dest
 
@@ -226,7 +226,7 @@ def fetch_backbone(dest: Path, url: str = OFFICIAL_URL, progress: Optional[Progr
         part.unlink(missing_ok=True)
         raise BackboneLoadError(f"The file downloaded from {url} is not the expected checkpoint and was "
                                 f"deleted: {exc}") from exc
-    os.replace(part, dest)
+    commit(str(part), str(dest))
     progress.report(1.0)
     progress.log(f"Checkpoint installed: {dest} (fingerprint {fingerprint[:16]}…)")
     return BackboneDownload(dest, fingerprint, False, transfer.read, transfer.resumed_from or 0)

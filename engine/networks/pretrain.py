@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .adaptation import ValidWindows, denoise_loss
+from ..files import atomic_path
 from .backbone import COMPACT_64, ADMUNet, UNetConfig, build_backbone
 from .diffusion import CosineSchedule
 from ..progress import Progress
@@ -170,11 +171,10 @@ def pretrain(sampler: CorpusSampler, settings: PretrainSettings, workdir: os.Pat
         losses.append(float(loss.detach()))
         done = step + 1
         if done % settings.checkpoint_every == 0 or done == settings.steps:
-            tmp = state_path.with_suffix(".tmp")
-            torch.save({"settings": _settings_key(settings), "model": model.state_dict(), "ema": ema,
-                        "optimizer": opt.state_dict(), "generator": gen.get_state(),
-                        "losses": torch.tensor(losses, dtype=torch.float32), "step": done}, tmp)
-            os.replace(tmp, state_path)
+            with atomic_path(str(state_path)) as tmp:  # a kill mid-write leaves the previous state intact
+                torch.save({"settings": _settings_key(settings), "model": model.state_dict(), "ema": ema,
+                            "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                            "losses": torch.tensor(losses, dtype=torch.float32), "step": done}, tmp)
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
             progress.log(f"step {done}/{settings.steps}  loss(last {settings.checkpoint_every}) "
                          f"{np.mean(losses[-settings.checkpoint_every:]):.4f}  lr {_lr_at(step, settings):.2e}  "
