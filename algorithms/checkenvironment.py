@@ -15,7 +15,8 @@ from qgis.core import (Qgis, QgsProcessingOutputBoolean, QgsProcessingOutputNumb
                        QgsProcessingParameterFileDestination)
 
 from ..engine import paths
-from .base import DiffLcAlgorithm, pip_install_command, qgis_python_executable
+from .base import DiffLcAlgorithm
+from .install import pip_install_command, qgis_python_executable
 
 NOT_INSTALLED = "not installed"
 

@@ -19,7 +19,8 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from .base import PLUGIN_DIR, DiffLcAlgorithm, _read_pins, qgis_python_executable, sentence
+from .base import DiffLcAlgorithm, sentence
+from .install import PLUGIN_DIR, qgis_python_executable, read_pins
 from .params import DEVICES
 
 HELP = """<p>Classifies many scenes with one model file, each exactly as <i>Classify with a trained model</i>
@@ -37,7 +38,7 @@ file.</p>"""
 
 
 def batch_install_command() -> str:
-    pins = _read_pins(os.path.join(PLUGIN_DIR, "requirements", "batch.txt")) or {
+    pins = read_pins(os.path.join(PLUGIN_DIR, "requirements", "batch.txt")) or {
         "dask": "2026.8.0", "distributed": "2026.8.0"}
     return f"{qgis_python_executable()} -m pip install " + " ".join(f"{k}=={v}" for k, v in pins.items())
 

@@ -93,7 +93,7 @@ other ADM checkpoints; leave it empty for the official one.</p>"""
         dest = output or str(paths.default_backbone_path())
         overwrite = self.parameterAsBoolean(parameters, "OVERWRITE", context)
         config = parse_config(self.parameterAsString(parameters, "CONFIG", context))
-        result = self.run_engine(fetch_backbone, feedback, dest, url, config=config, overwrite=overwrite)
+        result = fetch_backbone(dest, url, self.progress_for(feedback), config=config, overwrite=overwrite)
         feedback.pushInfo(f"Backbone checkpoint: {result.path}"
                           + (" (already installed, reused)" if result.reused else
                              f" ({result.downloaded_bytes / 1e6:.1f} MB downloaded)"))

@@ -116,18 +116,20 @@ def test_progress_for_maps_feedback(qgis_app):
         progress.step(0.9)
 
 
-def test_run_engine_turns_engine_errors_into_processing_exceptions(qgis_app):
+def test_the_error_boundary_turns_engine_errors_into_processing_exceptions(qgis_app):
     from qgis.core import QgsProcessingException, QgsProcessingFeedback
 
-    from diffusion_landcover.algorithms.base import run_engine
-    from diffusion_landcover.engine.progress import Progress
+    from diffusion_landcover.algorithms.base import error_boundary, progress_for
 
-    def engine_step(value, progress=None):
-        assert isinstance(progress, Progress)
+    def engine_step(value, progress):
         progress.step(1.0)
         if value < 0:
             raise ValueError(f"band 3 of layer 'hsi' is empty (value {value})")
         return value * 2
+
+    def run_engine(step, feedback, value):  # what processAlgorithm does around process()
+        with error_boundary(feedback):
+            return step(value, progress_for(feedback))
 
     feedback = QgsProcessingFeedback()
     assert run_engine(engine_step, feedback, 21) == 42
@@ -236,11 +238,11 @@ def test_python_executable_when_embedded_in_the_qgis_binary(qgis_app, monkeypatc
     import os
     import sys
 
-    from diffusion_landcover.algorithms import base
+    from diffusion_landcover.algorithms import install
 
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis")
-    python = base.qgis_python_executable()
+    python = install.qgis_python_executable()
     assert os.path.basename(python).startswith("python") and os.path.isfile(python)
     assert os.path.realpath(python).startswith(os.path.realpath(sys.exec_prefix)) or \
         os.path.realpath(python) == os.path.realpath(sys._base_executable)
-    assert base.pip_install_command().startswith(python + " -m pip install")
+    assert install.pip_install_command().startswith(python + " -m pip install")

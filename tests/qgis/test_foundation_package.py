@@ -19,7 +19,7 @@ def test_package_zip_layout(tmp_path):
     names = zipfile.ZipFile(out).namelist()
     assert {n.split("/", 1)[0] for n in names} == {"diffusion_landcover"}
     for required in ("metadata.txt", "__init__.py", "plugin/plugin.py", "plugin/provider.py",
-                     "algorithms/__init__.py", "algorithms/base.py", "algorithms/checkenvironment.py",
+                     "algorithms/__init__.py", "algorithms/base.py", "algorithms/install.py", "algorithms/checkenvironment.py",
                      "engine/__init__.py", "engine/progress.py", "engine/paths.py", "resources/icon.svg",
                      "requirements/runtime.txt", "requirements/constraints.txt"):
         assert f"diffusion_landcover/{required}" in names, required

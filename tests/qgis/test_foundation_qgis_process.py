@@ -92,7 +92,7 @@ def test_require_torch_message_without_torch(torch_hider, tmp_path):
     link_dir = tmp_path / "pkg"
     link_dir.mkdir()
     (link_dir / "diffusion_landcover").symlink_to(REPO, target_is_directory=True)
-    code = ("from diffusion_landcover.algorithms.base import require_torch\n"
+    code = ("from diffusion_landcover.algorithms.install import require_torch\n"
             "from qgis.core import QgsProcessingException\n"
             "try:\n    require_torch()\nexcept QgsProcessingException as exc:\n    print(str(exc))\n"
             "else:\n    raise SystemExit('torch was importable')\n")
@@ -118,7 +118,7 @@ def test_require_torch_message_for_debian_system_python(torch_hider, tmp_path):
     link_dir.mkdir()
     (link_dir / "diffusion_landcover").symlink_to(REPO, target_is_directory=True)
     code = ("import sysconfig, os\n"
-            "from diffusion_landcover.algorithms.base import torch_missing_message\n"
+            "from diffusion_landcover.algorithms.install import torch_missing_message\n"
             "print(os.path.isfile(os.path.join(sysconfig.get_paths()['stdlib'], 'EXTERNALLY-MANAGED')))\n"
             "print(torch_missing_message())\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(torch_hider), str(link_dir)]),
