@@ -1,7 +1,8 @@
 """Typed settings: one :class:`PipelineSettings` flows from an algorithm into the engine.
 
 Every field is JSON-serialisable (``to_dict``/``from_dict``) because the model bundle records the exact
-settings a model was trained with. Defaults are the method's (METHOD.md) unless a comment says why not.
+settings a model was trained with. Defaults are the papers' (UniDiff, SatDiFuser) unless a comment says why not, with the measurements in
+BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class BackboneSettings:
     source: str = "auto"
     checkpoint: Optional[str] = None  # ImageNet ADM 64x64 file given explicitly (wins over auto)
     # denoising steps / batch that train the compact backbone on the scene's patches: sized so a 512x512 scene
-    # trains in minutes on a 2-core CPU (METHOD.md section 4: an untrained network is nearly as good)
+    # trains in minutes on a 2-core CPU (an untrained network measured as good: BENCHMARKS.md, "Accuracy")
     compact_steps: int = 300
     compact_batch_size: int = 8
     compact_lr: float = 2e-3
@@ -88,7 +89,7 @@ class HeadSettings:
     max_epochs: int = 300
     patience: int = 30
     val_fraction: float = 0.2  # stratified, drawn from the TRAINING labels only
-    class_weighting: bool = False  # optional (METHOD.md); inverse-frequency weights trade OA for AA
+    class_weighting: bool = False  # optional; inverse-frequency weights trade OA for AA
     include_spectrum: bool = True  # the pixel's own (standardised) bands also reach the head
 
 

@@ -4,7 +4,7 @@ Everything is fitted once on a sample of valid pixels and stored (:meth:`Represe
 model applied to another scene sees exactly the same transform: band choice, PCA mean and basis, stretch
 percentiles, SAR dB flag and polarisation mode, spectrum mean/std. numpy only.
 
-Rules (METHOD.md §1):
+Rules (UniDiff's input representations: pseudo-RGB, PCA and SAR Pauli images):
 - pRGB: the usable bands nearest ``settings.rgb_wavelengths_nm`` (~640/550/460 nm) when wavelengths are known;
   else Sentinel-2 band names in the descriptions (B4/B3/B2); else by position (see :func:`positional_rgb`);
   ``settings.rgb_bands`` (1-based) overrides all. Bad bands are never chosen.

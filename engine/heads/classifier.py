@@ -2,7 +2,7 @@
 
 - ``forest`` (default): a Random Forest on [diffusion features ‖ pixel bands] (``ForestHead``; the most
   accurate head measured, BENCHMARKS.md); out-of-bag predictions are its validation report.
-- ``mlp`` (UniDiff): fusion over feature groups, then the METHOD.md MLP; a stratified validation split of the
+- ``mlp`` (UniDiff): fusion over feature groups, then UniDiff's MLP head; a stratified validation split of the
   TRAINING labels (the reference validated on test pixels), early stopping and best-weight restore.
 
 Fusions (``group_sizes`` splits the input; the last group may be the raw spectrum):

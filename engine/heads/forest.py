@@ -1,7 +1,7 @@
 """Random Forest pixel head kept as plain arrays, so a model file never needs unpickling.
 
 Why a forest at all: with tens of labels per class, an RF on the pixel's bands is what users run today and is
-hard to beat (METHOD.md section 4, BENCHMARKS.md); given the diffusion features beside the bands it is the
+hard to beat (BENCHMARKS.md, "Accuracy"); given the diffusion features beside the bands it is the
 most accurate head measured here.
 
 Training uses scikit-learn; the fitted trees are flattened into five arrays (children, split feature,

@@ -1,4 +1,5 @@
-"""ADM diffusion U-Net (the "guided-diffusion" architecture), written from METHOD.md's facts.
+"""ADM diffusion U-Net (the "guided-diffusion" architecture of Dhariwal & Nichol 2021, "Diffusion Models Beat
+GANs on Image Synthesis", NeurIPS), written from the paper and its released hyper-parameters.
 
 One configurable network serves two roles:
 - ``ADM_IMAGENET_64``: exact layout of OpenAI's ``64x64_diffusion.pt`` so that checkpoint loads strictly;
