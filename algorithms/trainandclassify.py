@@ -15,7 +15,9 @@ HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the w
 <li>The HSI raster becomes a pseudo-RGB image (bands nearest 640/550/460 nm) and a PCA image (first three
 components); the SAR raster a Pauli-style image (dB converted to linear). Statistics are fitted once and
 stored in the model.</li>
-<li>Stage A: a pretrained diffusion network is adapted to these modalities through its FiLM path (below).</li>
+<li>Stage A: the diffusion network (<b>BACKBONE_SOURCE</b>): by default the ImageNet ADM when installed, else a
+seeded, untrained compact ADM (the most accurate measured here); a pretrained network (the ImageNet ADM or the
+shipped remote-sensing prior) is adapted to these modalities through its FiLM path (below).</li>
 <li>Per-pixel diffusion features (timestep &times; decoder block, every modality) plus, by default, the pixel's
 own bands feed the pixel classifier (<b>HEAD</b>): by default a Random Forest (<b>TREES</b> = 500), validated
 out-of-bag on the training labels; or the UniDiff MLP with a feature <b>FUSION</b>, validated on a
