@@ -39,6 +39,7 @@ def _same_random_weights(ref, ours, seed=0):
     ours.load_state_dict(ref.state_dict(), strict=True)  # the names must match one to one
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [COMPACT_64, ADM_IMAGENET_64], ids=["compact_64", "adm_imagenet_64"])
 def test_same_weights_give_the_same_output_as_guided_diffusion(config):
     torch.manual_seed(1)

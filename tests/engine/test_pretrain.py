@@ -37,6 +37,7 @@ def test_sampler_refuses_bad_scenes():
         CorpusSampler([CorpusScene("s", {"rgb": np.zeros((3, 32, 32), np.float32)})], patch=16)
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_a_straight_run(tmp_path):
     settings = PretrainSettings(steps=6, batch_size=2, warmup=2, checkpoint_every=2, config=TINY.to_dict())
     sampler = CorpusSampler(_scenes(), patch=16)

@@ -197,6 +197,7 @@ def test_qgis_process_refuses_output_on_input_and_prints_an_engine_error_once(sc
     assert digest(folder) == before
 
 
+@pytest.mark.slow
 def test_sigterm_removes_temporaries_like_cancel(model, tmp_path):
     """SIGTERM while the map is being written: exit 1, no hidden .difflc-* file, no output."""
     # large enough that the map is still being written when SIGTERM lands (a finished run would be killed by

@@ -32,6 +32,7 @@ def inputs(tmp_path_factory):
     return scene, labels, rows, cols
 
 
+@pytest.mark.slow
 def test_trainandclassify_through_qgis_process(inputs, tmp_path):
     scene, labels, rows, cols = inputs
     out = tmp_path / "landcover.tif"

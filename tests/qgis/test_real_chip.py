@@ -16,6 +16,7 @@ PER_CLASS = 30  # sparse: 60 of 262,144 pixels
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.slow
 @needs_real_data
 def test_real_chip_water_map_is_accurate_on_independent_pixels(qgis_app, tmp_path):
     import processing
