@@ -8,7 +8,7 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm
-from .params import (CLEANUP_HELP, DEVICES, MASK_HELP, add_cleanup_parameters, add_input_parameters,
+from .params import (CLEANUP_HELP, DEVICES, MASK_HELP, add_cleanup_parameters, add_input_parameters, add_model_input,
                      cleanup_from_parameters, mask_from_parameters, raster_path)
 
 HELP = """<p>Classifies a scene with a model file written by <i>Train classifier</i> or <i>Train and
@@ -30,8 +30,7 @@ class Classify(DiffLcAlgorithm):
     NEEDS_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
+        add_model_input(self)
         add_input_parameters(self, labels=False, mask=True)
         self.addParameter(QgsProcessingParameterFile(
             "BACKBONE", "ImageNet ADM checkpoint (only for models built on it; empty = path stored in the model)",

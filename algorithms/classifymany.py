@@ -21,7 +21,7 @@ from qgis.core import (
 
 from .base import DiffLcAlgorithm, sentence
 from .install import PLUGIN_DIR, qgis_python_executable, read_pins
-from .params import DEVICES
+from .params import DEVICES, add_model_input
 
 HELP = """<p>Classifies many scenes with one model file, each exactly as <i>Classify with a trained model</i>
 would (the same code; the maps are byte-identical), spread over <a href="https://distributed.dask.org">Dask</a>
@@ -67,8 +67,7 @@ class ClassifyMany(DiffLcAlgorithm):
     NEEDS_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
+        add_model_input(self)
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "INPUTS", "HSI rasters", QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterFile(

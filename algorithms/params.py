@@ -34,6 +34,14 @@ SAR_DB = ["auto", "dB", "linear"]
 PRESETS = list(PRESET_LR)
 
 
+MODEL_FILTER = "Diffusion Land Cover model (*.difflc)"
+
+
+def add_model_input(alg) -> None:
+    """The trained model file an algorithm reads (classify, classifymany)."""
+    alg.addParameter(QgsProcessingParameterFile("MODEL", "Model file", fileFilter=MODEL_FILTER))
+
+
 def add_input_parameters(alg, labels: bool = True, mask: bool = False) -> None:
     alg.addParameter(QgsProcessingParameterRasterLayer(
         "HSI", "Hyperspectral / multispectral raster (3 bands or more)"))

@@ -7,8 +7,9 @@ from qgis.core import (
 )
 
 from .base import DiffLcAlgorithm
-from .params import (CLEANUP_HELP, MASK_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_cleanup_parameters,
-                     add_input_parameters, add_method_parameters, cleanup_from_parameters, training_request)
+from .params import (CLEANUP_HELP, MASK_HELP, MODEL_FILTER, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters,
+                     add_cleanup_parameters, add_input_parameters, add_method_parameters, cleanup_from_parameters,
+                     training_request)
 
 HELP = """<p>Trains on sparse labelled points (or polygons) and classifies the whole scene in one step.</p>
 <ol>
@@ -56,7 +57,7 @@ class TrainAndClassify(DiffLcAlgorithm):
             "PROBABILITIES", "Class probabilities (one Float32 band per class)", optional=True,
             createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)", optional=True,
+            "MODEL", "Model file", fileFilter=MODEL_FILTER, optional=True,
             createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
             "REPORT", "Training report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterFileDestination
 
 from .base import DiffLcAlgorithm
-from .params import (MASK_HELP, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_input_parameters,
+from .params import (MASK_HELP, MODEL_FILTER, SMOOTHING_HELP, STAGE_A_HELP, add_backbone_parameters, add_input_parameters,
                      add_method_parameters, training_request)
 
 HELP = """<p>Trains the pixel classifier and writes a self-describing model file (<code>.difflc</code>: a zip
@@ -35,7 +35,7 @@ class TrainClassifier(DiffLcAlgorithm):
             "ADAPTED", "Adapted backbone (from 'Adapt backbone'; optional)", optional=True,
             fileFilter="Adapted backbone (*.difflcbb)"))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "MODEL", "Model file", fileFilter="Diffusion Land Cover model (*.difflc)"))
+            "MODEL", "Model file", fileFilter=MODEL_FILTER))
         self.addParameter(QgsProcessingParameterFileDestination(
             "REPORT", "Training report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True,
             createByDefault=False))
