@@ -1,7 +1,6 @@
 """difflc:accuracy — a classified raster against reference data: confusion matrix and metrics report."""
 from __future__ import annotations
 
-import re
 
 from qgis.core import (
     QgsProcessing,
@@ -17,7 +16,7 @@ from qgis.core import (
 
 from .base import DiffLcAlgorithm
 from .layers import read_label_features, reference_styles
-from .params import raster_path
+from .params import parse_ints, raster_path
 
 HELP = """<p>Compares a classified raster with reference data and reports the confusion matrix (rows =
 reference, columns = map), overall accuracy (OA), average accuracy (AA = mean per-class recall), Cohen's
@@ -95,11 +94,7 @@ class Accuracy(DiffLcAlgorithm):
         exclude = None
         if exclude_layer is not None:
             exclude = read_label_features(exclude_layer, None, crs, feedback, layer_name=exclude_layer.name())
-        ignore_text = self.parameterAsString(parameters, "IGNORE", context) or ""
-        try:
-            ignore = [int(v) for v in re.split(r"[,;\s]+", ignore_text.strip()) if v]
-        except ValueError:
-            raise QgsProcessingException(f"IGNORE must be integers separated by commas, got '{ignore_text}'.")
+        ignore = list(parse_ints(self.parameterAsString(parameters, "IGNORE", context), "IGNORE") or ())
         html = self.parameterAsFileOutput(parameters, "HTML", context) or None
         json_path = self.parameterAsFileOutput(parameters, "JSON", context) or None
         area_estimation = self.parameterAsBool(parameters, "AREA_ESTIMATES", context)

@@ -215,7 +215,8 @@ majority filter (<b>MAJORITY_RADIUS</b>) and then a minimum mapping unit (<b>SIE
 nodata never changes. The confidence raster stays the classifier's.</p>"""
 
 
-def _ints(text: str, name: str) -> Optional[Tuple[int, ...]]:
+def parse_ints(text: str, name: str) -> Optional[Tuple[int, ...]]:
+    """The one reader of integer lists typed into a dialog ('200, 400', '3;4', '30 20 10'); None when empty."""
     text = (text or "").strip()
     if not text:
         return None
@@ -245,7 +246,7 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.device = DEVICES[alg.parameterAsEnum(parameters, "DEVICE", context)]
         s.seed = alg.parameterAsInt(parameters, "SEED", context)
     if has("RGB_BANDS"):
-        rgb = _ints(alg.parameterAsString(parameters, "RGB_BANDS", context), "RGB_BANDS")
+        rgb = parse_ints(alg.parameterAsString(parameters, "RGB_BANDS", context), "RGB_BANDS")
         if rgb is not None and (len(rgb) != 3 or min(rgb) < 1):
             raise QgsProcessingException(f"RGB_BANDS needs exactly three band numbers from 1 up (red, green, blue), "
                                          f"got {','.join(map(str, rgb))}.")
@@ -259,12 +260,12 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.adaptation.batch_size = alg.parameterAsInt(parameters, "ADAPT_BATCH", context) or None
         s.backbone.compact_steps = alg.parameterAsInt(parameters, "COMPACT_STEPS", context)
     if has("TIMESTEPS"):
-        timesteps = _ints(alg.parameterAsString(parameters, "TIMESTEPS", context), "TIMESTEPS")
+        timesteps = parse_ints(alg.parameterAsString(parameters, "TIMESTEPS", context), "TIMESTEPS")
         last = DIFFUSION_STEPS - 1
         if not timesteps or any(t < 0 or t > last for t in timesteps):
             raise QgsProcessingException(f"TIMESTEPS must be one or more integers between 0 and {last}, e.g. '200'.")
         s.features.timesteps = timesteps
-        s.features.blocks = _ints(alg.parameterAsString(parameters, "BLOCKS", context), "BLOCKS")
+        s.features.blocks = parse_ints(alg.parameterAsString(parameters, "BLOCKS", context), "BLOCKS")
         s.head.kind = HEADS[alg.parameterAsEnum(parameters, "HEAD", context)]
         s.head.trees = alg.parameterAsInt(parameters, "TREES", context)
         if not alg.parameterAsBool(parameters, "FEATURE_CHECK", context):

@@ -14,7 +14,7 @@ import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -22,6 +22,12 @@ from .. import ENGINE_VERSION
 from ..progress import Progress
 from ..data.readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
 from ..settings import MODALITY_IDS, PipelineSettings
+
+if TYPE_CHECKING:  # torch-heavy modules, imported where they run
+    from ..data.representations import RepresentationModel
+    from ..heads.classifier import ForestHead, TrainedHead
+    from ..networks.backbone import ADMUNet
+    from ..networks.features import FeatureExtractor
 
 
 @dataclass
@@ -37,12 +43,12 @@ class TrainingPixels:
 @dataclass
 class FittedModel:
     settings: PipelineSettings
-    representations: object  # RepresentationModel
-    backbone: object  # ADMUNet with any FiLM delta applied
+    representations: "RepresentationModel"
+    backbone: "ADMUNet"  # any FiLM delta applied
     backbone_info: BackboneInfo
     backbone_tensors: Dict  # what the bundle must carry: compact weights or the FiLM delta
-    extractor: object  # FeatureExtractor
-    head: object  # classifier.ForestHead or classifier.TrainedHead
+    extractor: "FeatureExtractor"
+    head: Union["ForestHead", "TrainedHead"]
     group_sizes: List[int]
     report: Dict = field(default_factory=dict)
     sigma: float = 0.0  # px of the Gaussian on the class probabilities before the argmax (0 = off)
