@@ -240,7 +240,7 @@ class TrainOutcome:
     metadata: Dict  # what the model file holds (JSON side)
     label_report: Dict
     validation_oa: Optional[float]
-    model: Optional[object] = None  # the fitted pipeline.FittedModel, to classify without reloading the file
+    model: Optional[object] = None  # the fitted landcover.FittedModel, to classify without reloading the file
 
 
 def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOutcome:

@@ -2,8 +2,8 @@
 
 Both dates go through exactly the land-cover transform: one :class:`~engine.data.representations.RepresentationModel`
 fitted on a sample pooled over BOTH dates (so neither date defines "normal"), the same backbone
-(``pipeline.prepare_backbone``: by default the seeded untrained compact ADM), the same fixed noise, timestep and
-decoder blocks (``features.FeatureExtractor``) and ``pipeline.head_inputs``, which builds what a head sees:
+(``landcover.prepare_backbone``: by default the seeded untrained compact ADM), the same fixed noise, timestep and
+decoder blocks (``features.FeatureExtractor``) and ``landcover.head_inputs``, which builds what a head sees:
 [diffusion features ‖ standardised bands].
 
 - Unsupervised: deep change vector analysis (Saha, Bovolo & Bruzzone 2019, "Unsupervised deep change vector
@@ -189,7 +189,7 @@ def check_pair(first: BlockReader, second: BlockReader, names: Tuple[str, str] =
 
 
 def _date_inputs(model: ChangeModel, reader: StackedReader, blocks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Windows [B, C, P, P] of one date → (inputs [B, D, P, P] float32, valid [B, P, P]) via pipeline.head_inputs."""
+    """Windows [B, C, P, P] of one date → (inputs [B, D, P, P] float32, valid [B, P, P]) via landcover.head_inputs."""
     from .landcover import head_inputs
 
     if model.extractor is None:  # bands only: the standardised spectrum, no network

@@ -69,7 +69,7 @@ class RowSmoother:
     """
 
     def __init__(self, sigma: float, height: int, emit: Callable[[int, np.ndarray], None]):
-        """The first block pushed may start below row 0 (a row range of a scene, ``pipeline.predict_scene(rows=)``);
+        """The first block pushed may start below row 0 (a row range of a scene, ``landcover.predict_scene(rows=)``);
         rows within ``radius(σ)`` of it lack their upper halo then: the caller discards them."""
         self.sigma, self.height, self.emit = float(sigma), int(height), emit
         self.r = radius(self.sigma)
