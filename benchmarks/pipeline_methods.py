@@ -72,23 +72,19 @@ BACKBONES = {
 }
 
 
+# where each key of BACKBONES / VARIANTS' changes goes in PipelineSettings (head_kind goes through _settings)
+FIELDS = {"source": ("backbone", "source"), "compact_steps": ("backbone", "compact_steps"),
+          "adapt_steps": ("adaptation", "steps"), "adapt_modalities": ("adaptation", "modalities"),
+          "sigma": ("spatial", "sigma"), "stride": ("tiles", "stride"), "check": ("head", "feature_check_p")}
+
+
 def variant_settings(name: str, seed: int) -> PipelineSettings:
     key, change = VARIANTS[name]
     s = _settings(seed, change.get("head_kind"))
-    b = BACKBONES[key]
-    s.backbone.source = b["source"]
-    if "adapt_steps" in b:
-        s.adaptation.steps = b["adapt_steps"]
-    if "adapt_modalities" in b:
-        s.adaptation.modalities = b["adapt_modalities"]
-    if "compact_steps" in b:
-        s.backbone.compact_steps = b["compact_steps"]
-    if "sigma" in change:
-        s.spatial.sigma = change["sigma"]
-    if "stride" in change:
-        s.tiles.stride = change["stride"]
-    if "check" in change:
-        s.head.feature_check_p = change["check"]
+    for k, v in {**BACKBONES[key], **change}.items():
+        if k != "head_kind":
+            section, attr = FIELDS[k]
+            setattr(getattr(s, section), attr, v)
     return s
 
 

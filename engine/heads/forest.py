@@ -31,11 +31,13 @@ def cpu_threads() -> int:
     import os
     import sys
 
+    from ..cpu import available_cores
+
     if "torch" in sys.modules:
         return max(1, int(sys.modules["torch"].get_num_threads()))
     env = os.environ.get("OMP_NUM_THREADS", "")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, int(env))) if env.isdigit() and int(env) > 0 else max(1, cores)
+    cores = available_cores()
+    return min(cores, int(env)) if env.isdigit() and int(env) > 0 else cores
 
 
 class Forest:

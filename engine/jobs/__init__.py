@@ -347,16 +347,16 @@ def classify(bundle_path: Optional[str], hsi: str, sar: Optional[str], output: s
     from ..data.raster_io import ClassifiedWriter
 
     progress = progress or Progress()
-    if trained is not None and trained.model is not None:
-        metadata, tensors = trained.metadata, None
+    in_memory = trained is not None and trained.model is not None
+    if in_memory:
+        metadata = trained.metadata
     else:
         metadata, tensors = load_bundle(bundle_path)
         validate_model(metadata, bundle_path)
     inputs = open_inputs(hsi, sar, progress, mask=mask)
     check_inputs(metadata, inputs.hsi_info, inputs.sar_info)
     try:
-        model = trained.model if tensors is None else from_bundle(metadata, tensors, device=device,
-                                                                  checkpoint=checkpoint)
+        model = trained.model if in_memory else from_bundle(metadata, tensors, device=device, checkpoint=checkpoint)
         classes = [ClassInfo.from_dict(c) for c in metadata["classes"]]
     except (KeyError, IndexError, TypeError, AttributeError) as exc:  # hand-edited metadata.json or weights
         raise BundleError(f"the model file {bundle_path} was edited or is incomplete ({type(exc).__name__}: "

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .. import files
 from ..errors import UserInputError
+from ..cpu import available_cores
 from ..progress import Cancelled, Progress
 
 MAP_SUFFIX = "_classes.tif"
@@ -324,13 +325,6 @@ def _torch_threads() -> int:
 
 
 # ------------------------------------------------------------------------------------------------- client side
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
 
 def local_torch_threads(n_workers: int) -> int:
     """Cores shared out among the local workers: n workers x threads never exceed the cores."""
