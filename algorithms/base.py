@@ -345,8 +345,11 @@ def terminate_as_cancel(feedback=None):
         yield
         return
 
+    received = []
+
     def handler(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not delayed by our cleanup
+        received.append(signum)
         if feedback is not None:
             feedback.cancel()
         raise Terminated()
@@ -358,5 +361,12 @@ def terminate_as_cancel(feedback=None):
         return
     try:
         yield
+    except Cancelled:
+        # The handler runs wherever the main thread is, also inside a library's bare ``except:`` (an import
+        # that tries an optional module, for one), which swallows Terminated; the cancel it asked for then
+        # stops the run as Cancelled. The user still hears the true reason.
+        if received:
+            raise Terminated() from None
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

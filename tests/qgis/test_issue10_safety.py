@@ -223,3 +223,34 @@ def test_sigterm_removes_temporaries_like_cancel(model, tmp_path):
     err = (tmp_path / "stderr.txt").read_text()
     assert proc.returncode == 1 and "SIGTERM" in err, err
     assert list(out.iterdir()) == []
+
+
+def test_sigterm_swallowed_by_a_library_is_still_reported_as_sigterm(qgis_app):
+    """The handler runs wherever the main thread is, also inside a third-party bare ``except:`` that swallows
+    Terminated. The cancel it requested then stops the run as Cancelled: the user must still read SIGTERM, and
+    a plain cancel must still read as a cancel."""
+    from qgis.core import QgsProcessingFeedback
+
+    from diffusion_landcover.algorithms.base import Terminated, error_message, terminate_as_cancel
+    from diffusion_landcover.engine.progress import Cancelled, Progress
+
+    before = signal.getsignal(signal.SIGTERM)
+    feedback = QgsProcessingFeedback()
+    with pytest.raises(Terminated) as info:
+        with terminate_as_cancel(feedback):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(100):  # the handler runs at the next bytecode; never more than a few
+                    time.sleep(0.01)
+            except BaseException:  # noqa: B902 - what the library does
+                pass
+            assert feedback.isCanceled()
+            Progress(is_canceled=feedback.isCanceled).check()
+    assert "SIGTERM" in error_message(info.value)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    feedback = QgsProcessingFeedback()
+    with pytest.raises(Cancelled):
+        with terminate_as_cancel(feedback):
+            feedback.cancel()
+            Progress(is_canceled=feedback.isCanceled).check()
