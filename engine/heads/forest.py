@@ -19,9 +19,15 @@ from ..progress import Progress
 
 ARRAY_NAMES = ("left", "right", "feature", "threshold", "proba", "roots")
 MIN_ROWS_PER_THREAD = 2048  # below this a thread costs more than it saves (500 tree calls per chunk)
-# rows traversed by every tree before the next rows: [4096, ~150 features] float32 stays in cache while 500
-# trees read it (1.6x faster than whole batches of 65,536 rows on 141 features, measured)
-CACHE_ROWS = 4096
+# rows traversed by every tree before the next rows: a block of this many bytes of float32 inputs per thread stays
+# in the cache (32 MiB L3 shared by 2 cores here) while 500 trees read it. On 141 features, ns per pixel and
+# tree: 4,096 rows 17.4, 8,192 14.4, 16,384 13.4, 32,768 20.3, whole 65,536-row batches 20.9 (measured)
+CACHE_BYTES = 8 << 20
+MIN_CACHE_ROWS = 1024
+
+
+def cache_rows(n_features: int) -> int:
+    return max(MIN_CACHE_ROWS, CACHE_BYTES // (4 * max(1, int(n_features))))
 
 
 def cpu_threads() -> int:
@@ -105,9 +111,11 @@ class Forest:
             return self.predict_proba_numpy(x)
         out = np.zeros((x.shape[0], self.n_classes), np.float64)
 
+        block = cache_rows(self.n_features)
+
         def run(lo: int, hi: int) -> None:
-            for a in range(lo, hi, CACHE_ROWS):  # all trees on a block that stays in cache, then the next block
-                b = min(a + CACHE_ROWS, hi)
+            for a in range(lo, hi, block):  # all trees on a block that stays in cache, then the next block
+                b = min(a + block, hi)
                 part = x[a:b]
                 for tree in trees:
                     out[a:b] += tree.predict(part).reshape(b - a, -1)[:, :self.n_classes]

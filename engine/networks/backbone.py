@@ -339,13 +339,18 @@ def build_backbone(config: UNetConfig = ADM_IMAGENET_64, seed: Optional[int] = N
         return ADMUNet(config)
 
 
-def default_feature_blocks(config: UNetConfig) -> tuple:
+def default_feature_blocks(config: Union[UNetConfig, "ADMUNet"]) -> tuple:
     """(last decoder block at half resolution, first at full resolution): (10, 11) for ADM_IMAGENET_64.
 
-    These are the paper's two choices (Augsburg N=10 at 32x32, Berlin N=11 upsampled to 64x64).
+    These are the paper's two choices (Augsburg N=10 at 32x32, Berlin N=11 upsampled to 64x64). Given a built
+    network its own decoder answers; a bare config is built on the meta device (≈ 1 s the first time in a process,
+    torch's meta initialisers load then), which classify need not pay.
     """
-    with torch.device("meta"):
-        info = ADMUNet(config).decoder_blocks()
+    if isinstance(config, ADMUNet):
+        info, config = config.decoder_blocks(), config.config
+    else:
+        with torch.device("meta"):
+            info = ADMUNet(config).decoder_blocks()
     full, half = config.image_size, config.image_size // 2
     halves = [i for i, _, r in info if r == half]
     fulls = [i for i, _, r in info if r == full]

@@ -32,7 +32,7 @@ class FeatureExtractor:
         self.settings = settings
         self.modalities = list(modalities)
         self.device = resolve_device(device)
-        self.blocks = tuple(int(b) for b in (settings.blocks or default_feature_blocks(model.config)))
+        self.blocks = tuple(int(b) for b in (settings.blocks or default_feature_blocks(model)))
         self.timesteps = tuple(int(t) for t in settings.timesteps)
         if not self.timesteps:
             raise ValueError("FeatureSettings.timesteps is empty: give at least one timestep (e.g. 200)")

@@ -141,3 +141,24 @@ def test_sign_test_tail():
     assert sign_test_greater(0, 0) == 1.0
     assert sign_test_greater(5, 0) == pytest.approx(1 / 32)
     assert sign_test_greater(24, 14) == pytest.approx(0.0717, abs=1e-3)  # scipy.stats.binomtest(24, 38)
+
+
+def test_cache_blocks_and_threads_do_not_change_a_single_bit(monkeypatch):
+    """The traversal's row blocks and thread chunks are a speed choice only: every row sums its trees in the
+    same order, so any block size and thread count give the same bits."""
+    from engine.heads import forest as forest_module
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 600)
+    x = (rng.normal(scale=2.0, size=(4, 40))[y] + rng.normal(size=(600, 40))).astype(np.float32)
+    f = train_forest(x, y, 4, n_trees=30, seed=0)
+    big = np.concatenate([x] * 12)  # 7,200 rows: several blocks and threads
+    monkeypatch.setattr(forest_module, "MIN_ROWS_PER_THREAD", 10**9)
+    reference = f.predict_proba(big)
+    assert forest_module.cache_rows(40) == forest_module.CACHE_BYTES // 160
+    for block_bytes, min_rows, threads in ((1, 1, 1), (4000 * 160, 1000, 1), (700 * 160, 500, 3)):
+        monkeypatch.setattr(forest_module, "CACHE_BYTES", block_bytes)
+        monkeypatch.setattr(forest_module, "MIN_CACHE_ROWS", min_rows)
+        monkeypatch.setattr(forest_module, "MIN_ROWS_PER_THREAD", 1)
+        monkeypatch.setattr(forest_module, "cpu_threads", lambda n=threads: n)
+        np.testing.assert_array_equal(f.predict_proba(big), reference)
