@@ -69,8 +69,10 @@ def test_imagenet_decoder_table_and_default_blocks():
         (768, 8), (768, 8), (768, 16), (576, 16), (576, 16), (576, 32), (384, 32), (384, 32), (384, 64),
         (192, 64), (192, 64)]
     assert default_feature_blocks(ADM_IMAGENET_64) == (10, 11)
-    compact = build_backbone(COMPACT_64).decoder_blocks()
+    compact_net = build_backbone(COMPACT_64)
+    compact = compact_net.decoder_blocks()
     half, full = default_feature_blocks(COMPACT_64)
+    assert default_feature_blocks(compact_net) == (half, full)  # a built network answers without a meta copy
     assert {i: r for i, _, r in compact}[half] == 32 and {i: r for i, _, r in compact}[full] == 64
     assert all(r < 64 for i, _, r in compact if i < full)
 
