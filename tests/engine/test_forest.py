@@ -155,10 +155,28 @@ def test_cache_blocks_and_threads_do_not_change_a_single_bit(monkeypatch):
     big = np.concatenate([x] * 12)  # 7,200 rows: several blocks and threads
     monkeypatch.setattr(forest_module, "MIN_ROWS_PER_THREAD", 10**9)
     reference = f.predict_proba(big)
-    assert forest_module.cache_rows(40) == forest_module.CACHE_BYTES // 160
-    for block_bytes, min_rows, threads in ((1, 1, 1), (4000 * 160, 1000, 1), (700 * 160, 500, 3)):
-        monkeypatch.setattr(forest_module, "CACHE_BYTES", block_bytes)
+    for share, min_rows, threads in ((1e-9, 1, 1), (0.5, 1000, 1), (0.01, 500, 3)):
+        monkeypatch.setattr(forest_module, "CACHE_SHARE", share)
         monkeypatch.setattr(forest_module, "MIN_CACHE_ROWS", min_rows)
         monkeypatch.setattr(forest_module, "MIN_ROWS_PER_THREAD", 1)
         monkeypatch.setattr(forest_module, "cpu_threads", lambda n=threads: n)
         np.testing.assert_array_equal(f.predict_proba(big), reference)
+
+
+def test_row_blocks_share_the_last_level_cache_between_threads(monkeypatch):
+    from engine import cpu
+    from engine.heads import forest as forest_module
+
+    monkeypatch.setattr(cpu, "last_level_cache_bytes", lambda: 32 << 20)
+    assert forest_module.cache_rows(141, 2) == (8 << 20) // (4 * 141)  # 14,873 rows: the measured best region
+    assert forest_module.cache_rows(141, 1) == (16 << 20) // (4 * 141)
+    assert forest_module.cache_rows(10_000, 8) == forest_module.MIN_CACHE_ROWS
+    monkeypatch.setattr(cpu, "last_level_cache_bytes", lambda: None)  # unknown: a common desktop L3
+    assert forest_module.cache_rows(141, 2) == int(0.5 * forest_module.UNKNOWN_CACHE_BYTES / 2) // (4 * 141)
+
+
+def test_last_level_cache_is_read_or_unknown():
+    from engine.cpu import last_level_cache_bytes
+
+    size = last_level_cache_bytes()
+    assert size is None or size >= 64 << 10
