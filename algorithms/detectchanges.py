@@ -19,8 +19,8 @@ from qgis.core import (
 
 from .base import DiffLcAlgorithm
 from ..engine.settings import TileSettings
-from .params import (BACKBONE_SOURCE_LABELS, BACKBONE_SOURCES, DEVICES, MASK_HELP, _advanced, mask_from_parameters,
-                     raster_path)
+from .params import (BACKBONE_SOURCE_LABELS, BACKBONE_SOURCES, CHANGE_MASK_HELP, DEVICES, _advanced, add_mask_parameter,
+                     mask_from_parameters, raster_path)
 
 BEFORE, AFTER, LABELS, FIELD, MASK = "BEFORE", "AFTER", "LABELS", "FIELD", "MASK"
 FEATURES, THRESHOLD, SAR, BACKBONE_SOURCE, DEVICE, SEED, TREES, STRIDE = (
@@ -59,7 +59,7 @@ overlap, with different band counts, or with a date that is all nodata is refuse
 <code>.qml</code>), <b>SCORE</b> (Float32 deep-CVA distance, or P(change) with labels; NaN nodata), optional
 <b>MODEL</b> (JSON + safetensors, nothing pickled) and <b>REPORT</b> (HTML or JSON: mode, method, threshold,
 counts, changed area). Every output is written to a temporary file and moved into place only when complete.</p>
-""" + MASK_HELP
+""" + CHANGE_MASK_HELP
 
 
 class DetectChanges(DiffLcAlgorithm):
@@ -76,8 +76,7 @@ class DetectChanges(DiffLcAlgorithm):
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
         self.addParameter(QgsProcessingParameterField(
             FIELD, "Change field (1 / 0, or 'change' / 'no change')", parentLayerParameterName=LABELS, optional=True))
-        self.addParameter(QgsProcessingParameterRasterLayer(MASK, "Mask raster (nonzero = inside; optional)",
-                                                            optional=True))
+        add_mask_parameter(self, "detect changes only inside")
         self.addParameter(QgsProcessingParameterEnum(FEATURES, "Features compared", FEATURE_LABELS, defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(THRESHOLD, "Automatic threshold (unsupervised)",
                                                      THRESHOLD_LABELS, defaultValue=0))

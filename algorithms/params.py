@@ -53,10 +53,20 @@ def add_input_parameters(alg, labels: bool = True, mask: bool = False) -> None:
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon]))
         alg.addParameter(QgsProcessingParameterField("CLASS_FIELD", "Class field", parentLayerParameterName="LABELS"))
     if mask:
-        alg.addParameter(QgsProcessingParameterMapLayer(
-            "MASK", "Mask: raster (nonzero = inside) or polygons; train and classify only inside (optional)",
-            optional=True, types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon]))
+        add_mask_parameter(alg, "train and classify only inside")
 
+
+def add_mask_parameter(alg, inside: str) -> None:
+    """MASK: a raster (nonzero = inside) or polygons; ``inside`` says what the algorithm does only there."""
+    alg.addParameter(QgsProcessingParameterMapLayer(
+        "MASK", f"Mask: raster (nonzero = inside) or polygons; {inside} (optional)",
+        optional=True, types=[QgsProcessing.TypeRaster, QgsProcessing.TypeVectorPolygon]))
+
+
+CHANGE_MASK_HELP = """<p><b>MASK</b> (optional): a raster (nonzero = inside; resampled by nearest neighbour onto the
+BEFORE grid) or a polygon layer (pixel centres inside a polygon, any CRS). Outside it both dates are nodata: the map
+and the score are nodata there, the statistics and the automatic threshold use inside pixels only, and labels
+outside are skipped and counted in the report.</p>"""
 
 MASK_HELP = """<p><b>MASK</b> (optional): a raster (nonzero = inside; resampled by nearest neighbour onto the HSI
 grid) or a polygon layer (pixel centres inside a polygon, any CRS). Outside it the HSI is treated as nodata: labels

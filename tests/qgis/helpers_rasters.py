@@ -176,6 +176,25 @@ def styled_layer(path, field: str = "class_id", styles: Optional[Dict[int, Tuple
     return layer
 
 
+def rectangle_layer(path, scene_or_geotransform, rows, cols, epsg: int = EPSG) -> str:
+    """A GeoPackage with one rectangle covering pixel rows[0]..rows[1]-1, cols[0]..cols[1]-1 of a scene (or of a
+    geotransform)."""
+    from osgeo import ogr, osr
+
+    gt = getattr(scene_or_geotransform, "geotransform", scene_or_geotransform)
+    x0, x1 = gt[0] + cols[0] * gt[1], gt[0] + cols[1] * gt[1]
+    y0, y1 = gt[3] + rows[0] * gt[5], gt[3] + rows[1] * gt[5]
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = ds.CreateLayer("area", srs=srs, geom_type=ogr.wkbPolygon)
+    feat = ogr.Feature(layer.GetLayerDefn())
+    feat.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"))
+    layer.CreateFeature(feat)
+    ds = None
+    return str(path)
+
+
 def read_array(path) -> Tuple[np.ndarray, dict]:
     """All bands of a raster and a few facts about its first band."""
     from osgeo import gdal

@@ -11,8 +11,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from helpers_rasters import (CLASS_STYLE, EPSG, HSI_NODATA, read_array, scene_points, styled_layer, synthetic_scene,
-                             write_points, write_raster)
+from helpers_rasters import (CLASS_STYLE, EPSG, HSI_NODATA, read_array, rectangle_layer, scene_points, styled_layer,
+                             synthetic_scene, write_points, write_raster)
 
 TINY = {"COMPACT_STEPS": 2, "ADAPT_STEPS": 2, "STRIDE": 32}
 
@@ -526,24 +526,6 @@ def test_classify_probabilities_are_what_the_map_is_the_argmax_of(qgis_app, trai
 
 
 # ------------------------------------------------------------------------------------------------ mask
-def _polygon_layer(path, scene, rows, cols):
-    """A GeoPackage with one rectangle covering pixel rows[0]..rows[1]-1, cols[0]..cols[1]-1 of ``scene``."""
-    from osgeo import ogr, osr
-
-    gt = scene.geotransform
-    x0, x1 = gt[0] + cols[0] * gt[1], gt[0] + cols[1] * gt[1]
-    y0, y1 = gt[3] + rows[0] * gt[5], gt[3] + rows[1] * gt[5]
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(EPSG)
-    ds = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = ds.CreateLayer("area", srs=srs, geom_type=ogr.wkbPolygon)
-    feat = ogr.Feature(layer.GetLayerDefn())
-    feat.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))"))
-    layer.CreateFeature(feat)
-    ds = None
-    return str(path)
-
-
 def _outputs_nodata_exactly_outside(out, conf, prob, inside):
     data, _ = read_array(out)
     cdata, _ = read_array(conf)
@@ -578,7 +560,7 @@ def test_trainandclassify_raster_mask_skips_labels_outside_and_maps_nodata_there
 def test_classify_polygon_mask_maps_nodata_outside_the_polygons(trained, scene, tmp_path):
     inside = np.zeros(scene.shape, bool)
     inside[10:50, 20:70] = True
-    mask = _polygon_layer(tmp_path / "area.gpkg", scene, (10, 50), (20, 70))
+    mask = rectangle_layer(tmp_path / "area.gpkg", scene, (10, 50), (20, 70))
     out, conf, prob = tmp_path / "map.tif", tmp_path / "c.tif", tmp_path / "p.tif"
     run("classify", {"MODEL": trained[0]["MODEL"], "HSI": scene.hsi, "SAR": scene.sar, "MASK": mask,
                      "OUTPUT": str(out), "CONFIDENCE": str(conf), "PROBABILITIES": str(prob)})

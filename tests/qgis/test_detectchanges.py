@@ -1,5 +1,5 @@
 """difflc:detectchanges headless: unsupervised with the default features, supervised from integer points, a
-refusal before any work, and qgis_process on a crop of the real OSCD rennes pair."""
+polygon mask, a refusal before any work, and qgis_process on a crop of the real OSCD rennes pair."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_rasters import EPSG, read_array, shared_data, write_points, write_raster
+from helpers_rasters import EPSG, read_array, rectangle_layer, shared_data, write_points, write_raster
 
 REPO = Path(__file__).resolve().parents[2]
 GT = (400000.0, 10.0, 0.0, 5600000.0, 0.0, -10.0)
@@ -71,6 +71,25 @@ def test_supervised_from_integer_points(pair, tmp_path):
     data, _ = read_array(out)
     assert (data == 1)[change].mean() > 0.8
     assert "supervised" in (tmp_path / "r.html").read_text()
+
+
+def test_polygon_mask_keeps_detection_inside_and_nodata_outside(pair, tmp_path):
+    """MASK takes polygons as in land cover (any CRS): outside them the map and the score are nodata."""
+    import processing
+
+    before, after, change = pair
+    mask = rectangle_layer(tmp_path / "top.gpkg", GT, (0, 24), (0, N))  # rows 0-23 hold the whole change
+    out, score, report = tmp_path / "masked.tif", tmp_path / "masked_score.tif", tmp_path / "masked.json"
+    processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": after, "MASK": mask, "FEATURES": 1,
+                                            "OUTPUT": str(out), "SCORE": str(score), "REPORT": str(report)})
+    data, facts = read_array(out)
+    inside = np.zeros((N, N), bool)
+    inside[:24] = True
+    assert (data[~inside] == facts["nodata"]).all() and (data[inside] != facts["nodata"]).all()
+    assert (data == 1)[change].mean() > 0.8 and (data == 1)[inside & ~change].mean() < 0.1
+    s, score_facts = read_array(score)
+    assert np.isnan(score_facts["nodata"]) and np.isnan(s[~inside]).all() and np.isfinite(s[inside]).all()
+    assert json.loads(report.read_text())["changed_pixels"] == int((data == 1).sum())
 
 
 def test_band_mismatch_is_refused_before_any_work(pair, tmp_path):
