@@ -25,6 +25,7 @@ ALGORITHM_MODULES = [
     "cleanmap",
     "changestatistics",
     "detectchanges",
+    "applychangemodel",
 ]
 
 LOG_TAG = "Diffusion Land Cover"

@@ -26,6 +26,7 @@ BEFORE, AFTER, LABELS, FIELD, MASK = "BEFORE", "AFTER", "LABELS", "FIELD", "MASK
 FEATURES, THRESHOLD, SAR, BACKBONE_SOURCE, DEVICE, SEED, TREES, STRIDE = (
     "FEATURES", "THRESHOLD", "SAR", "BACKBONE_SOURCE", "DEVICE", "SEED", "TREES", "STRIDE")
 OUTPUT, SCORE, MODEL, REPORT = "OUTPUT", "SCORE", "MODEL", "REPORT"
+CHANGE_MODEL_FILTER = "Diffusion Land Cover change model (*.difflc)"
 
 # engine names, in the order of the enum labels (engine.tasks.changedetect.FEATURE_SOURCES / THRESHOLD_METHODS)
 FEATURE_CHOICES = ["diffusion+bands", "bands", "diffusion"]
@@ -57,9 +58,32 @@ then the classic |log-ratio|).</p>
 overlap, with different band counts, or with a date that is all nodata is refused before any work.</p>
 <p><b>Outputs</b>: <b>OUTPUT</b> change map (Byte: 0 no change, 1 change, 255 nodata; category names, colours,
 <code>.qml</code>), <b>SCORE</b> (Float32 deep-CVA distance, or P(change) with labels; NaN nodata), optional
-<b>MODEL</b> (JSON + safetensors, nothing pickled) and <b>REPORT</b> (HTML or JSON: mode, method, threshold,
+<b>MODEL</b> (JSON + safetensors, nothing pickled; with labels, <i>Apply change model</i> scores other pairs with it) and <b>REPORT</b> (HTML or JSON: mode, method, threshold,
 counts, changed area). Every output is written to a temporary file and moved into place only when complete.</p>
 """ + CHANGE_MASK_HELP
+
+
+def pair_problem(alg, parameters, context) -> str:
+    """Why BEFORE and AFTER cannot be compared ('' when they can): band counts that differ, no overlap."""
+    before = alg.parameterAsRasterLayer(parameters, BEFORE, context)
+    after = alg.parameterAsRasterLayer(parameters, AFTER, context)
+    if before is None or after is None:
+        return ""
+    if before.bandCount() != after.bandCount():
+        return (f"BEFORE '{before.name()}' has {before.bandCount()} band(s) and AFTER '{after.name()}' "
+                f"{after.bandCount()}: give two rasters of the same sensor and band set.")
+    if before.crs().isValid() and after.crs().isValid():
+        from qgis.core import QgsCoordinateTransform
+
+        try:
+            extent = QgsCoordinateTransform(after.crs(), before.crs(), context.transformContext()) \
+                .transformBoundingBox(after.extent())
+        except Exception:  # noqa: BLE001 - leave it to the engine, which says it precisely
+            extent = None
+        if extent is not None and not extent.intersects(before.extent()):
+            return (f"AFTER '{after.name()}' does not overlap BEFORE '{before.name()}': choose two rasters of the "
+                    "same area.")
+    return ""
 
 
 class DetectChanges(DiffLcAlgorithm):
@@ -97,7 +121,7 @@ class DetectChanges(DiffLcAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             SCORE, "Change score (Float32)", optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
-            MODEL, "Model file", fileFilter="Diffusion Land Cover change model (*.difflc)", optional=True,
+            MODEL, "Model file", fileFilter=CHANGE_MODEL_FILTER, optional=True,
             createByDefault=False))
         self.addParameter(QgsProcessingParameterFileDestination(
             REPORT, "Report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True, createByDefault=False))
@@ -108,22 +132,9 @@ class DetectChanges(DiffLcAlgorithm):
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, message
-        before = self.parameterAsRasterLayer(parameters, BEFORE, context)
-        after = self.parameterAsRasterLayer(parameters, AFTER, context)
-        if before is not None and after is not None and before.bandCount() != after.bandCount():
-            return False, (f"BEFORE '{before.name()}' has {before.bandCount()} band(s) and AFTER '{after.name()}' "
-                           f"{after.bandCount()}: give two rasters of the same sensor and band set.")
-        if before is not None and after is not None and before.crs().isValid() and after.crs().isValid():
-            from qgis.core import QgsCoordinateTransform
-
-            try:
-                extent = QgsCoordinateTransform(after.crs(), before.crs(), context.transformContext()) \
-                    .transformBoundingBox(after.extent())
-            except Exception:  # noqa: BLE001 - leave it to the engine, which says it precisely
-                extent = None
-            if extent is not None and not extent.intersects(before.extent()):
-                return False, (f"AFTER '{after.name()}' does not overlap BEFORE '{before.name()}': choose two rasters "
-                               "of the same area.")
+        problem = pair_problem(self, parameters, context)
+        if problem:
+            return False, problem
         if self.parameterAsVectorLayer(parameters, LABELS, context) is not None and \
                 not self.parameterAsString(parameters, FIELD, context):
             return False, "LABELS given without FIELD: choose the field that says change (1) / no change (0)."

@@ -792,6 +792,9 @@ class ChangeRequest:
     report_path: Optional[str] = None  # .html or .json
     labels: Optional[LabelGeometries] = None  # field: change 1 / no change 0 (integers or text)
     mask: Optional[MaskSpec] = None
+    # a saved supervised change model: score the pair with it instead of fitting (its settings replace
+    # ``settings`` except the device)
+    apply_model: Optional[str] = None
 
 
 @dataclass
@@ -887,9 +890,10 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
     report; every output is written to a temporary beside it and moved into place only when all are complete."""
     import time
 
-    from .bundle import save_bundle
-    from ..tasks.changedetect import (CHANGE, NO_CHANGE, ChangeResult, ScoreSample, automatic_threshold, check_pair,
-                               fit_supervised, prepare, stream_scores)
+    from .bundle import load_bundle, save_bundle
+    from ..tasks.changedetect import (CHANGE, MODEL_FORMAT, NO_CHANGE, ChangeResult, ScoreSample, automatic_threshold,
+                                      check_pair, fit_supervised, model_from_bundle, prepare, require_supervised,
+                                      stream_scores)
     from ..files import write_text
     from ..data.labels import ClassInfo as _ClassInfo
     from ..data.raster_io import ClassifiedWriter, ImageWriter, pixel_area, read_info
@@ -897,6 +901,14 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
     progress = progress or Progress()
     t0 = time.perf_counter()
     settings = request.settings
+    saved = None
+    if request.apply_model:
+        if request.labels is not None:
+            raise UserInputError("LABELS and a change model to apply were both given: a saved model is applied as "
+                                 "it is; leave LABELS empty, or train a new model with Detect changes")
+        saved = load_bundle(request.apply_model, formats=(MODEL_FORMAT,))
+        require_supervised(saved[0])
+        settings = settings_from_saved(saved[0], settings)
     before = RasterReader(request.before, log=progress.log, name="BEFORE")
     after_info = read_info(request.after)
     if after_info.band_count != before.band_count:
@@ -915,6 +927,13 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
                                  f"{os.path.basename(request.before)}: check its CRS and extent, or leave MASK empty")
         r1, r2 = MaskedReader(before, inside), MaskedReader(after, inside)
     check_pair(r1, r2)
+    if saved is not None:
+        trained_bands = int(((saved[0].get("inputs") or {}).get("before") or {}).get("band_count", -1))
+        if trained_bands != before.band_count:
+            raise UserInputError(f"the change model {os.path.basename(request.apply_model)} was trained on "
+                                 f"{trained_bands} band(s) and BEFORE {os.path.basename(request.before)} has "
+                                 f"{before.band_count}: apply it to rasters of the sensor and band set it was "
+                                 "trained on")
     n1 = _date_scan(r1, "BEFORE", request.before, progress.sub(0.0, 0.02))
     n2 = _date_scan(r2, "AFTER", request.after, progress.sub(0.02, 0.04))
     progress.log(f"Valid pixels: BEFORE {n1:,}, AFTER {n2:,} of {before.width * before.height:,}")
@@ -929,10 +948,15 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
         progress.log(_label_report_text(label_report))
     progress.check()
 
-    model = prepare(r1, r2, settings, progress.sub(0.05, 0.25))
-    if labels is not None:
-        fit_supervised(model, r1, r2, labels, progress.sub(0.25, 0.4))
-    supervised = labels is not None
+    if saved is not None:
+        model = model_from_bundle(saved[0], saved[1], settings.pipeline.device)
+        progress.log(f"Change model {request.apply_model}: {model.head.n_trees} trees on {model.head.n_features} "
+                     "inputs, applied as saved (its representations, network and channel statistics)")
+    else:
+        model = prepare(r1, r2, settings, progress.sub(0.05, 0.25))
+        if labels is not None:
+            fit_supervised(model, r1, r2, labels, progress.sub(0.25, 0.4))
+    supervised = model.supervised
     score_path = request.score or os.path.join(tempfile.mkdtemp(prefix="difflc-"), "score.tif")
     score_name = "change probability (forest)" if supervised else "change score (deep CVA distance)"
     scores = ImageWriter(score_path, before.info, [score_name])
@@ -993,6 +1017,8 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
         "citations": "deep CVA: Saha, Bovolo & Bruzzone 2019, IEEE TGRS 57(6); thresholds: Otsu 1979, IEEE SMC "
                      "9(1); Kittler & Illingworth 1986, Pattern Recognition 19(1)",
     }
+    if saved is not None:
+        report["applied_model"] = os.path.abspath(request.apply_model)
     if supervised:
         report["validation"] = model.report.get("validation") or {}
         report["labels"] = {k: v for k, v in label_report.items() if not isinstance(v, (list, dict))}
@@ -1014,6 +1040,15 @@ def _suppress():
     import contextlib
 
     return contextlib.suppress(OSError)
+
+
+def settings_from_saved(metadata: Dict, current) -> object:
+    """A saved change model's settings, with the device of this run (``current``: ChangeSettings)."""
+    from ..tasks.changedetect import settings_from_dict
+
+    settings = settings_from_dict(metadata["settings"])
+    settings.pipeline.device = current.pipeline.device
+    return settings
 
 
 def _change_bundle(model, info: RasterInfo, label_report: Dict) -> Tuple[Dict, Dict]:

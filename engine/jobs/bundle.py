@@ -137,10 +137,10 @@ def _read_metadata(zf: zipfile.ZipFile, path: str, formats: Tuple[str, ...] = (F
     return meta
 
 
-def read_bundle_metadata(path: str) -> Dict:
+def read_bundle_metadata(path: str, formats: Tuple[str, ...] = (FORMAT,)) -> Dict:
     """The metadata only (no torch needed): for checks and the model-information algorithm."""
     with _open(str(path)) as zf:
-        return _read_metadata(zf, str(path))
+        return _read_metadata(zf, str(path), formats)
 
 
 def load_bundle(path: str, formats: Tuple[str, ...] = (FORMAT,)) -> Tuple[Dict, Dict]:

@@ -380,6 +380,64 @@ def fit_supervised(model: ChangeModel, first: BlockReader, second: BlockReader, 
 # streaming the score
 
 
+def settings_from_dict(data: Dict) -> ChangeSettings:
+    """The inverse of :meth:`ChangeSettings.to_dict`; an unknown key is an error, not a silent default."""
+    d = dict(data)
+    pipeline = PipelineSettings.from_dict(d.pop("pipeline", {}) or {})
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(ChangeSettings)})
+    if unknown:
+        raise ValueError(f"unknown change settings {unknown}: the model file is damaged or from a newer version")
+    return ChangeSettings(pipeline=pipeline, **d)
+
+
+def require_supervised(metadata: Dict) -> None:
+    """Only a model trained on labels transfers: an unsupervised one is a threshold on its own pair's scores."""
+    if not metadata.get("head"):
+        raise UserInputError("the change model holds no forest: it was saved by an unsupervised run (no LABELS), "
+                             "whose threshold and statistics belong to its own pair; run Detect changes on the new "
+                             "pair instead, or save a model from a run with labels")
+
+
+def model_from_bundle(metadata: Dict, tensors: Dict, device: str = "auto") -> ChangeModel:
+    """Rebuild a saved supervised change model (``jobs.detect_changes`` writes it) to score another pair.
+
+    Everything that defines the forest's inputs comes from the file: the representations, the network, the channel
+    statistics of the training pair and the forest itself, so a pixel gets the same inputs as in training.
+    """
+    from ..data.representations import RepresentationModel
+    from ..heads.forest import Forest
+    from .landcover import BackboneInfo, active_modalities, restore_backbone
+
+    require_supervised(metadata)
+    settings = settings_from_dict(metadata["settings"])
+    settings.pipeline.device = device
+    reps = RepresentationModel.from_dict(metadata["representations"])
+    info, extractor, n_diff = None, None, int(metadata.get("n_diffusion", 0))
+    if metadata.get("backbone"):
+        from ..networks.device import resolve_device
+        from ..networks.features import FeatureExtractor
+
+        dev = resolve_device(device)
+        info = BackboneInfo.from_dict(metadata["backbone"])
+        extractor = FeatureExtractor(restore_backbone(info, tensors, dev), settings.pipeline.features,
+                                     active_modalities(settings.pipeline, False), dev)
+        stored = [list(g) for g in metadata.get("feature_groups") or []]
+        if stored != [list(g) for g in extractor.groups] or n_diff != extractor.dim:
+            raise ValueError(f"the change model's feature groups {stored} are not what its network and settings "
+                             "produce: the file is damaged or was edited; save the model again")
+    mean = np.asarray(tensors["stats.mean"].numpy(), np.float32)
+    std = np.asarray(tensors["stats.std"].numpy(), np.float32)
+    arrays = {k[len("head."):]: v.numpy() for k, v in tensors.items() if k.startswith("head.")}
+    head = Forest(arrays, int(metadata["head"]["n_features"]), 2)
+    expected = 3 * n_diff + 2 * (mean.size - n_diff)  # supervised_inputs: f1, f2, f2 - f1, bands t1, bands t2
+    if mean.shape != std.shape or head.n_features != expected:
+        raise ValueError(f"the change model's forest expects {head.n_features} inputs but its statistics describe "
+                         f"{expected}: the file is damaged; save the model again")
+    network = {k: v for k, v in tensors.items() if not k.startswith(("head.", "stats."))}
+    return ChangeModel(settings, reps, info, network, extractor, n_diff, mean, std, head, None,
+                       dict(metadata.get("training") or {}))
+
+
 def stream_scores(model: ChangeModel, first: BlockReader, second: BlockReader,
                   write: Callable[[int, np.ndarray], None], progress: Optional[Progress] = None) -> None:
     """``write(row, score [rows, W])`` top to bottom (NaN = nodata at either date), via ``tiling.predict_tiled``."""

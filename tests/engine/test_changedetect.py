@@ -200,3 +200,65 @@ def test_text_labels_and_a_failure_mid_run_leave_nothing(tmp_path, monkeypatch):
         detect_changes(_request(tmp_path, before, after, score=str(tmp_path / "s.tif"),
                                 report_path=str(tmp_path / "r.json")))
     _assert_nothing_written(tmp_path, ["t1.tif", "t2.tif"])
+
+
+def _labels(change, seed=1, n_change=8, n_no=20):
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(change), n_change, replace=False),
+                          rng.choice(np.flatnonzero(~change), n_no, replace=False)])
+    xs = 500000.0 + 10 * (idx % W + 0.5)
+    ys = 5300000.0 - 10 * (idx // W + 0.5)
+    return LabelGeometries("pts", "changed", xs, ys, [int(change.ravel()[i]) for i in idx])
+
+
+def test_a_saved_supervised_model_scores_its_own_pair_identically_and_transfers(tmp_path):
+    """Fit on one pair and save; applied to the same pair the score is the same bit for bit (representations,
+    network, channel statistics and forest all come from the file); applied to another pair of the sensor it
+    finds that pair's change without labels."""
+    t1, t2, change = _pair(7)
+    before, after = _tif(tmp_path / "t1.tif", t1), _tif(tmp_path / "t2.tif", t2)
+    settings = _tiny("diffusion+bands")
+    trained = detect_changes(ChangeRequest(before, after, str(tmp_path / "fit.tif"), settings,
+                                           score=str(tmp_path / "fit_score.tif"), labels=_labels(change),
+                                           model_path=str(tmp_path / "change.difflc")))
+    assert trained.result.mode == "supervised"
+    again = detect_changes(ChangeRequest(before, after, str(tmp_path / "applied.tif"), ChangeSettings(),
+                                         score=str(tmp_path / "applied_score.tif"),
+                                         report_path=str(tmp_path / "applied.json"),
+                                         apply_model=str(tmp_path / "change.difflc")))
+    np.testing.assert_array_equal(gdal.Open(str(tmp_path / "applied_score.tif")).ReadAsArray(),
+                                  gdal.Open(str(tmp_path / "fit_score.tif")).ReadAsArray())
+    rep = json.loads((tmp_path / "applied.json").read_text())
+    assert rep["mode"] == "supervised" and rep["applied_model"].endswith("change.difflc")
+    assert rep["features"] == "diffusion+bands" and again.result.threshold == 0.5
+
+    u1, u2, other = _pair(8)  # another pair: new noise, the same kind of change elsewhere
+    u2[:, other] -= 60
+    moved = np.zeros_like(other)
+    moved[30:42, 5:20] = True
+    u2[:, moved] += 60
+    b2, a2 = _tif(tmp_path / "u1.tif", u1), _tif(tmp_path / "u2.tif", u2)
+    out = detect_changes(ChangeRequest(b2, a2, str(tmp_path / "other.tif"), ChangeSettings(),
+                                       apply_model=str(tmp_path / "change.difflc")))
+    m = gdal.Open(out.output).ReadAsArray()
+    assert (m == 1)[moved].mean() > 0.8 and (m == 1)[~moved].mean() < 0.1
+
+
+def test_applying_a_model_refuses_labels_an_unsupervised_model_and_other_bands(tmp_path):
+    t1, t2, change = _pair(9)
+    before, after = _tif(tmp_path / "t1.tif", t1), _tif(tmp_path / "t2.tif", t2)
+    detect_changes(_request(tmp_path, before, after, labels=_labels(change), model_path=str(tmp_path / "sup.difflc")))
+    detect_changes(ChangeRequest(before, after, str(tmp_path / "u.tif"), _tiny("bands"),
+                                 model_path=str(tmp_path / "unsup.difflc")))
+    three1, three2 = _tif(tmp_path / "x1.tif", t1[:3]), _tif(tmp_path / "x2.tif", t2[:3])
+    cases = [
+        (dict(apply_model=str(tmp_path / "sup.difflc"), labels=_labels(change)), "LABELS and a change model"),
+        (dict(apply_model=str(tmp_path / "unsup.difflc")), "unsupervised run"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(UserInputError, match=message):
+            detect_changes(ChangeRequest(before, after, str(tmp_path / "no.tif"), ChangeSettings(), **kw))
+    with pytest.raises(UserInputError, match=r"trained on 4 band\(s\) and BEFORE x1.tif has 3"):
+        detect_changes(ChangeRequest(three1, three2, str(tmp_path / "no.tif"), ChangeSettings(),
+                                     apply_model=str(tmp_path / "sup.difflc")))
+    assert not (tmp_path / "no.tif").exists()

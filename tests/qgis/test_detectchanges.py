@@ -1,5 +1,5 @@
-"""difflc:detectchanges headless: unsupervised with the default features, supervised from integer points, a
-polygon mask, a refusal before any work, and qgis_process on a crop of the real OSCD rennes pair."""
+"""difflc:detectchanges headless: unsupervised with the default features, supervised from integer points (and that
+model applied to a new pair with difflc:applychangemodel), a polygon mask, refusals before any work, and qgis_process on a crop of the real OSCD rennes pair."""
 from __future__ import annotations
 
 import json
@@ -19,13 +19,13 @@ N = 48
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _pair(folder):
-    rng = np.random.default_rng(0)
+def _pair(folder, seed=0, where=(slice(8, 20), slice(24, 40))):
+    rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:N, 0:N]
     base = np.stack([100 + 30 * np.sin(xx / (3 + b)) + 20 * np.cos(yy / (4 + b)) for b in range(4)])
     t2 = base + rng.normal(0, 2, base.shape)
     change = np.zeros((N, N), bool)
-    change[8:20, 24:40] = True
+    change[where] = True
     t2[:, change] += 60
     t1 = base + rng.normal(0, 2, base.shape)
     return (write_raster(folder / "t1.tif", t1.astype(np.float32), GT),
@@ -71,6 +71,46 @@ def test_supervised_from_integer_points(pair, tmp_path):
     data, _ = read_array(out)
     assert (data == 1)[change].mean() > 0.8
     assert "supervised" in (tmp_path / "r.html").read_text()
+
+
+def test_a_saved_model_is_applied_to_a_new_pair_and_bad_models_are_refused_before_any_work(pair, tmp_path):
+    """Fit (labels) and save with detectchanges; applychangemodel maps the change of another pair without labels.
+    An unsupervised model and a pair of other bands are refused at the parameter check."""
+    import processing
+    from qgis.core import QgsProcessingException
+
+    before, after, change = pair
+    rng = np.random.default_rng(3)
+    idx = np.concatenate([rng.choice(np.flatnonzero(change), 10, replace=False),
+                          rng.choice(np.flatnonzero(~change), 30, replace=False)])
+    rows, cols = idx // N, idx % N
+    points = write_points(tmp_path / "pts.gpkg", GT[0] + 10 * (cols + 0.5), GT[3] - 10 * (rows + 0.5),
+                          change.ravel()[idx].astype(int), field="changed")
+    model = tmp_path / "change.difflc"
+    processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": after, "LABELS": points, "FIELD": "changed",
+                                            "FEATURES": 1, "TREES": 50, "OUTPUT": str(tmp_path / "fit.tif"),
+                                            "MODEL": str(model)})
+    other = tmp_path / "other"
+    other.mkdir()
+    b2, a2, change2 = _pair(other, seed=5, where=(slice(28, 42), slice(4, 20)))
+    out = tmp_path / "applied.tif"
+    result = processing.run("difflc:applychangemodel", {"MODEL": str(model), "BEFORE": b2, "AFTER": a2,
+                                                        "OUTPUT": str(out), "REPORT": str(tmp_path / "a.json")})
+    data, facts = read_array(out)
+    assert facts["nodata"] == 255 and (tmp_path / "applied.qml").exists()
+    assert (data == 1)[change2].mean() > 0.8 and (data == 1)[~change2].mean() < 0.1
+    assert result["CHANGED_PIXELS"] == json.loads((tmp_path / "a.json").read_text())["changed_pixels"]
+
+    unsupervised = tmp_path / "unsup.difflc"
+    processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": after, "FEATURES": 1,
+                                            "OUTPUT": str(tmp_path / "u.tif"), "MODEL": str(unsupervised)})
+    three = write_raster(tmp_path / "three.tif", np.ones((3, N, N), np.float32), GT)
+    for params, message in (({"MODEL": str(unsupervised)}, "unsupervised run"),
+                            ({"BEFORE": three, "AFTER": three}, r"has 3 band\(s\) and the change model was trained on 4")):
+        with pytest.raises(QgsProcessingException, match=message):
+            processing.run("difflc:applychangemodel", {"MODEL": str(model), "BEFORE": b2, "AFTER": a2,
+                                                       "OUTPUT": str(tmp_path / "no.tif"), **params})
+    assert not (tmp_path / "no.tif").exists()
 
 
 def test_polygon_mask_keeps_detection_inside_and_nodata_outside(pair, tmp_path):
