@@ -65,8 +65,8 @@ def add_mask_parameter(alg, inside: str) -> None:
 
 CHANGE_MASK_HELP = """<p><b>MASK</b> (optional): a raster (nonzero = inside; resampled by nearest neighbour onto the
 BEFORE grid) or a polygon layer (pixel centres inside a polygon, any CRS). Outside it both dates are nodata: the map
-and the score are nodata there, the statistics and the automatic threshold use inside pixels only, and labels
-outside are skipped and counted in the report.</p>"""
+and the score are nodata there. When a model is fitted, its statistics, automatic threshold and labels use inside
+pixels only (labels outside are skipped and counted in the report).</p>"""
 
 MASK_HELP = """<p><b>MASK</b> (optional): a raster (nonzero = inside; resampled by nearest neighbour onto the HSI
 grid) or a polygon layer (pixel centres inside a polygon, any CRS). Outside it the HSI is treated as nodata: labels
