@@ -226,6 +226,78 @@ def run_supervised(pairs: Sequence[str], seeds: Sequence[int], features: str = "
     return rows
 
 
+def run_transfer(cities: Sequence[str], seed: int = 0, features: str = "diffusion+bands") -> List[Dict]:
+    """A supervised model fitted on one OSCD city (its seed-``seed`` sparse labels) applied to every other city
+    without labels, as difflc:applychangemodel does (the same model object a saved file rebuilds), scored on all of
+    the target's pixels; beside it the RF on stacked bands transferred the same way, the target's own supervised
+    model (its own sparse labels; scored off them) and the target's unsupervised default map (Otsu)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from engine.data.readers import ArrayReader
+    from engine.tasks.changedetect import ChangeLabels, detect_arrays, stream_scores
+
+    pairs = {name: load_pair(name) for name in cities}
+    models, forests, own = {}, {}, {}
+    for name, pair in pairs.items():
+        w = pair.label.shape[1]
+        train = sparse_points(pair.label, seed)
+        labels = ChangeLabels(train // w, train % w, pair.label.ravel()[train].astype(np.int64))
+        settings = _settings(features, name)
+        settings.pipeline.seed = seed
+        _, change, models[name] = detect_arrays(pair.t1, pair.t2, settings, labels=labels)
+        test = np.ones(pair.label.size, bool)
+        test[train] = False
+        own[name] = change_metrics(change.ravel()[test] == 1, pair.label.ravel()[test])["f1"]
+        x = np.concatenate([pair.t1, pair.t2, pair.t2 - pair.t1]).reshape(3 * len(pair.t1), -1).T.astype(np.float32)
+        forests[name] = RandomForestClassifier(500, random_state=seed, n_jobs=1).fit(
+            x[train], pair.label.ravel()[train])
+    unsupervised = {}
+    for name, pair in pairs.items():
+        _, change, _ = detect_arrays(pair.t1, pair.t2, _settings(features, name))
+        unsupervised[name] = change_metrics(change.ravel() == 1, pair.label.ravel())["f1"]
+    rows = []
+    for source in cities:
+        for target, pair in pairs.items():
+            if target == source:
+                continue
+            score = np.full(pair.label.shape, np.nan, np.float32)
+
+            def write(row, s, score=score):
+                score[row:row + s.shape[0]] = s
+
+            start = time.perf_counter()
+            stream_scores(models[source], ArrayReader(pair.t1), ArrayReader(pair.t2), write)
+            seconds = time.perf_counter() - start
+            x = np.concatenate([pair.t1, pair.t2, pair.t2 - pair.t1]).reshape(3 * len(pair.t1), -1).T
+            rf = forests[source].predict(x.astype(np.float32)).astype(bool)
+            ref = pair.label.ravel()
+            rows.append({"source": source, "target": target, "seed": seed,
+                         "ours": change_metrics(np.nan_to_num(score, nan=0.0).ravel() >= 0.5, ref),
+                         "rf": change_metrics(rf, ref), "own_supervised_f1": own[target],
+                         "unsupervised_f1": unsupervised[target], "seconds": seconds})
+            r = rows[-1]
+            print(f"{source:12s} -> {target:12s} ours F1 {r['ours']['f1']:.4f} RF F1 {r['rf']['f1']:.4f} | target's "
+                  f"own supervised {own[target]:.4f}, unsupervised {unsupervised[target]:.4f} ({seconds:.0f} s)",
+                  flush=True)
+    return rows
+
+
+def transfer_markdown(rows: List[Dict]) -> str:
+    out = ["| target | ours, transferred (mean of 4 sources) | RF, transferred | own labels (ours) | unsupervised (Otsu) |",
+           "|---|---|---|---|---|"]
+    for target in dict.fromkeys(r["target"] for r in rows):
+        rs = [r for r in rows if r["target"] == target]
+        out.append(f"| {target} | {np.mean([r['ours']['f1'] for r in rs]):.4f} | "
+                   f"{np.mean([r['rf']['f1'] for r in rs]):.4f} | {rs[0]['own_supervised_f1']:.4f} | "
+                   f"{rs[0]['unsupervised_f1']:.4f} |")
+    for name, diffs in (("ours − RF, both transferred", [r["ours"]["f1"] - r["rf"]["f1"] for r in rows]),
+                        ("ours transferred − unsupervised on the target",
+                         [r["ours"]["f1"] - r["unsupervised_f1"] for r in rows])):
+        m, lo, hi = paired_ci(diffs)
+        out.append(f"\n{name}, F1: {m:+.4f} (95 % CI {lo:+.4f} … {hi:+.4f}, n = {len(rows)} source → target pairs)")
+    return "\n".join(out)
+
+
 def paired_ci(diffs: Sequence[float]) -> Tuple[float, float, float]:
     """Mean and 95 % t-interval of paired differences."""
     from scipy import stats
@@ -291,6 +363,8 @@ def main_all(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--ours", action="store_true", help="also our unsupervised scores")
     parser.add_argument("--prior", action="store_true", help="also the shipped prior as backbone (control)")
     parser.add_argument("--supervised", action="store_true", help="also the supervised comparison on OSCD")
+    parser.add_argument("--transfer", action="store_true",
+                        help="also supervised models applied to the other OSCD cities (difflc:applychangemodel)")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", help="folder for results (JSON + markdown) and the figure")
     args = parser.parse_args(argv)
@@ -311,6 +385,10 @@ def main_all(argv: Optional[Sequence[str]] = None) -> int:
         sup = run_supervised([p for p in args.pairs if p in OSCD_CITIES], args.seeds)
         results["supervised"] = sup
         text.append(supervised_markdown(sup))
+    if args.transfer:
+        transfer = run_transfer([p for p in args.pairs if p in OSCD_CITIES], args.seeds[0])
+        results["transfer"] = transfer
+        text.append(transfer_markdown(transfer))
     print("\n\n".join(text))
     print(f"\nall in {time.perf_counter() - start:.1f} s ({os.cpu_count()} CPUs visible)")
     if args.json:
