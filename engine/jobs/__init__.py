@@ -892,7 +892,7 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
 
     from .bundle import load_bundle, save_bundle
     from ..tasks.changedetect import (CHANGE, MODEL_FORMAT, NO_CHANGE, ChangeResult, ScoreSample, automatic_threshold,
-                                      check_pair, fit_supervised, model_from_bundle, prepare, require_supervised,
+                                      check_pair, fit_supervised, model_from_bundle, prepare, saved_settings,
                                       stream_scores)
     from ..files import write_text
     from ..data.labels import ClassInfo as _ClassInfo
@@ -907,8 +907,7 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
             raise UserInputError("LABELS and a change model to apply were both given: a saved model is applied as "
                                  "it is; leave LABELS empty, or train a new model with Detect changes")
         saved = load_bundle(request.apply_model, formats=(MODEL_FORMAT,))
-        require_supervised(saved[0])
-        settings = settings_from_saved(saved[0], settings)
+        settings = saved_settings(saved[0], settings.pipeline.device)
     before = RasterReader(request.before, log=progress.log, name="BEFORE")
     after_info = read_info(request.after)
     if after_info.band_count != before.band_count:
@@ -949,7 +948,7 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
     progress.check()
 
     if saved is not None:
-        model = model_from_bundle(saved[0], saved[1], settings.pipeline.device)
+        model = model_from_bundle(saved[0], saved[1], settings)
         progress.log(f"Change model {request.apply_model}: {model.head.n_trees} trees on {model.head.n_features} "
                      "inputs, applied as saved (its representations, network and channel statistics)")
     else:
@@ -1040,15 +1039,6 @@ def _suppress():
     import contextlib
 
     return contextlib.suppress(OSError)
-
-
-def settings_from_saved(metadata: Dict, current) -> object:
-    """A saved change model's settings, with the device of this run (``current``: ChangeSettings)."""
-    from ..tasks.changedetect import settings_from_dict
-
-    settings = settings_from_dict(metadata["settings"])
-    settings.pipeline.device = current.pipeline.device
-    return settings
 
 
 def _change_bundle(model, info: RasterInfo, label_report: Dict) -> Tuple[Dict, Dict]:

@@ -79,6 +79,16 @@ class ChangeSettings:
         d["pipeline"] = self.pipeline.to_dict()
         return d
 
+    @classmethod
+    def from_dict(cls, data: Dict) -> "ChangeSettings":
+        """The inverse of :meth:`to_dict`; an unknown key is an error, not a silent default."""
+        d = dict(data)
+        pipeline = PipelineSettings.from_dict(d.pop("pipeline", {}) or {})
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown change settings {unknown}: the model file is damaged or from a newer version")
+        return cls(pipeline=pipeline, **d)
+
 
 # ---------------------------------------------------------------------------------------------------------
 # readers: one date as the pipeline sees it, both dates side by side, both dates pooled
@@ -380,16 +390,6 @@ def fit_supervised(model: ChangeModel, first: BlockReader, second: BlockReader, 
 # streaming the score
 
 
-def settings_from_dict(data: Dict) -> ChangeSettings:
-    """The inverse of :meth:`ChangeSettings.to_dict`; an unknown key is an error, not a silent default."""
-    d = dict(data)
-    pipeline = PipelineSettings.from_dict(d.pop("pipeline", {}) or {})
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(ChangeSettings)})
-    if unknown:
-        raise ValueError(f"unknown change settings {unknown}: the model file is damaged or from a newer version")
-    return ChangeSettings(pipeline=pipeline, **d)
-
-
 def require_supervised(metadata: Dict) -> None:
     """Only a model trained on labels transfers: an unsupervised one is a threshold on its own pair's scores."""
     if not metadata.get("head"):
@@ -398,8 +398,17 @@ def require_supervised(metadata: Dict) -> None:
                              "pair instead, or save a model from a run with labels")
 
 
-def model_from_bundle(metadata: Dict, tensors: Dict, device: str = "auto") -> ChangeModel:
-    """Rebuild a saved supervised change model (``jobs.detect_changes`` writes it) to score another pair.
+def saved_settings(metadata: Dict, device: str = "auto") -> ChangeSettings:
+    """A saved supervised change model's settings, run on ``device``; an unsupervised model is refused."""
+    require_supervised(metadata)
+    settings = ChangeSettings.from_dict(metadata["settings"])
+    settings.pipeline.device = device
+    return settings
+
+
+def model_from_bundle(metadata: Dict, tensors: Dict, settings: ChangeSettings) -> ChangeModel:
+    """Rebuild a saved supervised change model (``jobs.detect_changes`` writes it) to score another pair;
+    ``settings`` = :func:`saved_settings` of the same file.
 
     Everything that defines the forest's inputs comes from the file: the representations, the network, the channel
     statistics of the training pair and the forest itself, so a pixel gets the same inputs as in training.
@@ -408,16 +417,13 @@ def model_from_bundle(metadata: Dict, tensors: Dict, device: str = "auto") -> Ch
     from ..heads.forest import Forest
     from .landcover import BackboneInfo, active_modalities, restore_backbone
 
-    require_supervised(metadata)
-    settings = settings_from_dict(metadata["settings"])
-    settings.pipeline.device = device
     reps = RepresentationModel.from_dict(metadata["representations"])
     info, extractor, n_diff = None, None, int(metadata.get("n_diffusion", 0))
     if metadata.get("backbone"):
         from ..networks.device import resolve_device
         from ..networks.features import FeatureExtractor
 
-        dev = resolve_device(device)
+        dev = resolve_device(settings.pipeline.device)
         info = BackboneInfo.from_dict(metadata["backbone"])
         extractor = FeatureExtractor(restore_backbone(info, tensors, dev), settings.pipeline.features,
                                      active_modalities(settings.pipeline, False), dev)
