@@ -5,18 +5,11 @@ Thin: parameters declared once (names shared with detectchanges), checked before
 ``engine.tasks.changedetect.model_from_bundle``)."""
 from __future__ import annotations
 
-from qgis.core import (
-    QgsProcessingOutputNumber,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterFile,
-    QgsProcessingParameterFileDestination,
-    QgsProcessingParameterRasterDestination,
-    QgsProcessingParameterRasterLayer,
-)
+from qgis.core import QgsProcessingParameterEnum, QgsProcessingParameterFile
 
 from .base import DiffLcAlgorithm, sentence
 from .detectchanges import (AFTER, BEFORE, CHANGE_MODEL_FILTER, DEVICE, MODEL, OUTPUT, REPORT, SCORE,
-                            pair_problem)
+                            add_change_outputs, add_date_parameters, pair_problem)
 from .params import CHANGE_MASK_HELP, DEVICES, add_mask_parameter, mask_from_parameters, raster_path
 
 HELP = """<p>Maps change on a new pair of dates with a change model saved by <i>Detect changes</i> from a run
@@ -46,16 +39,10 @@ class ApplyChangeModel(DiffLcAlgorithm):
     def initAlgorithm(self, config=None):  # noqa: N802
         self.addParameter(QgsProcessingParameterFile(MODEL, "Change model (saved by Detect changes with labels)",
                                                      fileFilter=CHANGE_MODEL_FILTER))
-        self.addParameter(QgsProcessingParameterRasterLayer(BEFORE, "Before (date 1) raster"))
-        self.addParameter(QgsProcessingParameterRasterLayer(AFTER, "After (date 2) raster, same bands"))
+        add_date_parameters(self)
         add_mask_parameter(self, "detect changes only inside")
         self.addParameter(QgsProcessingParameterEnum(DEVICE, "Device", DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "Change map"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            SCORE, "Change probability (Float32)", optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            REPORT, "Report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputNumber("CHANGED_PIXELS", "Changed pixels"))
+        add_change_outputs(self, "Change probability (Float32)", model=False)
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
         ok, message = super().checkParameterValues(parameters, context)

@@ -63,6 +63,25 @@ counts, changed area). Every output is written to a temporary file and moved int
 """ + CHANGE_MASK_HELP
 
 
+def add_date_parameters(alg) -> None:
+    """BEFORE and AFTER, shared with applychangemodel."""
+    alg.addParameter(QgsProcessingParameterRasterLayer(BEFORE, "Before (date 1) raster"))
+    alg.addParameter(QgsProcessingParameterRasterLayer(AFTER, "After (date 2) raster, same bands"))
+
+
+def add_change_outputs(alg, score_label: str, model: bool) -> None:
+    """OUTPUT, SCORE, (MODEL,) REPORT and the CHANGED_PIXELS count, shared with applychangemodel."""
+    alg.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "Change map"))
+    alg.addParameter(QgsProcessingParameterRasterDestination(
+        SCORE, score_label, optional=True, createByDefault=False))
+    if model:
+        alg.addParameter(QgsProcessingParameterFileDestination(
+            MODEL, "Model file", fileFilter=CHANGE_MODEL_FILTER, optional=True, createByDefault=False))
+    alg.addParameter(QgsProcessingParameterFileDestination(
+        REPORT, "Report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True, createByDefault=False))
+    alg.addOutput(QgsProcessingOutputNumber("CHANGED_PIXELS", "Changed pixels"))
+
+
 def pair_problem(alg, parameters, context) -> str:
     """Why BEFORE and AFTER cannot be compared ('' when they can): band counts that differ, no overlap."""
     before = alg.parameterAsRasterLayer(parameters, BEFORE, context)
@@ -93,8 +112,7 @@ class DetectChanges(DiffLcAlgorithm):
     NEEDS_TORCH = True
 
     def initAlgorithm(self, config=None):  # noqa: N802
-        self.addParameter(QgsProcessingParameterRasterLayer(BEFORE, "Before (date 1) raster"))
-        self.addParameter(QgsProcessingParameterRasterLayer(AFTER, "After (date 2) raster, same bands"))
+        add_date_parameters(self)
         self.addParameter(QgsProcessingParameterVectorLayer(
             LABELS, "Change labels: points or polygons (optional; none = unsupervised)",
             [QgsProcessing.TypeVectorPoint, QgsProcessing.TypeVectorPolygon], optional=True))
@@ -117,15 +135,7 @@ class DetectChanges(DiffLcAlgorithm):
         _advanced(self, QgsProcessingParameterNumber(STRIDE, "Window stride in pixels (64-pixel windows)",
                                                      QgsProcessingParameterNumber.Integer,
                                                      defaultValue=TileSettings().stride, minValue=8, maxValue=64))
-        self.addParameter(QgsProcessingParameterRasterDestination(OUTPUT, "Change map"))
-        self.addParameter(QgsProcessingParameterRasterDestination(
-            SCORE, "Change score (Float32)", optional=True, createByDefault=False))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            MODEL, "Model file", fileFilter=CHANGE_MODEL_FILTER, optional=True,
-            createByDefault=False))
-        self.addParameter(QgsProcessingParameterFileDestination(
-            REPORT, "Report", fileFilter="HTML (*.html *.htm);;JSON (*.json)", optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputNumber("CHANGED_PIXELS", "Changed pixels"))
+        add_change_outputs(self, "Change score (Float32)", model=True)
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD_VALUE", "Threshold applied to the score"))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802

@@ -32,6 +32,16 @@ def _pair(folder, seed=0, where=(slice(8, 20), slice(24, 40))):
             write_raster(folder / "t2.tif", t2.astype(np.float32), GT), change)
 
 
+def _change_points(path, change, seed):
+    """10 change and 30 no-change points (field ``changed``: 1 / 0) at pixel centres of ``change``."""
+    rng = np.random.default_rng(seed)
+    idx = np.concatenate([rng.choice(np.flatnonzero(change), 10, replace=False),
+                          rng.choice(np.flatnonzero(~change), 30, replace=False)])
+    rows, cols = idx // N, idx % N
+    return write_points(path, GT[0] + 10 * (cols + 0.5), GT[3] - 10 * (rows + 0.5), change.ravel()[idx].astype(int),
+                        field="changed")
+
+
 @pytest.fixture
 def pair(qgis_app, tmp_path):
     return _pair(tmp_path)
@@ -58,12 +68,7 @@ def test_supervised_from_integer_points(pair, tmp_path):
     import processing
 
     before, after, change = pair
-    rng = np.random.default_rng(2)
-    idx = np.concatenate([rng.choice(np.flatnonzero(change), 10, replace=False),
-                          rng.choice(np.flatnonzero(~change), 30, replace=False)])
-    rows, cols = idx // N, idx % N
-    points = write_points(tmp_path / "pts.gpkg", GT[0] + 10 * (cols + 0.5), GT[3] - 10 * (rows + 0.5),
-                          change.ravel()[idx].astype(int), field="changed")
+    points = _change_points(tmp_path / "pts.gpkg", change, seed=2)
     out = tmp_path / "sup.tif"
     processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": after, "LABELS": points, "FIELD": "changed",
                                             "FEATURES": 1, "TREES": 50, "OUTPUT": str(out),
@@ -80,12 +85,7 @@ def test_a_saved_model_is_applied_to_a_new_pair_and_bad_models_are_refused_befor
     from qgis.core import QgsProcessingException
 
     before, after, change = pair
-    rng = np.random.default_rng(3)
-    idx = np.concatenate([rng.choice(np.flatnonzero(change), 10, replace=False),
-                          rng.choice(np.flatnonzero(~change), 30, replace=False)])
-    rows, cols = idx // N, idx % N
-    points = write_points(tmp_path / "pts.gpkg", GT[0] + 10 * (cols + 0.5), GT[3] - 10 * (rows + 0.5),
-                          change.ravel()[idx].astype(int), field="changed")
+    points = _change_points(tmp_path / "pts.gpkg", change, seed=3)
     model = tmp_path / "change.difflc"
     processing.run("difflc:detectchanges", {"BEFORE": before, "AFTER": after, "LABELS": points, "FIELD": "changed",
                                             "FEATURES": 1, "TREES": 50, "OUTPUT": str(tmp_path / "fit.tif"),
