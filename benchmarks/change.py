@@ -184,32 +184,47 @@ def change_metrics(pred: np.ndarray, ref: np.ndarray) -> Dict[str, float]:
             "kappa": (po - pe) / (1 - pe) if pe < 1 else 0.0}
 
 
-def rf_baseline(pair: Pair, train: np.ndarray, seed: int) -> np.ndarray:
-    """Random Forest (500 trees) on [bands t1, bands t2, t2 − t1] per pixel: the supervised baseline."""
+def rf_inputs(pair: Pair) -> np.ndarray:
+    """[pixels, 3 bands] float32: [bands t1, bands t2, t2 − t1] per pixel, the supervised baseline's inputs."""
+    return np.concatenate([pair.t1, pair.t2, pair.t2 - pair.t1]).reshape(3 * len(pair.t1), -1).T.astype(np.float32)
+
+
+def fit_rf(x: np.ndarray, pair: Pair, train: np.ndarray, seed: int):
+    """Random Forest (500 trees) on the pair's :func:`rf_inputs` ``x`` at the training pixels: the supervised
+    baseline."""
     from sklearn.ensemble import RandomForestClassifier
 
-    x = np.concatenate([pair.t1, pair.t2, pair.t2 - pair.t1]).reshape(3 * len(pair.t1), -1).T.astype(np.float32)
-    rf = RandomForestClassifier(500, random_state=seed, n_jobs=1).fit(x[train], pair.label.ravel()[train])
-    return rf.predict(x).astype(bool)
+    return RandomForestClassifier(500, random_state=seed, n_jobs=1).fit(x[train], pair.label.ravel()[train])
+
+
+def rf_baseline(pair: Pair, train: np.ndarray, seed: int) -> np.ndarray:
+    x = rf_inputs(pair)
+    return fit_rf(x, pair, train, seed).predict(x).astype(bool)
+
+
+def fit_ours(pair: Pair, seed: int, features: str):
+    """Our supervised run on the pair's seed-``seed`` sparse labels: (train pixels, change map, model)."""
+    from engine.tasks.changedetect import ChangeLabels, detect_arrays
+
+    w = pair.label.shape[1]
+    train = sparse_points(pair.label, seed)
+    labels = ChangeLabels(train // w, train % w, pair.label.ravel()[train].astype(np.int64))
+    settings = _settings(features, pair.name)
+    settings.pipeline.seed = seed
+    _, change, model = detect_arrays(pair.t1, pair.t2, settings, labels=labels)
+    return train, change, model
 
 
 def run_supervised(pairs: Sequence[str], seeds: Sequence[int], features: str = "diffusion+bands") -> List[Dict]:
-    from engine.tasks.changedetect import ChangeLabels, detect_arrays
-
     rows = []
     for name in pairs:
         pair = load_pair(name)
-        h, w = pair.label.shape
         for seed in seeds:
-            train = sparse_points(pair.label, seed)
+            start = time.perf_counter()
+            train, change, model = fit_ours(pair, seed, features)
+            t_ours = time.perf_counter() - start
             test = np.ones(pair.label.size, bool)
             test[train] = False
-            labels = ChangeLabels(train // w, train % w, pair.label.ravel()[train].astype(np.int64))
-            settings = _settings(features, name)
-            settings.pipeline.seed = seed
-            start = time.perf_counter()
-            _, change, model = detect_arrays(pair.t1, pair.t2, settings, labels=labels)
-            t_ours = time.perf_counter() - start
             start = time.perf_counter()
             rf = rf_baseline(pair, train, seed)
             t_rf = time.perf_counter() - start
@@ -231,26 +246,18 @@ def run_transfer(cities: Sequence[str], seed: int = 0, features: str = "diffusio
     without labels, as difflc:applychangemodel does (the same model object a saved file rebuilds), scored on all of
     the target's pixels; beside it the RF on stacked bands transferred the same way, the target's own supervised
     model (its own sparse labels; scored off them) and the target's unsupervised default map (Otsu)."""
-    from sklearn.ensemble import RandomForestClassifier
-
     from engine.data.readers import ArrayReader
-    from engine.tasks.changedetect import ChangeLabels, detect_arrays, stream_scores
+    from engine.tasks.changedetect import detect_arrays, stream_scores
 
     pairs = {name: load_pair(name) for name in cities}
+    inputs = {name: rf_inputs(pair) for name, pair in pairs.items()}
     models, forests, own = {}, {}, {}
     for name, pair in pairs.items():
-        w = pair.label.shape[1]
-        train = sparse_points(pair.label, seed)
-        labels = ChangeLabels(train // w, train % w, pair.label.ravel()[train].astype(np.int64))
-        settings = _settings(features, name)
-        settings.pipeline.seed = seed
-        _, change, models[name] = detect_arrays(pair.t1, pair.t2, settings, labels=labels)
+        train, change, models[name] = fit_ours(pair, seed, features)
         test = np.ones(pair.label.size, bool)
         test[train] = False
         own[name] = change_metrics(change.ravel()[test] == 1, pair.label.ravel()[test])["f1"]
-        x = np.concatenate([pair.t1, pair.t2, pair.t2 - pair.t1]).reshape(3 * len(pair.t1), -1).T.astype(np.float32)
-        forests[name] = RandomForestClassifier(500, random_state=seed, n_jobs=1).fit(
-            x[train], pair.label.ravel()[train])
+        forests[name] = fit_rf(inputs[name], pair, train, seed)
     unsupervised = {}
     for name, pair in pairs.items():
         _, change, _ = detect_arrays(pair.t1, pair.t2, _settings(features, name))
@@ -268,8 +275,7 @@ def run_transfer(cities: Sequence[str], seed: int = 0, features: str = "diffusio
             start = time.perf_counter()
             stream_scores(models[source], ArrayReader(pair.t1), ArrayReader(pair.t2), write)
             seconds = time.perf_counter() - start
-            x = np.concatenate([pair.t1, pair.t2, pair.t2 - pair.t1]).reshape(3 * len(pair.t1), -1).T
-            rf = forests[source].predict(x.astype(np.float32)).astype(bool)
+            rf = forests[source].predict(inputs[target]).astype(bool)
             ref = pair.label.ravel()
             rows.append({"source": source, "target": target, "seed": seed,
                          "ours": change_metrics(np.nan_to_num(score, nan=0.0).ravel() >= 0.5, ref),
