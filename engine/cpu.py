@@ -19,6 +19,7 @@ def available_cores() -> int:
 def last_level_cache_bytes() -> Optional[int]:
     """Size of the largest CPU cache (Linux sysfs; None where it cannot be read, e.g. Windows and macOS)."""
     sizes = []
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
     root = "/sys/devices/system/cpu/cpu0/cache"
     try:
         entries = os.listdir(root)
@@ -30,7 +31,6 @@ def last_level_cache_bytes() -> Optional[int]:
                 text = fh.read().strip().upper()
         except OSError:
             continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
         try:
             sizes.append(int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text))
         except ValueError:
