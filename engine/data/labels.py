@@ -13,10 +13,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .gdal_scope import scope_module
 from ..errors import UserInputError
 
-gdal.UseExceptions()
-ogr.UseExceptions()
 
 # Tableau-10-like categorical palette: distinct hues with readable contrast on white and black
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -333,3 +332,6 @@ def reader_valid_fn(reader, block_rows: int = 256) -> Callable[[np.ndarray, np.n
         return out
 
     return fn
+
+
+scope_module(globals())  # GDAL raises inside this module's calls only (gdal_scope)

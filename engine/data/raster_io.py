@@ -18,11 +18,10 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .. import files
+from .gdal_scope import scope_module
 from ..errors import CorruptFileError, UserInputError
 from .readers import sample_valid_pixels  # noqa: F401  (re-exported: the streaming sampler lives there)
 
-gdal.UseExceptions()
-osr.UseExceptions()
 
 _UNIT_NM = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1000.0, "micrometer": 1000.0,
             "micrometres": 1000.0, "microns": 1000.0, "micron": 1000.0, "um": 1000.0, "µm": 1000.0,
@@ -281,7 +280,6 @@ class PolygonMask:
     def __init__(self, wkb_list: Sequence[bytes], ref: RasterInfo, block_rows: int = 256):
         from osgeo import ogr
 
-        ogr.UseExceptions()
         if not len(wkb_list):
             raise UserInputError("the mask layer has no polygon: draw the area to classify, or leave MASK empty")
         self.ref, self.block_rows = ref, int(block_rows)
@@ -468,6 +466,21 @@ class ClassifiedWriter:
         self._tmp = self._tmp_conf = None
 
     def __enter__(self) -> "ClassifiedWriter":
+        try:
+            return self._open()
+        except BaseException:  # __exit__ is not called when __enter__ fails: close, then remove, here
+            self._close()
+            files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
+            raise
+
+    def _close(self) -> None:
+        """Drop the datasets (GDAL writes their data and ``.aux.xml`` now, not later beside a removed file)."""
+        for ds in (self._ds, self._conf, self._prob):
+            if ds is not None:
+                ds.FlushCache()
+        self._ds = self._conf = self._prob = None
+
+    def _open(self) -> "ClassifiedWriter":
         self._tmp = files.temp_beside(self.path, ".tif")
         self._ds = _create_tiff(self._tmp, self.ref, 1, self.dtype)
         band = self._ds.GetRasterBand(1)
@@ -519,10 +532,7 @@ class ClassifiedWriter:
                 self._prob.GetRasterBand(b + 1).WriteArray(probs[b], int(col), int(row))
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        for ds in (self._ds, self._conf, self._prob):
-            if ds is not None:
-                ds.FlushCache()
-        self._ds = self._conf = self._prob = None  # closes the files
+        self._close()
         if exc_type is not None:
             files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             return False
@@ -535,32 +545,36 @@ class ClassifiedWriter:
             else:
                 self.log(f"{qml} was not written by this plugin: kept as it is (the map's colour table and "
                          "category names still carry the classes)")
-            _move_into_place(self._tmp, self.path)
-            if self._tmp_conf:
-                _move_into_place(self._tmp_conf, self.confidence_path)
-            if self._tmp_prob:
-                _move_into_place(self._tmp_prob, self.probabilities_path)
+            # confidence and probabilities first: a present map means its run's rasters are all complete
+            _move_into_place((self._tmp_conf, self.confidence_path), (self._tmp_prob, self.probabilities_path),
+                             (self._tmp, self.path))
         except BaseException:
             files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             raise
         return False
 
 
-def _move_into_place(tmp: str, path: str) -> None:
-    """Replace ``path`` and its sidecars by ``tmp`` and its sidecars.
+def _move_into_place(*moves: Tuple[Optional[str], Optional[str]]) -> None:
+    """Replace each ``path`` and its sidecars by ``tmp`` and its sidecars, all in one uninterrupted step.
 
     A stale ``.aux.xml`` of an earlier output of ours is removed; a ``.qml`` is only touched when ``tmp``
-    brings one (the writer decided it may replace the old one).
+    brings one (the writer decided it may replace the old one). Pairs with no temporary are skipped.
     """
-    base = os.path.splitext(path)[0]
-    aux_src, aux_dst = f"{tmp}.aux.xml", f"{path}.aux.xml"
-    if os.path.exists(aux_src):
-        files.commit(aux_src, aux_dst)
-    elif os.path.exists(aux_dst) and written_by_plugin(path):
-        os.remove(aux_dst)
-    if os.path.exists(f"{tmp}.qml"):
-        files.commit(f"{tmp}.qml", f"{base}.qml")
-    files.commit(tmp, path)
+    with files.uninterrupted():
+        pairs = []
+        for tmp, path in moves:
+            if not tmp:
+                continue
+            base = os.path.splitext(path)[0]
+            aux_src, aux_dst = f"{tmp}.aux.xml", f"{path}.aux.xml"
+            if os.path.exists(aux_src):
+                pairs.append((aux_src, aux_dst))
+            elif os.path.exists(aux_dst) and written_by_plugin(path):
+                os.remove(aux_dst)
+            if os.path.exists(f"{tmp}.qml"):
+                pairs.append((f"{tmp}.qml", f"{base}.qml"))
+            pairs.append((tmp, path))
+        files.commit_all(pairs)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -575,12 +589,17 @@ class ImageWriter:
 
     def __init__(self, path: str, ref: RasterInfo, band_names: Sequence[str]):
         self.path = str(path)
-        self._tmp = files.temp_beside(self.path, ".tif")
-        self._ds = _create_tiff(self._tmp, ref, len(band_names), gdal.GDT_Float32)
-        for b, name in enumerate(band_names, start=1):
-            band = self._ds.GetRasterBand(b)
-            band.SetNoDataValue(float("nan"))
-            band.SetDescription(name)
+        self._tmp, self._ds = None, None
+        try:
+            self._tmp = files.temp_beside(self.path, ".tif")
+            self._ds = _create_tiff(self._tmp, ref, len(band_names), gdal.GDT_Float32)
+            for b, name in enumerate(band_names, start=1):
+                band = self._ds.GetRasterBand(b)
+                band.SetNoDataValue(float("nan"))
+                band.SetDescription(name)
+        except BaseException:  # nobody holds this writer yet to call discard()
+            self.discard()
+            raise
 
     def write(self, row: int, block: np.ndarray) -> None:
         for b in range(block.shape[0]):
@@ -595,10 +614,10 @@ class ImageWriter:
     def commit(self) -> None:
         self._ds.FlushCache()
         self._ds = None
-        _move_into_place(self._tmp, self.path)
+        _move_into_place((self._tmp, self.path))
 
     def discard(self) -> None:
-        self._ds = None
+        self._ds = None  # closed before its file is removed
         files.discard(self._tmp)
 
 
@@ -749,3 +768,6 @@ def pixel_area(info: RasterInfo) -> PixelArea:
                                      f"{rows.max():.6g} m²")
     return PixelArea(None, "pixels", f"the map's CRS ({info.crs_label()}) is neither projected nor geographic: "
                                      "areas are counted in pixels")
+
+
+scope_module(globals())  # GDAL raises inside this module's calls only (gdal_scope)

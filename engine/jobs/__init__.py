@@ -482,11 +482,9 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
                    progress: Optional[Progress] = None) -> Dict:
     """Stage A alone: writes the FiLM delta (or the compact backbone) with its identity, for trainclassifier."""
     from .bundle import save_bundle
-    from ..networks.device import seed_everything
     from ..tasks.landcover import fit_scene_representations, prepare_backbone
 
     progress = progress or Progress()
-    seed_everything(settings.seed)
     inputs = open_inputs(hsi, sar, progress.sub(0.0, 0.02), scan_bands=True)
     reps = fit_scene_representations(inputs.reader, inputs.hsi_info.meta(),
                                      inputs.sar_info.meta() if inputs.sar_info else None, settings,

@@ -286,12 +286,11 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
         backbone: Optional[PreparedBackbone] = None) -> FittedModel:
     """The whole method on one scene; ``backbone`` skips Stage A when an adapted one is given."""
     from ..heads.classifier import fit_head
-    from ..networks.device import resolve_device, seed_everything
+    from ..networks.device import resolve_device
     from ..networks.features import FeatureExtractor
 
     progress = progress or Progress()
     t0 = time.perf_counter()
-    seed_everything(settings.seed)
     device = resolve_device(settings.device)
     progress.log(f"Device: {device}")
     modalities = active_modalities(settings, reader.sar is not None)
