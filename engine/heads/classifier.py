@@ -256,7 +256,8 @@ def load_head(config: Dict, state_dict: Dict[str, torch.Tensor]):
         except ValueError as exc:
             raise ValueError(f"the stored forest head is damaged: {exc}") from exc
         return ForestHead(forest, config)
-    module = _build(config)
+    with seeded(0):  # its weights come from the file; the draws of the build must not move torch's generator
+        module = _build(config)
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:

@@ -249,9 +249,12 @@ def restore_backbone(info: BackboneInfo, tensors: Dict, device, checkpoint: Opti
     from ..paths import find_backbone, shipped_prior
 
     if info.kind == "compact":
-        model = build_backbone(UNetConfig.from_dict(info.config))
+        import torch
+
+        with torch.device("meta"):  # every weight comes from the file: nothing to draw at random
+            model = build_backbone(UNetConfig.from_dict(info.config))
         state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
         model.to(device)
         model.eval()
         return model
