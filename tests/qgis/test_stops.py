@@ -53,12 +53,15 @@ def _modules():
     return files, raster_io
 
 
-def _after(obj, name, monkeypatch, signum=signal.SIGTERM, nth=1, before=False):
-    """Raise ``signum`` in this thread right after (or before) the ``nth`` call of ``obj.name``."""
+def _after(obj, name, monkeypatch, signum=signal.SIGTERM, nth=1, before=False, when=lambda *a, **k: True):
+    """Raise ``signum`` in this thread right after (or before) the ``nth`` call of ``obj.name`` that ``when``
+    accepts."""
     real = getattr(obj, name)
     calls = []
 
     def hooked(*args, **kwargs):
+        if not when(*args, **kwargs):
+            return real(*args, **kwargs)
         calls.append(1)
         if before and len(calls) == nth:
             signal.raise_signal(signum)
@@ -77,7 +80,8 @@ def _moment(name, monkeypatch):
     files, raster_io = _modules()
     hooks = {
         # inside the step that creates and registers a temporary: mkstemp has made the file
-        "temporary file made": lambda: _after(tempfile, "mkstemp", monkeypatch),
+        "temporary file made": lambda: _after(tempfile, "mkstemp", monkeypatch,
+                                              when=lambda *a, **k: k.get("suffix") == ".tif"),
         "temporary registered": lambda: _after(files, "temp_beside", monkeypatch),
         "GeoTIFF created": lambda: _after(raster_io, "_create_tiff", monkeypatch),
         "confidence GeoTIFF created": lambda: _after(raster_io, "_create_tiff", monkeypatch, nth=2),
