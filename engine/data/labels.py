@@ -318,11 +318,18 @@ def stratified_sample(label_array: np.ndarray, fraction: float, seed: int,
 
 def reader_valid_fn(reader, block_rows: int = 256) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``fn(rows, cols)`` → True where the reader's pixel has no NaN in a non-bad band (reads row blocks)."""
+    from .readers import rows_per_block
+
     bad = set(getattr(getattr(reader, "info", None), "bad_bands", []) or [])
     bands = [b for b in range(reader.band_count) if b not in bad]
+    most_rows = block_rows
 
     def fn(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         out = np.zeros(rows.size, dtype=bool)
+        if not rows.size:
+            return out
+        span = int(cols.max()) - int(cols.min()) + 1  # no block is wider: its rows stay under the byte cap
+        block_rows = rows_per_block(span, reader.band_count, max_rows=most_rows)
         for start in np.unique(rows // block_rows) * block_rows:
             sel = (rows >= start) & (rows < start + block_rows)
             c0, c1 = int(cols[sel].min()), int(cols[sel].max()) + 1

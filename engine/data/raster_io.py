@@ -282,7 +282,9 @@ class PolygonMask:
 
         if not len(wkb_list):
             raise UserInputError("the mask layer has no polygon: draw the area to classify, or leave MASK empty")
-        self.ref, self.block_rows = ref, int(block_rows)
+        from .readers import rows_per_block
+
+        self.ref, self.block_rows = ref, rows_per_block(ref.width, itemsize=1, max_rows=block_rows)  # Byte band
         self.height, self.width, self.band_count = ref.height, ref.width, 1
         self._srs = osr.SpatialReference(wkt=ref.crs_wkt) if ref.crs_wkt else None
         self._vds = ogr.GetDriverByName("Memory").CreateDataSource("")
@@ -338,10 +340,11 @@ class _RasterMask:
 
 
 def scan_bad_bands(reader, progress=None, block_rows: int = 256) -> List[int]:
-    """0-based bands with no valid pixel anywhere (measured by streaming the raster)."""
+    """0-based bands with no valid pixel anywhere (measured by streaming the raster in capped row blocks)."""
+    from .readers import row_blocks
+
     seen = np.zeros(reader.band_count, dtype=bool)
-    for row in range(0, reader.height, block_rows):
-        rows = min(block_rows, reader.height - row)
+    for row, rows in row_blocks(reader.height, reader.width, reader.band_count, max_rows=block_rows):
         block = reader.read(row, 0, rows, reader.width)
         seen |= ~np.isnan(block).all(axis=(1, 2))
         if progress is not None:
@@ -662,9 +665,11 @@ class ClassBandEditor:
 
     def counts(self, block_rows: int = 256) -> dict:
         """{class value: pixels}, streamed."""
+        from .readers import row_blocks
+
         total: dict = {}
-        for row in range(0, self.height, block_rows):
-            block = self.read(row, min(block_rows, self.height - row))
+        for row, rows in row_blocks(self.height, self.width, itemsize=8, max_rows=block_rows):  # read as int64
+            block = self.read(row, rows)
             values, n = np.unique(block[block >= 0], return_counts=True)
             for v, c in zip(values.tolist(), n.tolist()):
                 total[v] = total.get(v, 0) + c
