@@ -156,7 +156,8 @@ def commit_all(moves: Sequence[Tuple[str, str]]) -> None:
     with uninterrupted():
         for tmp, path in moves:
             _move(tmp, path)
-            run.completed.append(path)
+            if run is not _process_run:  # a run's record; outside any run nobody reads it
+                run.completed.append(path)
 
 
 @contextlib.contextmanager

@@ -549,7 +549,7 @@ class ClassifiedWriter:
                 self.log(f"{qml} was not written by this plugin: kept as it is (the map's colour table and "
                          "category names still carry the classes)")
             # confidence and probabilities first: a present map means its run's rasters are all complete
-            _move_into_place((self._tmp_conf, self.confidence_path), (self._tmp_prob, self.probabilities_path),
+            move_into_place((self._tmp_conf, self.confidence_path), (self._tmp_prob, self.probabilities_path),
                              (self._tmp, self.path))
         except BaseException:
             files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
@@ -557,11 +557,12 @@ class ClassifiedWriter:
         return False
 
 
-def _move_into_place(*moves: Tuple[Optional[str], Optional[str]]) -> None:
-    """Replace each ``path`` and its sidecars by ``tmp`` and its sidecars, all in one uninterrupted step.
+def move_into_place(*moves: Tuple[Optional[str], Optional[str]]) -> None:
+    """Replace each ``path`` and its sidecars by ``tmp`` and its sidecars, all in one uninterrupted step
+    (the writer's own temporaries, or a batch worker's staged files).
 
     A stale ``.aux.xml`` of an earlier output of ours is removed; a ``.qml`` is only touched when ``tmp``
-    brings one (the writer decided it may replace the old one). Pairs with no temporary are skipped.
+    brings one, and never replaces a style the user made. Pairs with no temporary are skipped.
     """
     with files.uninterrupted():
         pairs = []
@@ -574,8 +575,12 @@ def _move_into_place(*moves: Tuple[Optional[str], Optional[str]]) -> None:
                 pairs.append((aux_src, aux_dst))
             elif os.path.exists(aux_dst) and written_by_plugin(path):
                 os.remove(aux_dst)
-            if os.path.exists(f"{tmp}.qml"):
-                pairs.append((f"{tmp}.qml", f"{base}.qml"))
+            qml_src = f"{os.path.splitext(tmp)[0]}.qml" if not os.path.exists(f"{tmp}.qml") else f"{tmp}.qml"
+            if os.path.exists(qml_src):
+                if files.is_own_sidecar(f"{base}.qml"):
+                    pairs.append((qml_src, f"{base}.qml"))
+                else:
+                    os.remove(qml_src)
             pairs.append((tmp, path))
         files.commit_all(pairs)
 
@@ -617,7 +622,7 @@ class ImageWriter:
     def commit(self) -> None:
         self._ds.FlushCache()
         self._ds = None
-        _move_into_place((self._tmp, self.path))
+        move_into_place((self._tmp, self.path))
 
     def discard(self) -> None:
         self._ds = None  # closed before its file is removed

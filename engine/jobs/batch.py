@@ -267,24 +267,6 @@ def _cancel_check(event_name: Optional[str]) -> Callable[[], bool]:
     return is_canceled
 
 
-def _publish(staged: str, final: str) -> None:
-    """Move one staged raster and its sidecars into place (same rules as ``raster_io._move_into_place``)."""
-    from ..data.raster_io import written_by_plugin
-
-    aux_src, aux_dst = f"{staged}.aux.xml", f"{final}.aux.xml"
-    if os.path.exists(aux_src):
-        files.commit(aux_src, aux_dst)
-    elif os.path.exists(aux_dst) and written_by_plugin(final):
-        os.remove(aux_dst)
-    qml_src, qml_dst = f"{os.path.splitext(staged)[0]}.qml", f"{os.path.splitext(final)[0]}.qml"
-    if os.path.exists(qml_src):
-        if files.is_own_sidecar(qml_dst):  # never replace a style the user made
-            files.commit(qml_src, qml_dst)
-        else:
-            os.remove(qml_src)
-    files.commit(staged, final)
-
-
 def classify_unit(model: str, unit: SceneUnit, staging_root: str, device: str = "cpu",
                   torch_threads: Optional[int] = None, cancel_event: Optional[str] = None) -> Dict:
     """Run on a worker: classify one scene with ``jobs.classify`` into staging, then move it into place.
@@ -308,9 +290,9 @@ def classify_unit(model: str, unit: SceneUnit, staging_root: str, device: str = 
         seconds = time.perf_counter() - t0
         if is_canceled():
             raise Cancelled("cancelled by the user")
-        if unit.confidence:
-            _publish(staged_conf, unit.confidence)
-        _publish(staged_map, unit.output)
+        from ..data.raster_io import move_into_place
+
+        move_into_place((staged_conf, unit.confidence), (staged_map, unit.output))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     worker = ""
