@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import traceback
+from pathlib import Path
 from typing import Optional
 
 from qgis.core import (Qgis, QgsMessageLog, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
@@ -25,17 +26,20 @@ from ..engine.stopping import Terminated, stop_signals_unwind
 from .install import PLUGIN_DIR, require_torch
 
 ICON_PATH = os.path.join(PLUGIN_DIR, "resources", "icon.svg")
-REPOSITORY_URL = "https://github.com/diffusion-landcover/diffusion-landcover"
+# the help every Help button opens: shipped inside the plugin (works offline), one anchor per algorithm id
+HELP_PATH = os.path.join(PLUGIN_DIR, "resources", "help", "index.html")
 GROUP = "Diffusion Land Cover"
 GROUP_ID = "difflc"
 
 CITATIONS = """<p><b>Method and citations</b></p>
 <ul>
-<li><b>UniDiff</b>: parameter-efficient adaptation of one frozen ImageNet-pretrained diffusion U-Net to
-hyperspectral + SAR land-cover classification from sparse labels, by training only its FiLM
-(conditioning) path. Please cite the UniDiff paper when you publish results of this plugin.</li>
-<li><b>SatDiFuser</b>: diffusion features from several timesteps and decoder layers fused as a
-geospatial foundation model. Please cite the SatDiFuser paper when you use the feature fusion.</li>
+<li><b>UniDiff</b> (authors, title and venue not stated in the project's sources): parameter-efficient
+adaptation of one frozen ImageNet-pretrained diffusion U-Net to hyperspectral + SAR land-cover classification
+from sparse labels, by training only its FiLM (conditioning) path. This plugin runs it when the ImageNet ADM
+checkpoint is installed; by default (no checkpoint) the network is an untrained, seeded compact ADM.</li>
+<li><b>SatDiFuser</b> (authors, title and venue not stated in the project's sources): diffusion features from
+several timesteps and decoder layers fused as a geospatial foundation model; its per-pixel features and global
+fusion are what this plugin extracts and offers.</li>
 <li>Backbone: P. Dhariwal and A. Nichol, "Diffusion Models Beat GANs on Image Synthesis", NeurIPS 2021
 (ADM, ImageNet 64&times;64 checkpoint).</li>
 </ul>"""
@@ -70,7 +74,7 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         return ICON_PATH
 
     def helpUrl(self) -> str:  # noqa: N802
-        return f"{REPOSITORY_URL}#algorithms"
+        return f"{Path(HELP_PATH).as_uri()}#{GROUP_ID}:{self.NAME}"
 
     def shortHelpString(self) -> str:  # noqa: N802
         parts = [self.HELP.strip()] if self.HELP else []

@@ -28,11 +28,12 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtCore import QMetaType
 from qgis.PyQt.QtGui import QColor
 
 from ..engine.files import commit, forget, temp_beside
 from .base import DiffLcAlgorithm
+from .qtcompat import field_type
 
 # ColorBrewer "Paired" followed by "Set3": distinct, print-friendly defaults for classes without a colour
 PALETTE = ["#1f78b4", "#33a02c", "#e31a1c", "#ff7f00", "#6a3d9a", "#b15928", "#a6cee3", "#b2df8a",
@@ -116,8 +117,8 @@ def write_label_layer(path: str, classes, crs: QgsCoordinateReferenceSystem, tra
     """
     layer_name = os.path.splitext(os.path.basename(path))[0] or "labels"
     fields = QgsFields()
-    fields.append(QgsField(CLASS_ID_FIELD, QVariant.Int))
-    fields.append(QgsField(CLASS_NAME_FIELD, QVariant.String))
+    fields.append(QgsField(CLASS_ID_FIELD, field_type(QMetaType.Type.Int)))
+    fields.append(QgsField(CLASS_NAME_FIELD, field_type(QMetaType.Type.QString)))
     options = QgsVectorFileWriter.SaveVectorOptions()
     options.driverName = "GPKG"
     options.layerName = layer_name

@@ -127,7 +127,7 @@ def _inside(job_path: str) -> None:
         """Let Qt paint, lay out and finish background rendering for `ms` milliseconds."""
         loop = QEventLoop()
         QTimer.singleShot(ms, loop.quit)
-        loop.exec_()
+        loop.exec()
 
     def save(image: QImage, name: str) -> None:
         path = out_dir / name
@@ -169,7 +169,7 @@ def _inside(job_path: str) -> None:
         if dialog is None:
             raise RuntimeError(f"{ALGORITHM} is not registered (plugin not loaded?)")
         state["keep"].append(dialog)
-        dialog.setWindowModality(Qt.NonModal)
+        dialog.setWindowModality(Qt.WindowModality.NonModal)
         dialog.resize(1040, 760)
         dialog.show()
         dialog.raise_()
@@ -201,7 +201,7 @@ def _inside(job_path: str) -> None:
         save(window.grab().toImage(), "result_map.png")
 
     def report_shot() -> None:
-        from qgis.PyQt.QtWebKitWidgets import QWebPage
+        from qgis.PyQt.QtWebKitWidgets import QWebPage  # qt5-only: QGIS 4 has no QtWebKit; run() logs the error
 
         page = QWebPage()
         state["keep"].append(page)
@@ -211,10 +211,10 @@ def _inside(job_path: str) -> None:
         html = Path(job["accuracy"])
         page.mainFrame().setHtml(html.read_text(encoding="utf-8"), QUrl.fromLocalFile(str(html)))
         QTimer.singleShot(10000, done.quit)
-        done.exec_()
+        done.exec()
         size = page.mainFrame().contentsSize()
         page.setViewportSize(QSize(max(720, size.width()), size.height()))
-        image = QImage(page.viewportSize(), QImage.Format_RGB32)
+        image = QImage(page.viewportSize(), QImage.Format.Format_RGB32)
         image.fill(0xFFFFFFFF)
         painter = QPainter(image)
         page.mainFrame().render(painter)

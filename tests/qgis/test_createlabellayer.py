@@ -25,7 +25,7 @@ def _categories(layer):
 def test_layer_fields_crs_and_stored_style(qgis_app, tmp_path):
     import processing
     from qgis.core import QgsWkbTypes
-    from qgis.PyQt.QtCore import QVariant
+    from qgis.PyQt.QtCore import QMetaType
 
     out = tmp_path / "labels.gpkg"
     result = processing.run("difflc:createlabellayer", {
@@ -37,8 +37,8 @@ def test_layer_fields_crs_and_stored_style(qgis_app, tmp_path):
     assert QgsWkbTypes.geometryType(layer.wkbType()) == QgsWkbTypes.PointGeometry
     assert layer.featureCount() == 0
     fields = layer.fields()
-    assert fields.field("class_id").type() in (QVariant.Int, QVariant.LongLong)
-    assert fields.field("class_name").type() == QVariant.String
+    assert fields.field("class_id").type() in (QMetaType.Type.Int, QMetaType.Type.LongLong)
+    assert fields.field("class_name").type() == QMetaType.Type.QString
     cats = _categories(layer)
     assert cats[0] == (1, "Water", "#1f78b4") and cats[2] == (7, "Dense urban", "#e31a1c")
     assert cats[1][:2] == (2, "Forest")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,8 +24,9 @@ def test_provider_lists_checkenvironment(registry):
 
 
 def test_every_algorithm_follows_the_base_contract(registry):
-    from diffusion_landcover.algorithms.base import DiffLcAlgorithm
+    from diffusion_landcover.algorithms.base import HELP_PATH, DiffLcAlgorithm
 
+    help_page = Path(HELP_PATH).read_text(encoding="utf-8")
     algorithms = registry.providerById("difflc").algorithms()
     assert algorithms
     for alg in algorithms:
@@ -34,7 +36,8 @@ def test_every_algorithm_follows_the_base_contract(registry):
         assert type(clone) is type(alg) and clone is not alg
         help_text = alg.shortHelpString()
         assert "UniDiff" in help_text and "SatDiFuser" in help_text, alg.id()
-        assert alg.helpUrl().startswith("https://github.com/diffusion-landcover/diffusion-landcover")
+        assert alg.helpUrl() == f"{Path(HELP_PATH).as_uri()}#{alg.id()}"  # shipped help, offline
+        assert f'<tr id="{alg.id()}">' in help_page, alg.id()
         assert not alg.icon().isNull()
 
 

@@ -43,9 +43,50 @@ def test_metadata_is_what_the_plugin_manager_needs():
     assert general["hasProcessingProvider"] == "yes"
     assert general["experimental"] == "True"
     assert (REPO / general["icon"]).is_file()
-    assert general["tracker"].endswith("/issues") and general["repository"].startswith("https://github.com/")
-    for key in ("description", "about", "version", "author", "email", "tags", "homepage"):
+    for key in ("description", "about", "version", "author", "tags", "changelog"):
         assert general[key].strip(), key
+    # the project's public addresses live in scripts/project.ini only; none is invented here
+    for key in ("homepage", "tracker", "repository", "email"):
+        assert key not in general, key
+    assert "U-Net is" not in general["about"] and "untrained" in general["about"]
+
+
+def _package(tmp_path, project_text):
+    project = tmp_path / "project.ini"
+    project.write_text(project_text)
+    out = tmp_path / "p.zip"
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--output", str(out),
+                           "--project", str(project)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    parser = configparser.ConfigParser()
+    parser.read_string(zipfile.ZipFile(out).read("diffusion_landcover/metadata.txt").decode("utf-8"))
+    return proc, parser["general"]
+
+
+def test_package_fills_the_project_addresses_from_one_place(tmp_path):
+    proc, general = _package(tmp_path, "[project]\nhomepage = https://example.org/h\ntracker = https://example.org/t\n"
+                                       "repository = https://example.org/r\nemail = someone@example.org\n")
+    assert (general["homepage"], general["tracker"], general["repository"], general["email"]) == (
+        "https://example.org/h", "https://example.org/t", "https://example.org/r", "someone@example.org")
+    assert general["name"] == "Diffusion Land Cover" and general["changelog"].startswith("0.1.0")
+    assert "warning" not in proc.stderr
+
+
+def test_package_warns_while_the_project_has_no_addresses(tmp_path):
+    proc, general = _package(tmp_path, (REPO / "scripts" / "project.ini").read_text())
+    assert "plugins.qgis.org refuses an upload" in proc.stderr
+    for key in ("homepage", "tracker", "repository", "email"):
+        assert key in proc.stderr and key not in general, key
+
+
+def test_shipped_help_is_current_and_packaged(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_help.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "z.zip"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "package.py"), "--output", str(out)], check=True,
+                   capture_output=True)
+    assert "diffusion_landcover/resources/help/index.html" in zipfile.ZipFile(out).namelist()
 
 
 def test_install_links_checkout_and_is_idempotent(tmp_path):
