@@ -33,13 +33,15 @@ GROUP_ID = "difflc"
 
 CITATIONS = """<p><b>Method and citations</b></p>
 <ul>
-<li><b>UniDiff</b> (authors, title and venue not stated in the project's sources): parameter-efficient
-adaptation of one frozen ImageNet-pretrained diffusion U-Net to hyperspectral + SAR land-cover classification
-from sparse labels, by training only its FiLM (conditioning) path. This plugin runs it when the ImageNet ADM
-checkpoint is installed; by default (no checkpoint) the network is an untrained, seeded compact ADM.</li>
-<li><b>SatDiFuser</b> (authors, title and venue not stated in the project's sources): diffusion features from
-several timesteps and decoder layers fused as a geospatial foundation model; its per-pixel features and global
-fusion are what this plugin extracts and offers.</li>
+<li><b>UniDiff</b>: Y. Hu and S. Prasad, "UniDiff: Parameter-Efficient Adaptation of Diffusion Models for Land
+Cover Classification with Multi-Modal Remotely Sensed Imagery and Sparse Annotations", WACV 2026
+(arXiv:2512.00261). One frozen ImageNet-pretrained diffusion U-Net adapted to hyperspectral + SAR through its
+FiLM (conditioning) path. This plugin runs it when the ImageNet ADM checkpoint is installed; by default (no
+checkpoint) the network is an untrained, seeded compact ADM.</li>
+<li><b>SatDiFuser</b>: Y. Jia, V. Marsocci, Z. Gong, X. Yang, M. Vergauwen and A. Nascetti, "Can Generative
+Geospatial Diffusion Models Excel as Discriminative Geospatial Foundation Models?", ICCV 2025
+(arXiv:2503.07890). Diffusion features from several timesteps and decoder layers, fused; its per-pixel
+features and global fusion are what this plugin extracts and offers.</li>
 <li>Backbone: P. Dhariwal and A. Nichol, "Diffusion Models Beat GANs on Image Synthesis", NeurIPS 2021
 (ADM, ImageNet 64&times;64 checkpoint).</li>
 </ul>"""
