@@ -97,6 +97,7 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         Both the dialog and ``qgis_process`` (3.22) call this; :meth:`prepareAlgorithm` repeats the output
         check for callers that do not.
         """
+        self._load_gdal_names(parameters, context)
         problem = self._number_problem(parameters)  # before QGIS's bare "Incorrect parameter value for X"
         if problem:
             return False, problem
@@ -121,6 +122,28 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
+
+    def _load_gdal_names(self, parameters, context) -> None:
+        """A raster given by a GDAL name that is no file path (``NETCDF:"f.nc":Band1``, ``/vsizip/...``): QGIS only
+        resolves strings that are existing files or loaded layers, so such a raster is loaded into the run's
+        temporary layer store here (the same context runs the algorithm); every later lookup finds it by source."""
+        from qgis.core import QgsRasterLayer
+
+        from ..engine.data.raster_io import is_gdal_name
+
+        store = context.temporaryLayerStore()
+        known = {layer.source() for layer in store.mapLayers().values()}
+        for definition in self.parameterDefinitions():
+            if definition.type() not in ("raster", "multilayer", "layer"):
+                continue
+            value = parameters.get(definition.name())
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if not isinstance(item, str) or not is_gdal_name(item) or item in known or os.path.exists(item):
+                    continue
+                layer = QgsRasterLayer(item, item.rsplit(":", 1)[-1] or item, "gdal")
+                if layer.isValid():
+                    store.addMapLayer(layer)
+                    known.add(item)
 
     def _check_mask_layer(self, parameters, context) -> None:
         """MASK given as a line/point layer or a table: refused by what it holds, before any feature is read."""
