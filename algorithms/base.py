@@ -237,7 +237,9 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
                 continue
             if kind in ("vector", "file", "source") and isinstance(value, str) and os.path.isdir(value) \
                     and not (kind == "file" and definition.behavior() == definition.Folder):
-                return f"{name}: {value} is a folder, not a file: choose the file inside it."
+                wanted = re.findall(r"\*(\.[\w.]+)", definition.fileFilter() or "") if kind == "file" else []
+                which = f"{' / '.join(dict.fromkeys(wanted))} file" if wanted else "file"
+                return f"{name}: {value} is a folder, not a file: choose the {which} inside it."
             if kind not in ("raster", "vector") or not isinstance(value, str) or not os.path.isfile(value):
                 continue
             if kind == "raster":
