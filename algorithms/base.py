@@ -92,20 +92,21 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         return " ".join(line.strip() for line in "\n".join(parts).splitlines() if line.strip())
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        """Torch first, then the method parameters, QGIS's own checks, then the outputs: all before any work.
+        """Torch first, then the numbers' ranges and the method parameters, QGIS's own checks, the raster inputs,
+        then the outputs: all before any work.
 
         Both the dialog and ``qgis_process`` (3.22) call this; :meth:`prepareAlgorithm` repeats the output
         check for callers that do not.
         """
-        self._load_gdal_names(parameters, context)
-        problem = self._number_problem(parameters)  # before QGIS's bare "Incorrect parameter value for X"
-        if problem:
-            return False, problem
         if self.NEEDS_TORCH:
             try:
                 require_torch()
             except QgsProcessingException as exc:
                 return False, str(exc)
+        self._load_gdal_names(parameters, context)
+        problem = self._number_problem(parameters)  # before QGIS's bare "Incorrect parameter value for X"
+        if problem:
+            return False, problem
         try:
             self.check_settings(parameters, context)
             self._check_mask_layer(parameters, context)
