@@ -135,7 +135,12 @@ def _missing_vrt_sources(ds, path: str) -> List[str]:
 
 def raster_problem(path: str) -> Optional[str]:
     """Why ``path`` cannot be used as an input raster (folder, missing, not GDAL's, only subdatasets, a VRT whose
-    sources are gone), or None: the check before any work, and the one :func:`read_info` raises."""
+    sources are gone), or None: the check before any work, and what :func:`read_info` raises."""
+    problem = _raster_problem(path)
+    return str(problem) if problem is not None else None
+
+
+def _raster_problem(path: str) -> Optional[UserInputError]:
     text = str(path)
     plain = not is_gdal_name(text)
     if plain and os.path.isdir(text):
@@ -144,33 +149,35 @@ def raster_problem(path: str) -> Optional[str]:
         except RuntimeError:
             opened = False
         if not opened:
-            return f"{text} is a folder, not a raster file: choose the raster file inside it"
+            return UserInputError(f"{text} is a folder, not a raster file: choose the raster file inside it")
     if plain and not os.path.exists(text):
-        return f"the raster {text} does not exist: check the path"
+        return UserInputError(f"the raster {text} does not exist: check the path")
     try:
         ds = gdal.Open(text)
     except RuntimeError as exc:
         if plain:
-            return (f"{text} exists but is not a raster GDAL can read ({exc}): choose a GeoTIFF, ENVI or another "
-                    "GDAL raster, or export it again")
-        return f"GDAL cannot open the raster {text} ({exc}): check the name (e.g. NETCDF:\"file.nc\":variable)"
+            return UserInputError(f"{text} exists but is not a raster GDAL can read ({exc}): choose a GeoTIFF, ENVI "
+                                  "or another GDAL raster, or export it again")
+        return UserInputError(f"GDAL cannot open the raster {text} ({exc}): check the name (e.g. "
+                              'NETCDF:"file.nc":variable)')
     if ds is None:
-        return f"GDAL cannot open the raster {text}: check the path"
+        return UserInputError(f"GDAL cannot open the raster {text}: check the path")
     if ds.RasterCount == 0:
-        return _subdataset_problem(ds, text) or f"{text} has no raster bands: choose an image file"
+        return UserInputError(_subdataset_problem(ds, text) or f"{text} has no raster bands: choose an image file")
     missing = _missing_vrt_sources(ds, text)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        return (f"the VRT {text} refers to the source file {missing[0]}{more}, which does not exist (moved or "
-                "deleted): put it back, or build the VRT again from the files where they are now")
+        return CorruptFileError(f"the VRT {text} refers to the source file {missing[0]}{more}, which does not exist "
+                                "(moved or deleted): put it back, or build the VRT again from the files where they "
+                                "are now")
     return None
 
 
 def read_info(path: str) -> RasterInfo:
     """Metadata of a raster; a clear ``UserInputError`` (:func:`raster_problem`) when it cannot be used."""
-    problem = raster_problem(path)
-    if problem:
-        raise (CorruptFileError if problem.startswith("the VRT") else UserInputError)(problem)
+    problem = _raster_problem(path)
+    if problem is not None:
+        raise problem
     ds = gdal.Open(str(path))
     n = ds.RasterCount
     envi = {k.lower(): v for k, v in (ds.GetMetadata("ENVI") or {}).items()}
