@@ -9,11 +9,11 @@ for every algorithm.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import re
 import signal
-import threading
 import traceback
 from typing import Optional
 
@@ -22,6 +22,7 @@ from qgis.core import (Qgis, QgsMessageLog, QgsProcessing, QgsProcessingAlgorith
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine.progress import Cancelled, Progress
+from ..engine.stopping import Terminated, stop_signals_unwind
 from .install import PLUGIN_DIR, require_torch
 
 ICON_PATH = os.path.join(PLUGIN_DIR, "resources", "icon.svg")
@@ -261,7 +262,7 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """The one error boundary: whatever the engine raises reaches the user as one line."""
-        with error_boundary(feedback), terminate_as_cancel(feedback):
+        with error_boundary(feedback):
             return self.process(parameters, context, feedback)
 
     def process(self, parameters, context, feedback):
@@ -418,11 +419,6 @@ def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-class Terminated(BaseException):
-    """SIGTERM during a run: unwinds like a cancel, so the writers' cleanup runs. A BaseException (like
-    KeyboardInterrupt), so no ``except Exception`` fallback on the way up can swallow it."""
-
-
 def error_message(exc: BaseException) -> str:
     """What the user reads for any exception: the engine's own message, or a plain description."""
     if isinstance(exc, QgsProcessingException):
@@ -430,7 +426,10 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, Cancelled):
         return "Cancelled by the user; no output was written or changed."
     if isinstance(exc, Terminated):
-        return "Stopped by a termination signal (SIGTERM); no output was written or changed."
+        what = "an interrupt (SIGINT, Ctrl+C)" if exc.signum == signal.SIGINT else "a termination signal (SIGTERM)"
+        return f"Stopped by {what}; no output was written or changed."
+    if isinstance(exc, KeyboardInterrupt):
+        return "Stopped by an interrupt (SIGINT, Ctrl+C); no output was written or changed."
     if isinstance(exc, ValueError):  # the engine's UserInputError family and other bad-input errors
         return sentence(str(exc))
     if isinstance(exc, MemoryError):
@@ -472,29 +471,68 @@ def _io_message(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def error_boundary(feedback=None):
-    """Every exception leaves as one QgsProcessingException (qgis_process exits 1, the dialog shows it in
-    red); the traceback goes to the log only when ``DIFFLC_DEBUG=1``. Temporaries still alive are removed.
+    """The one boundary around a run: whatever happens inside leaves as one QgsProcessingException
+    (qgis_process exits 1, the dialog shows it in red), and this run's temporaries still alive are removed —
+    only this run's, since others may be writing beside it in the same QGIS.
 
-    A raised exception, not a normal return, is what makes a cancelled qgis_process run exit non-zero.
+    In the main thread (qgis_process) SIGTERM and SIGINT stop the run like Cancel (``engine.stopping``): the
+    handler asks the feedback to cancel and raises :class:`Terminated` where the code is, so every writer's
+    clean-up runs; the steps that must not be split hold it until they end, and so does this clean-up. In the
+    desktop the run is in a worker thread, where Python cannot install handlers: nothing changes there. The
+    traceback goes to the log only when ``DIFFLC_DEBUG=1``. A raised exception, not a normal return, is what
+    makes a cancelled qgis_process run exit non-zero.
     """
-    try:
-        yield
-    except BaseException as exc:  # noqa: B902 - everything but a real interpreter exit becomes one line
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        from ..engine.files import remove_temporaries
+    from ..engine.files import run_scope
+    from ..engine.stopping import uninterrupted
 
-        remove_temporaries()
-        if isinstance(exc, QgsProcessingException):
+    def on_stop(signum):
+        if feedback is not None:
+            feedback.cancel()
+
+    with stop_signals_unwind(on_stop) as received, run_scope() as run:
+        try:
+            yield
+        except BaseException as exc:  # noqa: B902 - everything but a real interpreter exit becomes one line
+            if isinstance(exc, SystemExit):
+                raise
+            original = exc
+            if isinstance(exc, Cancelled) and received:
+                # The handler runs wherever the main thread is, also inside a library's bare ``except:`` (an
+                # import that tries an optional module, for one), which swallows Terminated; the cancel it
+                # asked for then stops the run as Cancelled. The user still hears the true reason.
+                exc = Terminated(received[0])
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if _debug() else ""
+            message = str(exc) if isinstance(exc, QgsProcessingException) else error_message(exc)
+            try:
+                with uninterrupted():
+                    _release_frames(original)
+                    run.remove_all()
+            except Terminated:  # a stop during the clean-up of a run that is failing anyway
+                pass
+            if run.completed and isinstance(exc, (Cancelled, Terminated, KeyboardInterrupt)):
+                message = message.replace("no output was written or changed",
+                                          "outputs completed before it: " + ", ".join(run.completed) +
+                                          "; nothing else was written or changed")
+            if text:
+                QgsMessageLog.logMessage(text, GROUP, Qgis.Info)
+                if feedback is not None:
+                    feedback.pushDebugInfo(text)
             _print_once()
-            raise
-        if _debug():
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            QgsMessageLog.logMessage(text, GROUP, Qgis.Info)
-            if feedback is not None:
-                feedback.pushDebugInfo(text)
-        _print_once()
-        raise QgsProcessingException(error_message(exc)) from None
+            raise QgsProcessingException(message) from None
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Let go of what the failed run's frames still hold, before its temporaries are removed.
+
+    An open GDAL dataset held by a frame of the traceback would be closed later, and closing writes its data and
+    ``.aux.xml`` again beside a temporary already removed. Clearing the finished frames closes it now.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__context__ or exc.__cause__
+    gc.collect()
 
 
 def _print_once() -> None:
@@ -508,48 +546,3 @@ def _print_once() -> None:
     args = QCoreApplication.arguments()
     if args and os.path.basename(args[0]).startswith("qgis_process"):
         QgsApplication.messageLog().blockSignals(True)
-
-
-engine_errors = error_boundary  # the name the algorithms used before the boundary moved here
-
-
-@contextlib.contextmanager
-def terminate_as_cancel(feedback=None):
-    """While an algorithm runs in the main thread (qgis_process), SIGTERM stops it like Cancel.
-
-    The handler asks the feedback to cancel and raises :class:`Terminated` in the running Python code, so the
-    writers' cleanup and :func:`error_boundary` remove every temporary. Python runs it at the next bytecode of
-    the main thread (after the native call in progress, e.g. one torch step); from then on a second SIGTERM
-    gets the default action, so cleanup can never keep the process alive. The previous handler comes back
-    afterwards. In the
-    desktop the run is in a worker thread, where Python cannot install handlers: nothing changes there.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    received = []
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM is not delayed by our cleanup
-        received.append(signum)
-        if feedback is not None:
-            feedback.cancel()
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except (ValueError, OSError):  # not the interpreter's main thread after all
-        yield
-        return
-    try:
-        yield
-    except Cancelled:
-        # The handler runs wherever the main thread is, also inside a library's bare ``except:`` (an import
-        # that tries an optional module, for one), which swallows Terminated; the cancel it asked for then
-        # stops the run as Cancelled. The user still hears the true reason.
-        if received:
-            raise Terminated() from None
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

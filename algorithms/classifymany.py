@@ -27,8 +27,10 @@ HELP = """<p>Classifies many scenes with one model file, each exactly as <i>Clas
 would (the same code; the maps are byte-identical), spread over <a href="https://distributed.dask.org">Dask</a>
 workers: by default <b>WORKERS</b> processes on this computer, or the workers of a running Dask cluster whose
 scheduler address you give in <b>DASK_SCHEDULER</b> (e.g. <code>tcp://10.0.0.5:8786</code>; WORKERS is then
-ignored). Workers of a remote cluster need the same plugin install and must read the inputs and write the
-output folder under the same paths.</p>
+ignored). Workers of a remote cluster need the same plugin install (the folder that holds
+<code>diffusion_landcover</code> on their PYTHONPATH; the scheduler needs none) and must read the inputs and write
+the output folder under the same paths; a batch whose workers cannot import the plugin is refused before any
+work.</p>
 <p><b>Inputs</b>: HSI rasters in <b>INPUTS</b> and/or every file matching <b>PATTERN</b> in <b>INPUT_FOLDER</b>.
 The model must not need SAR (one HSI per scene). <b>Outputs</b> in <b>OUTPUT_FOLDER</b>, named after each input:
 <code>&lt;name&gt;_classes.tif</code> with its <code>.qml</code> style, and with <b>CONFIDENCE</b>

@@ -87,7 +87,6 @@ def build(scene: SceneData, seed: int, kind: str, timesteps: Sequence[int], bloc
           log=print) -> Path:
     import torch
 
-    from engine.networks.device import seed_everything
     from engine.networks.features import FeatureExtractor
     from engine.tasks.landcover import (active_modalities, fit_scene_representations, prepare_backbone,
                                  window_inputs)
@@ -99,7 +98,6 @@ def build(scene: SceneData, seed: int, kind: str, timesteps: Sequence[int], bloc
     if out.exists() and backbone_path(scene.name, seed, kind).exists():
         return out
     settings = _settings(seed, settings_steps(kind))
-    seed_everything(seed)
     reader = StackedReader(ArrayReader(scene.hsi), ArrayReader(scene.sar) if scene.sar is not None else None)
     t0 = time.perf_counter()
     reps = fit_scene_representations(reader, scene.hsi_meta, scene.sar_meta, settings, Progress())

@@ -93,7 +93,6 @@ _BACKBONE_CACHE: Dict = {}
 
 def _backbone(scene, seed: int, key: str, settings: PipelineSettings):
     """Stage A of (scene, seed, backbone key), prepared once per run exactly as ``pipeline.fit`` would."""
-    from engine.networks.device import seed_everything
     from engine.tasks.landcover import fit_scene_representations, prepare_backbone
     from engine.progress import Progress
     from engine.data.readers import ArrayReader, StackedReader
@@ -102,7 +101,6 @@ def _backbone(scene, seed: int, key: str, settings: PipelineSettings):
     if ck not in _BACKBONE_CACHE:
         for old in [k for k in _BACKBONE_CACHE if k[:2] != ck[:2]]:
             del _BACKBONE_CACHE[old]
-        seed_everything(settings.seed)
         reader = StackedReader(ArrayReader(scene.hsi), ArrayReader(scene.sar) if scene.sar is not None else None)
         reps = fit_scene_representations(reader, scene.hsi_meta, scene.sar_meta, settings, Progress())
         _BACKBONE_CACHE[ck] = prepare_backbone(reader, reps, settings, Progress())

@@ -2,26 +2,80 @@
 
 Why one place: every output (map, confidence, model, reports, images) must (1) never be half-written, (2) get
 the permissions the user's umask gives ordinary files (``mkstemp`` makes 0600), (3) leave nothing behind
-when a run fails, is cancelled or gets SIGTERM, and (4) never replace a file the run reads or one the user
-made by hand. Torch- and QGIS-free, so the algorithms call the same checks before any work.
+when a run fails, is cancelled or gets SIGTERM, whatever the moment, and (4) never replace a file the run reads
+or one the user made by hand. Torch- and QGIS-free, so the algorithms call the same checks before any work.
+
+Temporaries belong to the run that made them (:func:`run_scope`): QGIS runs algorithms side by side in
+background threads, and one failing run must remove its own temporaries, never another run's. Creating and
+registering a temporary, and moving a set of finished files into place, are each one uninterrupted step
+(:func:`~engine.stopping.uninterrupted`), so a stop signal can never fall between them.
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence, Set
+from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
 from .errors import OutputPathError
+from .stopping import uninterrupted
 
 TEMP_PREFIX = ".difflc-"
 # written into every .qml the plugin makes: only such a sidecar may be replaced silently
 SIDECAR_MARKER = "written by Diffusion Land Cover"
+SIDECAR_SUFFIXES = ("", ".aux.xml", ".qml")  # what GDAL or the plugin may write beside a temporary
 
-_live: Set[str] = set()  # temporaries not yet moved into place (removed by remove_temporaries)
-_live_lock = threading.Lock()
+
+class RunTemporaries:
+    """The temporaries of one run not yet moved into place, and the outputs it has already completed."""
+
+    def __init__(self) -> None:
+        self._live: Set[str] = set()
+        self.completed: List[str] = []  # outputs moved into place during this run, in order
+        self._lock = threading.Lock()
+
+    def add(self, tmp: str) -> None:
+        with self._lock:
+            self._live.add(tmp)
+
+    def forget(self, tmp: str) -> None:
+        with self._lock:
+            self._live.discard(tmp)
+
+    def live(self) -> List[str]:
+        with self._lock:
+            return sorted(self._live)
+
+    def remove_all(self) -> List[str]:
+        """Remove every temporary of this run still alive (and the sidecars GDAL wrote beside it)."""
+        with uninterrupted():
+            live = self.live()
+            for tmp in live:
+                discard(tmp)
+        return live
+
+
+_process_run = RunTemporaries()  # temporaries made outside any run_scope (engine scripts, benchmarks)
+_current_run: contextvars.ContextVar[Optional[RunTemporaries]] = contextvars.ContextVar(
+    "difflc_run_temporaries", default=None)
+
+
+def current_run() -> RunTemporaries:
+    return _current_run.get() or _process_run
+
+
+@contextlib.contextmanager
+def run_scope() -> Iterator[RunTemporaries]:
+    """One run's own register of temporaries (a new thread starts outside any scope, as QGIS tasks do)."""
+    run = RunTemporaries()
+    token = _current_run.set(run)
+    try:
+        yield run
+    finally:
+        _current_run.reset(token)
 
 
 def _umask() -> int:
@@ -43,23 +97,24 @@ def file_mode() -> int:
 
 
 def temp_beside(path: str, suffix: str = ".tmp") -> str:
-    """A unique, not yet existing name in the target's folder (same filesystem, so the move is atomic)."""
+    """A unique, not yet existing name in the target's folder (same filesystem, so the move is atomic),
+    registered with the current run before this returns: a stop at any moment leaves nothing unregistered."""
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=suffix)
-    except OSError as exc:
-        raise OutputPathError(f"cannot write into the folder {folder} ({exc.strerror or exc}): choose a folder "
-                              f"you can write to for {os.path.basename(path)}") from None
-    os.close(fd)
-    os.remove(tmp)  # writers (GDAL, zipfile) create it themselves; we only wanted the name
-    with _live_lock:
-        _live.add(tmp)
+    run = current_run()
+    with uninterrupted():
+        try:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=suffix)
+        except OSError as exc:
+            raise OutputPathError(f"cannot write into the folder {folder} ({exc.strerror or exc}): choose a "
+                                  f"folder you can write to for {os.path.basename(path)}") from None
+        run.add(tmp)
+        os.close(fd)
+        os.remove(tmp)  # writers (GDAL, zipfile) create it themselves; we only wanted the name
     return tmp
 
 
 def forget(tmp: str) -> None:
-    with _live_lock:
-        _live.discard(tmp)
+    current_run().forget(tmp)
 
 
 def discard(*paths: Optional[str]) -> None:
@@ -67,23 +122,18 @@ def discard(*paths: Optional[str]) -> None:
     for tmp in paths:
         if not tmp:
             continue
-        for p in (tmp, f"{tmp}.aux.xml", f"{tmp}.qml"):
+        for suffix in SIDECAR_SUFFIXES:
             with contextlib.suppress(OSError):
-                os.remove(p)
+                os.remove(tmp + suffix)
         forget(tmp)
 
 
 def remove_temporaries() -> List[str]:
-    """Remove every temporary still alive in this process (SIGTERM/cancel path); returns what was removed."""
-    with _live_lock:
-        live = sorted(_live)
-    for tmp in live:
-        discard(tmp)
-    return live
+    """Remove the current run's temporaries still alive (failure/cancel/stop path); returns what was removed."""
+    return current_run().remove_all()
 
 
-def commit(tmp: str, path: str) -> None:
-    """Give ``tmp`` the umask's permissions and move it onto ``path`` (atomic on one filesystem)."""
+def _move(tmp: str, path: str) -> None:
     try:
         os.chmod(tmp, file_mode())
         os.replace(tmp, path)
@@ -92,6 +142,22 @@ def commit(tmp: str, path: str) -> None:
         raise OutputPathError(f"cannot write {path} ({exc.strerror or exc}): check the folder's permissions "
                               "and free space, or choose another file") from None
     forget(tmp)
+
+
+def commit(tmp: str, path: str) -> None:
+    """Give ``tmp`` the umask's permissions and move it onto ``path`` (atomic on one filesystem)."""
+    commit_all([(tmp, path)])
+
+
+def commit_all(moves: Sequence[Tuple[str, str]]) -> None:
+    """Move several finished temporaries into place as one step a stop signal cannot split (a map never
+    lands without its sidecar or its confidence raster)."""
+    run = current_run()
+    with uninterrupted():
+        for tmp, path in moves:
+            _move(tmp, path)
+            if run is not _process_run:  # a run's record; outside any run nobody reads it
+                run.completed.append(path)
 
 
 @contextlib.contextmanager
@@ -166,14 +232,26 @@ def _folder_problem(folder: str, create: bool) -> Optional[str]:
 
 
 def _writable(folder: str) -> bool:
-    """Tried, not guessed: os.access is wrong for root, ACLs and read-only mounts."""
-    try:
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".probe")
-    except OSError:
-        return False
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.remove(probe)
+    """Tried, not guessed: os.access is wrong for root, ACLs and read-only mounts. An unnamed file (Linux
+    O_TMPFILE) leaves nothing behind whatever happens; elsewhere a named probe made and removed in one step."""
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile:
+        try:
+            os.close(os.open(folder, tmpfile | os.O_WRONLY, 0o600))
+            return True
+        except IsADirectoryError:  # the filesystem has no O_TMPFILE: probe by name
+            pass
+        except OSError as exc:
+            if exc.errno not in (95, 22):  # EOPNOTSUPP / EINVAL: no O_TMPFILE here either
+                return False
+    with uninterrupted():
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=".probe")
+        except OSError:
+            return False
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.remove(probe)
     return True
 
 

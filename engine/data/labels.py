@@ -13,10 +13,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from .gdal_scope import scope_module
 from ..errors import UserInputError
 
-gdal.UseExceptions()
-ogr.UseExceptions()
 
 # Tableau-10-like categorical palette: distinct hues with readable contrast on white and black
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -319,11 +318,18 @@ def stratified_sample(label_array: np.ndarray, fraction: float, seed: int,
 
 def reader_valid_fn(reader, block_rows: int = 256) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """``fn(rows, cols)`` → True where the reader's pixel has no NaN in a non-bad band (reads row blocks)."""
+    from .readers import rows_per_block
+
     bad = set(getattr(getattr(reader, "info", None), "bad_bands", []) or [])
     bands = [b for b in range(reader.band_count) if b not in bad]
+    most_rows = block_rows
 
     def fn(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         out = np.zeros(rows.size, dtype=bool)
+        if not rows.size:
+            return out
+        span = int(cols.max()) - int(cols.min()) + 1  # no block is wider: its rows stay under the byte cap
+        block_rows = rows_per_block(span, reader.band_count, max_rows=most_rows)
         for start in np.unique(rows // block_rows) * block_rows:
             sel = (rows >= start) & (rows < start + block_rows)
             c0, c1 = int(cols[sel].min()), int(cols[sel].max()) + 1
@@ -333,3 +339,6 @@ def reader_valid_fn(reader, block_rows: int = 256) -> Callable[[np.ndarray, np.n
         return out
 
     return fn
+
+
+scope_module(globals())  # GDAL raises inside this module's calls only (gdal_scope)

@@ -20,12 +20,11 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .. import files
+from .gdal_scope import scope_module
 from ..errors import (NO_FILE, NO_PERMISSION, NO_SPACE, CorruptFileError, OutputWriteError, UserInputError, io_cause,
                       size_text)
 from .readers import sample_valid_pixels  # noqa: F401  (re-exported: the streaming sampler lives there)
 
-gdal.UseExceptions()
-osr.UseExceptions()
 
 _UNIT_NM = {"nanometers": 1.0, "nanometer": 1.0, "nm": 1.0, "micrometers": 1000.0, "micrometer": 1000.0,
             "micrometres": 1000.0, "microns": 1000.0, "micron": 1000.0, "um": 1000.0, "µm": 1000.0,
@@ -402,10 +401,11 @@ class PolygonMask:
     def __init__(self, wkb_list: Sequence[bytes], ref: RasterInfo, block_rows: int = 256):
         from osgeo import ogr
 
-        ogr.UseExceptions()
         if not len(wkb_list):
             raise UserInputError("the mask layer has no polygon: draw the area to classify, or leave MASK empty")
-        self.ref, self.block_rows = ref, int(block_rows)
+        from .readers import rows_per_block
+
+        self.ref, self.block_rows = ref, rows_per_block(ref.width, itemsize=1, max_rows=block_rows)  # Byte band
         self.height, self.width, self.band_count = ref.height, ref.width, 1
         self._srs = osr.SpatialReference(wkt=ref.crs_wkt) if ref.crs_wkt else None
         self._vds = ogr.GetDriverByName("Memory").CreateDataSource("")
@@ -461,10 +461,11 @@ class _RasterMask:
 
 
 def scan_bad_bands(reader, progress=None, block_rows: int = 256) -> List[int]:
-    """0-based bands with no valid pixel anywhere (measured by streaming the raster)."""
+    """0-based bands with no valid pixel anywhere (measured by streaming the raster in capped row blocks)."""
+    from .readers import row_blocks
+
     seen = np.zeros(reader.band_count, dtype=bool)
-    for row in range(0, reader.height, block_rows):
-        rows = min(block_rows, reader.height - row)
+    for row, rows in row_blocks(reader.height, reader.width, reader.band_count, max_rows=block_rows):
         block = reader.read(row, 0, rows, reader.width)
         seen |= ~np.isnan(block).all(axis=(1, 2))
         if progress is not None:
@@ -642,7 +643,7 @@ def _closing_errors(record: list):
         sys.unraisablehook = previous
 
 
-def _close(datasets: list) -> Optional[UserInputError]:
+def _close_outputs(datasets: list) -> Optional[UserInputError]:
     """Flush and close a list of (path, ref, bands, dtype, dataset) outputs (emptied: the list held the last
     references); the first write failure, or None. GDAL writes the last blocks and the TIFF directory only here,
     so a disk that fills at the end is caught here too."""
@@ -697,6 +698,23 @@ class ClassifiedWriter:
         self._tmp = self._tmp_conf = None
 
     def __enter__(self) -> "ClassifiedWriter":
+        try:
+            return self._open()
+        except BaseException:  # __exit__ is not called when __enter__ fails: close, then remove, here
+            self._close()
+            files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
+            raise
+
+    def _close(self) -> Optional[UserInputError]:
+        """Drop the datasets (GDAL writes their data and ``.aux.xml`` now, not later beside a removed file); the
+        first write failure (:func:`write_failure`: disk full, folder read-only) or None."""
+        outputs = [(self.path, self.ref, 1, self.dtype, self._ds),
+                   (self.confidence_path, self.ref, 1, gdal.GDT_Float32, self._conf),
+                   (self.probabilities_path, self.ref, len(self.classes), gdal.GDT_Float32, self._prob)]
+        self._ds = self._conf = self._prob = None
+        return _close_outputs(outputs)
+
+    def _open(self) -> "ClassifiedWriter":
         self._tmp = files.temp_beside(self.path, ".tif")
         self._ds = _create_tiff(self._tmp, self.ref, 1, self.dtype)
         band = self._ds.GetRasterBand(1)
@@ -753,11 +771,7 @@ class ClassifiedWriter:
             _writing(self.probabilities_path, self.ref, len(self.classes), gdal.GDT_Float32, write_probabilities)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        outputs = [(self.path, self.ref, 1, self.dtype, self._ds),
-                   (self.confidence_path, self.ref, 1, gdal.GDT_Float32, self._conf),
-                   (self.probabilities_path, self.ref, len(self.classes), gdal.GDT_Float32, self._prob)]
-        self._ds = self._conf = self._prob = None
-        failure = _close(outputs)  # closes the files
+        failure = self._close()  # closes the files
         if exc_type is not None or failure is not None:
             files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             if exc_type is None:
@@ -772,32 +786,41 @@ class ClassifiedWriter:
             else:
                 self.log(f"{qml} was not written by this plugin: kept as it is (the map's colour table and "
                          "category names still carry the classes)")
-            _move_into_place(self._tmp, self.path)
-            if self._tmp_conf:
-                _move_into_place(self._tmp_conf, self.confidence_path)
-            if self._tmp_prob:
-                _move_into_place(self._tmp_prob, self.probabilities_path)
+            # confidence and probabilities first: a present map means its run's rasters are all complete
+            move_into_place((self._tmp_conf, self.confidence_path), (self._tmp_prob, self.probabilities_path),
+                             (self._tmp, self.path))
         except BaseException:
             files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             raise
         return False
 
 
-def _move_into_place(tmp: str, path: str) -> None:
-    """Replace ``path`` and its sidecars by ``tmp`` and its sidecars.
+def move_into_place(*moves: Tuple[Optional[str], Optional[str]]) -> None:
+    """Replace each ``path`` and its sidecars by ``tmp`` and its sidecars, all in one uninterrupted step
+    (the writer's own temporaries, or a batch worker's staged files).
 
     A stale ``.aux.xml`` of an earlier output of ours is removed; a ``.qml`` is only touched when ``tmp``
-    brings one (the writer decided it may replace the old one).
+    brings one, and never replaces a style the user made. Pairs with no temporary are skipped.
     """
-    base = os.path.splitext(path)[0]
-    aux_src, aux_dst = f"{tmp}.aux.xml", f"{path}.aux.xml"
-    if os.path.exists(aux_src):
-        files.commit(aux_src, aux_dst)
-    elif os.path.exists(aux_dst) and written_by_plugin(path):
-        os.remove(aux_dst)
-    if os.path.exists(f"{tmp}.qml"):
-        files.commit(f"{tmp}.qml", f"{base}.qml")
-    files.commit(tmp, path)
+    with files.uninterrupted():
+        pairs = []
+        for tmp, path in moves:
+            if not tmp:
+                continue
+            base = os.path.splitext(path)[0]
+            aux_src, aux_dst = f"{tmp}.aux.xml", f"{path}.aux.xml"
+            if os.path.exists(aux_src):
+                pairs.append((aux_src, aux_dst))
+            elif os.path.exists(aux_dst) and written_by_plugin(path):
+                os.remove(aux_dst)
+            qml_src = f"{os.path.splitext(tmp)[0]}.qml" if not os.path.exists(f"{tmp}.qml") else f"{tmp}.qml"
+            if os.path.exists(qml_src):
+                if files.is_own_sidecar(f"{base}.qml"):
+                    pairs.append((qml_src, f"{base}.qml"))
+                else:
+                    os.remove(qml_src)
+            pairs.append((tmp, path))
+        files.commit_all(pairs)
 
 
 # -------------------------------------------------------------------------------------------------------
@@ -812,12 +835,17 @@ class ImageWriter:
 
     def __init__(self, path: str, ref: RasterInfo, band_names: Sequence[str]):
         self.path, self._ref, self._bands = str(path), ref, len(band_names)
-        self._tmp = files.temp_beside(self.path, ".tif")
-        self._ds = _create_tiff(self._tmp, ref, len(band_names), gdal.GDT_Float32)
-        for b, name in enumerate(band_names, start=1):
-            band = self._ds.GetRasterBand(b)
-            band.SetNoDataValue(float("nan"))
-            band.SetDescription(name)
+        self._tmp, self._ds = None, None
+        try:
+            self._tmp = files.temp_beside(self.path, ".tif")
+            self._ds = _create_tiff(self._tmp, ref, len(band_names), gdal.GDT_Float32)
+            for b, name in enumerate(band_names, start=1):
+                band = self._ds.GetRasterBand(b)
+                band.SetNoDataValue(float("nan"))
+                band.SetDescription(name)
+        except BaseException:  # nobody holds this writer yet to call discard()
+            self.discard()
+            raise
 
     def write(self, row: int, block: np.ndarray) -> None:
         def write_bands():
@@ -835,14 +863,14 @@ class ImageWriter:
     def commit(self) -> None:
         outputs = [(self.path, self._ref, self._bands, gdal.GDT_Float32, self._ds)]
         self._ds = None
-        failure = _close(outputs)
+        failure = _close_outputs(outputs)
         if failure is not None:
             files.discard(self._tmp)
             raise failure
-        _move_into_place(self._tmp, self.path)
+        move_into_place((self._tmp, self.path))
 
     def discard(self) -> None:
-        self._ds = None
+        self._ds = None  # closed before its file is removed
         files.discard(self._tmp)
 
 
@@ -887,9 +915,11 @@ class ClassBandEditor:
 
     def counts(self, block_rows: int = 256) -> dict:
         """{class value: pixels}, streamed."""
+        from .readers import row_blocks
+
         total: dict = {}
-        for row in range(0, self.height, block_rows):
-            block = self.read(row, min(block_rows, self.height - row))
+        for row, rows in row_blocks(self.height, self.width, itemsize=8, max_rows=block_rows):  # read as int64
+            block = self.read(row, rows)
             values, n = np.unique(block[block >= 0], return_counts=True)
             for v, c in zip(values.tolist(), n.tolist()):
                 total[v] = total.get(v, 0) + c
@@ -993,3 +1023,6 @@ def pixel_area(info: RasterInfo) -> PixelArea:
                                      f"{rows.max():.6g} m²")
     return PixelArea(None, "pixels", f"the map's CRS ({info.crs_label()}) is neither projected nor geographic: "
                                      "areas are counted in pixels")
+
+
+scope_module(globals())  # GDAL raises inside this module's calls only (gdal_scope)

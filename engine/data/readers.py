@@ -6,12 +6,32 @@ The pipeline never holds a scene: it asks a reader for windows. GDAL-backed read
 """
 from __future__ import annotations
 
-from typing import Optional, Protocol, Sequence, Tuple
+from typing import Iterator, Optional, Protocol, Sequence, Tuple
 
 import numpy as np
 
 
-_BLOCK_BYTES = 256 * 2**20  # a sampled row block stays under this many bytes, however wide the scene
+BLOCK_BYTES = 256 * 2**20  # a block of full-width rows stays under this many bytes, however wide the scene
+MAX_BLOCK_ROWS = 256  # and holds at most this many rows
+
+
+def rows_per_block(width: int, bands: int = 1, itemsize: int = 4, cap_bytes: Optional[int] = None,
+                   max_rows: int = MAX_BLOCK_ROWS) -> int:
+    """Rows of a full-width block of ``bands`` x ``width`` values of ``itemsize`` bytes under ``cap_bytes``
+    (default :data:`BLOCK_BYTES`), at most ``max_rows``, at least 1: 256 rows of a 224-band, 10 000-pixel-wide
+    scene would be 2.3 GB, capped they are 29 rows (256 MiB)."""
+    cap = BLOCK_BYTES if cap_bytes is None else int(cap_bytes)
+    row_bytes = max(1, int(itemsize) * max(1, int(bands)) * max(1, int(width)))
+    return int(max(1, min(int(max_rows), cap // row_bytes)))
+
+
+def row_blocks(height: int, width: int, bands: int = 1, itemsize: int = 4, cap_bytes: Optional[int] = None,
+               max_rows: int = MAX_BLOCK_ROWS) -> Iterator[Tuple[int, int]]:
+    """(first row, rows) of consecutive full-width row blocks covering ``height`` rows top to bottom, each under
+    the byte cap (:func:`rows_per_block`): the one loop over a scene's rows that every streamed reader uses."""
+    step = rows_per_block(width, bands, itemsize, cap_bytes, max_rows)
+    for row in range(0, int(height), step):
+        yield row, min(step, int(height) - row)
 
 
 class BlockReader(Protocol):
@@ -92,7 +112,7 @@ def read_padded(reader: BlockReader, row: int, col: int, size: int) -> np.ndarra
     return block
 
 
-def sample_valid_pixels(reader, n: int, seed: int, progress=None, block_rows: int = 256,
+def sample_valid_pixels(reader, n: int, seed: int, progress=None, block_rows: int = MAX_BLOCK_ROWS,
                         valid_bands: Optional[Sequence[int]] = None):
     """Uniform random sample of up to ``n`` valid pixels → (values [bands, n'], rows, cols), sorted by position.
 
@@ -105,14 +125,11 @@ def sample_valid_pixels(reader, n: int, seed: int, progress=None, block_rows: in
         bad = set(getattr(getattr(reader, "info", None), "bad_bands", []) or [])
         valid_bands = [b for b in range(reader.band_count) if b not in bad]
     valid_bands = list(valid_bands)
-    # bound one block's memory (a 224-band, 10 000-pixel-wide scene would need 2.3 GB for 256 rows)
-    block_rows = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 4 * reader.band_count * reader.width))))
     keys = np.zeros(0)
     vals = np.zeros((reader.band_count, 0), dtype=np.float32)
     rr = np.zeros(0, dtype=np.int64)
     cc = np.zeros(0, dtype=np.int64)
-    for row in range(0, reader.height, block_rows):
-        rows = min(block_rows, reader.height - row)
+    for row, rows in row_blocks(reader.height, reader.width, reader.band_count, max_rows=block_rows):
         block = reader.read(row, 0, rows, reader.width).reshape(reader.band_count, -1)
         idx = np.flatnonzero(~np.isnan(block[valid_bands]).any(axis=0))
         k = rng.random(idx.size)

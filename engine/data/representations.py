@@ -166,8 +166,10 @@ class RepresentationModel:
         return out
 
     def _project(self, hsi: np.ndarray) -> np.ndarray:
-        bands = hsi[self.usable_bands].reshape(len(self.usable_bands), -1).astype(np.float64)
-        centred = np.nan_to_num(bands - np.asarray(self.pca_mean)[:, None])
+        # in place: one float64 copy of the block's bands (not three), the same values
+        centred = hsi[self.usable_bands].reshape(len(self.usable_bands), -1).astype(np.float64)
+        centred -= np.asarray(self.pca_mean)[:, None]
+        np.nan_to_num(centred, copy=False)
         comps = np.asarray(self.pca_components) @ centred
         return comps.reshape(3, *hsi.shape[1:]).astype(np.float32)
 

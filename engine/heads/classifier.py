@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..assessment.metrics import classification_metrics
+from ..networks.device import seeded
 from ..progress import Progress
 from ..settings import FUSIONS, HEAD_KINDS, HeadSettings
 
@@ -255,7 +256,8 @@ def load_head(config: Dict, state_dict: Dict[str, torch.Tensor]):
         except ValueError as exc:
             raise ValueError(f"the stored forest head is damaged: {exc}") from exc
         return ForestHead(forest, config)
-    module = _build(config)
+    with seeded(0):  # its weights come from the file; the draws of the build must not move torch's generator
+        module = _build(config)
     try:
         module.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
@@ -311,8 +313,7 @@ def _train_head(x, y, group_sizes, settings, *, seed, device, progress, fusion, 
               "n_experts": n_experts, "tau": tau, "moe_warmup": moe_warmup, "seed": int(seed),
               "settings": asdict(settings), "n_train": int(tr.size), "n_val": int(va.size)}
     gen = torch.Generator().manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
+    with seeded(int(seed), exclusive=True):
         module = _build(config)
     mean = x[tr].mean(axis=0)
     std = x[tr].std(axis=0)

@@ -20,7 +20,7 @@ from ..data.labels import (ClassInfo, LabelError, LabelSamples, class_codes, col
                            collect_polygon_labels, default_colors, reader_valid_fn)
 from ..progress import Progress
 from ..data.raster_io import RasterInfo, RasterReader, category_names, mask_reader, scan_bad_bands
-from ..data.readers import _BLOCK_BYTES, MaskedReader, StackedReader
+from ..data.readers import MaskedReader, StackedReader, row_blocks
 from ..settings import CleanupSettings, PipelineSettings
 
 
@@ -74,10 +74,7 @@ def _sar_coverage(sar: RasterReader, hsi: RasterReader, progress: Progress, bloc
     """Share of valid HSI pixels where the SAR has data; refuses a SAR band with no data at all over the HSI."""
     sar_bands_seen = np.zeros(sar.band_count, dtype=bool)
     both = hsi_valid = 0
-    bytes_per_row = 4 * (sar.band_count + hsi.band_count) * sar.width
-    block_rows = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, bytes_per_row))))  # flat memory on wide scenes
-    for row in range(0, sar.height, block_rows):
-        rows = min(block_rows, sar.height - row)
+    for row, rows in row_blocks(sar.height, sar.width, sar.band_count + hsi.band_count, max_rows=block_rows):
         s = ~np.isnan(sar.read(row, 0, rows, sar.width))
         sar_bands_seen |= s.any(axis=(1, 2))
         h = ~np.isnan(hsi.read(row, 0, rows, hsi.width)).all(axis=0)
@@ -96,8 +93,7 @@ def _sar_coverage(sar: RasterReader, hsi: RasterReader, progress: Progress, bloc
 def _mask_share(inside, progress: Progress, block_rows: int = 256) -> float:
     """Share of the scene inside the mask, read block by block (also rejects a mask that misses the scene)."""
     count = 0
-    for row in range(0, inside.height, block_rows):
-        rows = min(block_rows, inside.height - row)
+    for row, rows in row_blocks(inside.height, inside.width, max_rows=block_rows):
         count += int(np.isfinite(inside.read(row, 0, rows, inside.width)).sum())
         progress.check()
     return count / float(inside.height * inside.width)
@@ -449,11 +445,11 @@ def clean_map(source: str, output: str, settings: CleanupSettings, progress: Opt
         raise ValueError("the cleaned map must be written to another file than its input")
     styles = {v: (name, color) for v, name, color in class_styles(source)}
     present: set = set()
-    block = 256
-    for row in range(0, info.height, block):  # the values actually mapped, in case some have no style
-        data = reader.read(row, 0, min(block, info.height - row), info.width)[0]
+    # the values actually mapped, in case some have no style (read as float32, kept as int64: 8 bytes a pixel)
+    for row, rows in row_blocks(info.height, info.width, itemsize=8):
+        data = reader.read(row, 0, rows, info.width)[0]
         present.update(np.unique(data[~np.isnan(data)]).astype(np.int64).tolist())
-        progress.sub(0.0, 0.1).step((row + block) / info.height)
+        progress.sub(0.0, 0.1).step((row + rows) / info.height)
     if any(v < 0 for v in present):
         raise ValueError(f"{os.path.basename(source)} holds negative values: class values must be 0 or positive")
     values = sorted(present | set(styles))
@@ -463,8 +459,7 @@ def clean_map(source: str, output: str, settings: CleanupSettings, progress: Opt
     summary: Dict = {}
     finish = _cleanup_hook(settings, info, progress.sub(0.3, 1.0), summary)
     with ClassifiedWriter(output, info, classes, finish=finish, log=progress.log) as writer:
-        for row in range(0, info.height, block):
-            rows = min(block, info.height - row)
+        for row, rows in row_blocks(info.height, info.width, itemsize=8):
             data = reader.read(row, 0, rows, info.width)[0]
             writer.write(row, 0, np.where(np.isnan(data), -1, data).astype(np.int64))
             progress.sub(0.1, 0.3).step((row + rows) / info.height)
@@ -482,11 +477,9 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
                    progress: Optional[Progress] = None) -> Dict:
     """Stage A alone: writes the FiLM delta (or the compact backbone) with its identity, for trainclassifier."""
     from .bundle import save_bundle
-    from ..networks.device import seed_everything
     from ..tasks.landcover import fit_scene_representations, prepare_backbone
 
     progress = progress or Progress()
-    seed_everything(settings.seed)
     inputs = open_inputs(hsi, sar, progress.sub(0.0, 0.02), scan_bands=True)
     reps = fit_scene_representations(inputs.reader, inputs.hsi_info.meta(),
                                      inputs.sar_info.meta() if inputs.sar_info else None, settings,
@@ -528,9 +521,7 @@ def build_representations(hsi: str, sar: Optional[str], settings: PipelineSettin
     info = inputs.hsi_info
     writers = {m: ImageWriter(path, info, _channel_names(m)) for m, path in wanted.items()}
     try:
-        block = 256
-        for row in range(0, info.height, block):
-            rows = min(block, info.height - row)
+        for row, rows in row_blocks(info.height, info.width, inputs.reader.band_count):
             hsi_block, sar_block = inputs.reader.split(inputs.reader.read(row, 0, rows, info.width))
             images = reps.apply(hsi_block, sar_block)
             for m, writer in writers.items():
@@ -607,9 +598,7 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     if reference_raster is not None:
         ref_reader = RasterReader(reference_raster, ref=info, log=progress.log, name="reference", ref_name="classified",
                                   resample="nearest")
-        block = 256
-        for row in range(0, info.height, block):
-            rows = min(block, info.height - row)
+        for row, rows in row_blocks(info.height, info.width, 2, itemsize=8):  # reference + map, then int64 codes
             ref = ref_reader.read(row, 0, rows, info.width)[0]
             pred = cls.read(row, 0, rows, info.width)[0]
             if counter is not None:
@@ -645,11 +634,10 @@ def assess(classified: str, reference_raster: Optional[str] = None,
     return metrics
 
 
-def _count_map(cls: RasterReader, counter, progress: Progress, block: int = 256) -> None:
+def _count_map(cls: RasterReader, counter, progress: Progress) -> None:
     """The map's class areas, streamed by row blocks (the reference pass never reads the whole map)."""
     height, width = cls.info.height, cls.info.width
-    for row in range(0, height, block):
-        rows = min(block, height - row)
+    for row, rows in row_blocks(height, width):
         counter.add(row, cls.read(row, 0, rows, width)[0])
         progress.step((row + rows) / height)
 
@@ -739,9 +727,7 @@ def change_statistics(first: str, second: str, table: Optional[str] = None, html
     areas = pixel_area(info1)
     scale, unit = _area_unit(areas)
     counter = FromToCounter(areas.row_area)
-    rows_per_block = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 8 * info1.width))))
-    for row in range(0, info1.height, rows_per_block):
-        rows = min(rows_per_block, info1.height - row)
+    for row, rows in row_blocks(info1.height, info1.width, 2, max_rows=block_rows):  # both maps' rows
         counter.add(row, reader1.read(row, 0, rows, info1.width)[0], reader2.read(row, 0, rows, info1.width)[0])
         progress.step((row + rows) / info1.height)
     matrix = counter.matrix(names1, names2, unit=unit, area_scale=scale,
@@ -802,9 +788,7 @@ class ChangeOutcome:
 def _date_scan(reader, name: str, path: str, progress: Progress, block_rows: int = 256) -> int:
     """Valid pixels (no NaN in any band) of one date on the date-1 grid; refuses a date without any."""
     count = 0
-    rows_per_block = int(max(1, min(block_rows, _BLOCK_BYTES // max(1, 4 * reader.band_count * reader.width))))
-    for row in range(0, reader.height, rows_per_block):
-        rows = min(rows_per_block, reader.height - row)
+    for row, rows in row_blocks(reader.height, reader.width, reader.band_count, max_rows=block_rows):
         count += int((~np.isnan(reader.read(row, 0, rows, reader.width)).any(axis=0)).sum())
         progress.step((row + rows) / reader.height)
     if count == 0:
@@ -975,9 +959,7 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
         areas = pixel_area(before.info)
         changed_area = 0.0
         with ClassifiedWriter(request.output, before.info, classes, log=progress.log) as writer:
-            step = 256
-            for row in range(0, before.height, step):
-                rows = min(step, before.height - row)
+            for row, rows in row_blocks(before.height, before.width, itemsize=8):  # scores, then int64 classes
                 s = scores.read(row, rows)[0]
                 ok = np.isfinite(s)
                 out = np.where(ok, (np.nan_to_num(s, nan=-np.inf) >= threshold).astype(np.int64), -1)

@@ -14,6 +14,10 @@ Guarantees, each for a reason:
 - cancel sets a cluster-wide event that the running classifications poll, cancels the futures, closes a local
   cluster (its worker processes end) and removes the staging folder: no partial file is left.
 
+A remote scheduler needs no plugin install: each scene goes as a task of the standard library's ``pickle.loads``
+on a payload only the workers open (:func:`remote_call`), and before any work the batch checks that every worker
+imports the plugin (:func:`check_workers`), naming those that do not and what to put on their PYTHONPATH.
+
 dask/distributed (and torch) are imported only inside the functions that run a batch: qgis_process loads every
 provider at each call and must stay fast without them. No QGIS import here.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -41,6 +46,7 @@ DEFAULT_PATTERN = "*.tif"
 RASTER_EXTENSIONS = (".tif", ".tiff", ".vrt", ".img", ".jp2", ".nc", ".hdr", ".dat", ".bsq", ".bil", ".bip")
 STAGING_PREFIX = files.TEMP_PREFIX + "batch-"
 CANCEL_POLL_S = 1.0  # how often a running scene asks the scheduler whether the batch was cancelled
+WORKER_WAIT_S = 30.0  # how long a batch on a remote scheduler waits for its first worker
 
 
 # ------------------------------------------------------------------------------------------------- the plan
@@ -261,24 +267,6 @@ def _cancel_check(event_name: Optional[str]) -> Callable[[], bool]:
     return is_canceled
 
 
-def _publish(staged: str, final: str) -> None:
-    """Move one staged raster and its sidecars into place (same rules as ``raster_io._move_into_place``)."""
-    from ..data.raster_io import written_by_plugin
-
-    aux_src, aux_dst = f"{staged}.aux.xml", f"{final}.aux.xml"
-    if os.path.exists(aux_src):
-        files.commit(aux_src, aux_dst)
-    elif os.path.exists(aux_dst) and written_by_plugin(final):
-        os.remove(aux_dst)
-    qml_src, qml_dst = f"{os.path.splitext(staged)[0]}.qml", f"{os.path.splitext(final)[0]}.qml"
-    if os.path.exists(qml_src):
-        if files.is_own_sidecar(qml_dst):  # never replace a style the user made
-            files.commit(qml_src, qml_dst)
-        else:
-            os.remove(qml_src)
-    files.commit(staged, final)
-
-
 def classify_unit(model: str, unit: SceneUnit, staging_root: str, device: str = "cpu",
                   torch_threads: Optional[int] = None, cancel_event: Optional[str] = None) -> Dict:
     """Run on a worker: classify one scene with ``jobs.classify`` into staging, then move it into place.
@@ -302,9 +290,9 @@ def classify_unit(model: str, unit: SceneUnit, staging_root: str, device: str = 
         seconds = time.perf_counter() - t0
         if is_canceled():
             raise Cancelled("cancelled by the user")
-        if unit.confidence:
-            _publish(staged_conf, unit.confidence)
-        _publish(staged_map, unit.output)
+        from ..data.raster_io import move_into_place
+
+        move_into_place((staged_conf, unit.confidence), (staged_map, unit.output))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     worker = ""
@@ -322,6 +310,34 @@ def _torch_threads() -> int:
     import torch
 
     return int(torch.get_num_threads())
+
+
+def plugin_here() -> str:
+    """Run on a worker by the batch's import check: the folder this plugin is imported from there."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class _Call:
+    """Pickles as the call ``function(*args)`` itself: unpickling it runs the call (pickle's REDUCE)."""
+
+    def __init__(self, function: Callable, args: tuple):
+        self.function, self.args = function, args
+
+    def __reduce__(self):
+        return self.function, self.args
+
+
+def remote_call(function: Callable, *args) -> Tuple[Callable, bytes]:
+    """``(pickle.loads, payload)``: a task a scheduler without the plugin can unpickle (issue 19).
+
+    distributed unpickles the task graph on the scheduler, and a function or dataclass of this package pickles
+    as a reference to its module, so a scheduler without the plugin installed refused every scene
+    (``ModuleNotFoundError: No module named 'diffusion_landcover'``). Here the task is the standard library's
+    ``pickle.loads`` and a bytes payload the scheduler never opens; the worker that runs the task unpickles the
+    payload, which imports the plugin there and calls ``function(*args)``: ``client.submit(*remote_call(f, a))``
+    runs ``f(a)`` on a worker, its result and exceptions come back as from ``client.submit(f, a)``.
+    """
+    return pickle.loads, pickle.dumps(_Call(function, args), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 # ------------------------------------------------------------------------------------------------- client side
@@ -364,6 +380,41 @@ def _start(spec: ClusterSpec):
     return Client(cluster), cluster
 
 
+def plugin_location() -> Tuple[str, str]:
+    """(the top-level package this plugin is imported as, the folder that holds it) in this process: the
+    workers must import it under the same name (``diffusion_landcover`` from QGIS, ``engine`` from the repo)."""
+    top = __name__.split(".")[0]
+    package_dir = os.path.dirname(os.path.abspath(sys.modules[top].__file__))
+    return top, os.path.dirname(package_dir)
+
+
+def check_workers(client, where: str, wait_s: float = WORKER_WAIT_S) -> Dict[str, str]:
+    """Refuse before any work a cluster whose workers cannot run a scene: none connected after ``wait_s``,
+    or some that cannot import the plugin (each named, with what to put on their PYTHONPATH).
+
+    Returns {worker address: the folder it imports the plugin from}. The scheduler itself needs no plugin
+    (the scenes go as :func:`remote_call` tasks).
+    """
+    import distributed
+
+    try:
+        client.wait_for_workers(1, timeout=wait_s)
+    except (TimeoutError, OSError):
+        raise UserInputError(f"the Dask scheduler at {where} has no worker after {wait_s:.0f} s: start workers "
+                             f"with 'dask worker {where} --nworkers <cores> --nthreads 1'") from None
+    found = client.run(*remote_call(plugin_here), on_error="return")
+    broken = {addr: value for addr, value in found.items() if isinstance(value, BaseException)}
+    if broken:
+        top, holder = plugin_location()
+        first = next(iter(broken.values()))
+        raise UserInputError(
+            f"{len(broken)} of {len(found)} Dask worker(s) cannot import the plugin as '{top}' "
+            f"({', '.join(sorted(broken))}: {_error_text(first)}): start them with the folder that holds {top}/ "
+            f"on their PYTHONPATH (here {holder}), the same plugin version, its Python packages (torch, "
+            f"scikit-learn, safetensors, GDAL's bindings) and distributed {distributed.__version__}")
+    return {addr: str(value) for addr, value in found.items()}
+
+
 def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Optional[Progress] = None,
               on_result: Optional[Callable[[UnitResult], None]] = None) -> BatchOutcome:
     """Classify every unit of ``plan`` on the cluster; failed units are retried ``plan.retries`` times.
@@ -384,11 +435,15 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
     event = None
     try:
         client, cluster = _start(spec)
+        where = spec.scheduler or f"LocalCluster, {spec.n_workers} worker process(es)"
+        homes = check_workers(client, spec.scheduler or "the LocalCluster")
+        if spec.scheduler:
+            progress.log(f"{len(homes)} worker(s) import the plugin from "
+                         + ", ".join(sorted(set(homes.values()))))
         startup = time.perf_counter() - t0
-        n_workers = len(client.scheduler_info(n_workers=-1).get("workers", {})) or spec.n_workers
+        n_workers = len(homes) or spec.n_workers
         threads = spec.torch_threads or (local_torch_threads(spec.n_workers) if cluster is not None else None)
         event = Event(f"difflc-cancel-{token}", client=client)
-        where = spec.scheduler or f"LocalCluster, {spec.n_workers} worker process(es)"
         scenes = len(plan.units) - sum(len(a.parts) - 1 for a in plan.assemblies)
         progress.log(f"Classifying {scenes} scene(s) as {len(plan.units)} work unit(s) on {where}"
                      + (f", {threads} torch thread(s) per worker" if threads else ""))
@@ -401,7 +456,8 @@ def run_batch(plan: BatchPlan, spec: ClusterSpec = ClusterSpec(), progress: Opti
             if unit.rows is not None:
                 unit = replace(unit, output=os.path.join(blocks, unit.output),
                                confidence=os.path.join(blocks, unit.confidence) if unit.confidence else None)
-            future = client.submit(classify_unit, plan.model, unit, staging_root, plan.device, threads, event.name,
+            future = client.submit(*remote_call(classify_unit, plan.model, unit, staging_root, plan.device, threads,
+                                                event.name),
                                    key=f"difflc-{token}-{index}-{attempt}", pure=False, retries=0)
             futures[future] = (index, attempt)
             return future

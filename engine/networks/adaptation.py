@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbone import COMPACT_64, ADMUNet, UNetConfig, build_backbone, weights_fingerprint
-from .device import autocast, resolve_device
+from .device import autocast, resolve_device, seeded
 from .diffusion import CosineSchedule, q_sample
 from ..progress import Progress
 from ..settings import MODALITY_IDS, PRESET_LR, AdaptSettings, BackboneSettings
@@ -138,19 +138,22 @@ def _denoise_loop(model: ADMUNet, params: Dict[str, torch.nn.Parameter], sampler
     ema = {n: p.detach().clone() for n, p in params.items()} if ema_decay else None
     losses: List[float] = []
     model.train()
-    for step in range(int(steps)):
-        x0, y = sampler.sample(batch_size, gen)
-        loss = denoise_loss(model, x0, y, gen, schedule, device)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            with torch.no_grad():
-                for n, p in params.items():
-                    ema[n].mul_(ema_decay).add_(p.detach(), alpha=1.0 - ema_decay)
-        losses.append(float(loss.detach()))
-        progress.step((step + 1) / steps)
-    model.eval()
+    try:
+        with seeded(int(seed), device):  # dropout (the ImageNet ADM has 0.1) draws from torch's global generator
+            for step in range(int(steps)):
+                x0, y = sampler.sample(batch_size, gen)
+                loss = denoise_loss(model, x0, y, gen, schedule, device)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for n, p in params.items():
+                            ema[n].mul_(ema_decay).add_(p.detach(), alpha=1.0 - ema_decay)
+                losses.append(float(loss.detach()))
+                progress.step((step + 1) / steps)
+    finally:
+        model.eval()
     return losses, ema
 
 

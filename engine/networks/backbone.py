@@ -334,8 +334,9 @@ def build_backbone(config: UNetConfig = ADM_IMAGENET_64, seed: Optional[int] = N
     """
     if seed is None:
         return ADMUNet(config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    from .device import seeded
+
+    with seeded(seed, exclusive=True):
         return ADMUNet(config)
 
 

@@ -7,11 +7,9 @@ backward) have no deterministic variant, so there determinism is requested with 
 from __future__ import annotations
 
 import contextlib
-import os
-import random
+import threading
 from typing import Union
 
-import numpy as np
 import torch
 
 
@@ -40,16 +38,34 @@ def autocast(device: Union[str, torch.device]):
     return contextlib.nullcontext()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch; ask torch for deterministic kernels (warn-only: CUDA has gaps)."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    try:
+_INIT_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: Union[str, torch.device, None] = None, exclusive: bool = False):
+    """torch's global generator seeded for the body and put back afterwards, for what cannot take a local
+    generator (module initialisation, dropout); every other draw in the engine uses its own generator.
+
+    Nothing process-wide is left changed (QGIS runs other plugins and other runs in the same process). On CUDA
+    deterministic kernels are requested for the body (``warn_only``: some have no deterministic variant) and
+    the previous flags come back. ``exclusive`` holds a lock for the body, so two runs building networks at
+    the same time in one process do not interleave their draws (keep it to short steps).
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = dev.type == "cuda"
+    devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if cuda else []
+    lock = _INIT_LOCK if exclusive else contextlib.nullcontext()
+    with lock, torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        if not cuda:
+            yield
+            return
+        flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                 torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
         torch.use_deterministic_algorithms(True, warn_only=True)
-    except Exception:  # pragma: no cover - very old torch
-        pass
-    if torch.backends.cudnn.is_available():
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = flags[2], flags[3]

@@ -237,11 +237,10 @@ def prepare(first: BlockReader, second: BlockReader, settings: ChangeSettings,
     reps = fit_scene_representations(pooled, _meta(d1), None, ps, progress.sub(0.0, 0.1))
     extractor, info, tensors, n_diff = None, None, {}, 0
     if settings.uses_network:
-        from ..networks.device import resolve_device, seed_everything
+        from ..networks.device import resolve_device
         from ..networks.features import FeatureExtractor
         from .landcover import active_modalities
 
-        seed_everything(ps.seed)
         prepared = prepare_backbone(pooled, reps, ps, progress.sub(0.1, 0.4))
         extractor = FeatureExtractor(prepared.model, ps.features, active_modalities(ps, False),
                                      resolve_device(ps.device))

@@ -13,6 +13,7 @@ from typing import Dict, Optional, Protocol
 
 import numpy as np
 
+from ..data.readers import row_blocks
 from ..progress import Progress
 from ..settings import CleanupSettings
 
@@ -69,8 +70,7 @@ def majority_in_place(band: ClassBand, radius: int, progress: Optional[Progress]
     r, h, w = int(radius), band.height, band.width
     carry = np.zeros((0, w), np.int64)  # original rows just above the current block
     changed = 0
-    for row in range(0, h, block_rows):
-        rows = min(block_rows, h - row)
+    for row, rows in row_blocks(h, w, itemsize=8, max_rows=block_rows):  # int64 rows
         below = min(r, h - row - rows)
         current = band.read(row, rows + below)
         pad = lambda n: np.full((n, w), -1, np.int64)  # noqa: E731  outside the raster: no vote

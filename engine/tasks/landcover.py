@@ -249,9 +249,12 @@ def restore_backbone(info: BackboneInfo, tensors: Dict, device, checkpoint: Opti
     from ..paths import find_backbone, shipped_prior
 
     if info.kind == "compact":
-        model = build_backbone(UNetConfig.from_dict(info.config))
+        import torch
+
+        with torch.device("meta"):  # every weight comes from the file: nothing to draw at random
+            model = build_backbone(UNetConfig.from_dict(info.config))
         state = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
         model.to(device)
         model.eval()
         return model
@@ -286,12 +289,11 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
         backbone: Optional[PreparedBackbone] = None) -> FittedModel:
     """The whole method on one scene; ``backbone`` skips Stage A when an adapted one is given."""
     from ..heads.classifier import fit_head
-    from ..networks.device import resolve_device, seed_everything
+    from ..networks.device import resolve_device
     from ..networks.features import FeatureExtractor
 
     progress = progress or Progress()
     t0 = time.perf_counter()
-    seed_everything(settings.seed)
     device = resolve_device(settings.device)
     progress.log(f"Device: {device}")
     modalities = active_modalities(settings, reader.sar is not None)

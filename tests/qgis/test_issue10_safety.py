@@ -1,13 +1,12 @@
-"""Issue 10 through Processing: outputs checked before any work, one error line, band identity, accuracy input,
-SIGTERM. Path refusals are checked in headless QGIS (no training: they must stop before it) and a representative
-few through the real qgis_process; every case asserts that no input file changed."""
+"""Issue 10 through Processing: outputs checked before any work, one error line, band identity, accuracy input
+(stops at any moment: test_stops.py). Path refusals are checked in headless QGIS (no training: they must stop
+before it) and a representative few through the real qgis_process; every case asserts that no input file
+changed."""
 from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -195,62 +194,3 @@ def test_qgis_process_refuses_output_on_input_and_prints_an_engine_error_once(sc
     lines = [line for line in err.splitlines() if "broken.difflc" in line]
     assert proc.returncode == 1 and len(lines) == 1 and "Traceback" not in err, err
     assert digest(folder) == before
-
-
-@pytest.mark.slow
-def test_sigterm_removes_temporaries_like_cancel(model, tmp_path):
-    """SIGTERM while the map is being written: exit 1, no hidden .difflc-* file, no output."""
-    # large enough that the map is still being written when SIGTERM lands (a finished run would be killed by
-    # the default action once the handler is restored: exit -15, which is not what this test is about)
-    big = synthetic_scene(tmp_path, size=768, name="big")
-    out = tmp_path / "out"
-    out.mkdir()
-    # the child's output goes to files: a pipe nobody reads fills up and blocks the child (a false "never started")
-    with open(tmp_path / "stdout.txt", "w") as so, open(tmp_path / "stderr.txt", "w") as se:
-        proc = _qgis_process(["difflc:classify", "--", f"MODEL={model}", f"HSI={big.hsi}", f"SAR={big.sar}",
-                              f"OUTPUT={out / 'map.tif'}", f"CONFIDENCE={out / 'conf.tif'}"], tmp_path,
-                             stdout=so, stderr=se)
-        def writing():  # the map's temporary, not the folder-writability probe made at the parameter check
-            return any(p.name.startswith(".difflc-") and not p.name.endswith(".probe") for p in out.iterdir())
-
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and not writing():
-            time.sleep(0.02)
-            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()
-        assert writing(), "the map was never started"
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    err = (tmp_path / "stderr.txt").read_text()
-    assert proc.returncode == 1 and "SIGTERM" in err, err
-    assert list(out.iterdir()) == []
-
-
-def test_sigterm_swallowed_by_a_library_is_still_reported_as_sigterm(qgis_app):
-    """The handler runs wherever the main thread is, also inside a third-party bare ``except:`` that swallows
-    Terminated. The cancel it requested then stops the run as Cancelled: the user must still read SIGTERM, and
-    a plain cancel must still read as a cancel."""
-    from qgis.core import QgsProcessingFeedback
-
-    from diffusion_landcover.algorithms.base import Terminated, error_message, terminate_as_cancel
-    from diffusion_landcover.engine.progress import Cancelled, Progress
-
-    before = signal.getsignal(signal.SIGTERM)
-    feedback = QgsProcessingFeedback()
-    with pytest.raises(Terminated) as info:
-        with terminate_as_cancel(feedback):
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                for _ in range(100):  # the handler runs at the next bytecode; never more than a few
-                    time.sleep(0.01)
-            except BaseException:  # noqa: B902 - what the library does
-                pass
-            assert feedback.isCanceled()
-            Progress(is_canceled=feedback.isCanceled).check()
-    assert "SIGTERM" in error_message(info.value)
-    assert signal.getsignal(signal.SIGTERM) is before
-
-    feedback = QgsProcessingFeedback()
-    with pytest.raises(Cancelled):
-        with terminate_as_cancel(feedback):
-            feedback.cancel()
-            Progress(is_canceled=feedback.isCanceled).check()
