@@ -654,7 +654,9 @@ def _close_outputs(datasets: list) -> Optional[UserInputError]:
         if ds is None:
             continue
         try:
-            _writing(path, ref, bands, dtype, ds.FlushCache)
+            # a closure, not the bound ds.FlushCache: the failure's traceback keeps the call's arguments (the
+            # gdal_scope wrapper's frame), and a bound method would keep the dataset open past the ``del`` below
+            _writing(path, ref, bands, dtype, lambda: ds.FlushCache())
         except UserInputError as exc:
             failure = failure or exc
         closing: list = []
@@ -870,7 +872,9 @@ class ImageWriter:
         move_into_place((self._tmp, self.path))
 
     def discard(self) -> None:
-        self._ds = None  # closed before its file is removed
+        outputs = [(self.path, self._ref, self._bands, gdal.GDT_Float32, self._ds)]
+        self._ds = None
+        _close_outputs(outputs)  # closed before its file is removed; a failure to write it no longer matters
         files.discard(self._tmp)
 
 
