@@ -450,7 +450,7 @@ def error_message(exc: BaseException) -> str:
 def _io_message(exc: BaseException) -> str:
     """An operating-system failure the engine did not translate where it happened (GDAL's RuntimeError text, an
     OSError): the disk full, a permission gone, a file gone. Not a bug: say so, with the file when known."""
-    from ..engine.errors import NO_FILE, NO_PERMISSION, NO_SPACE, io_cause
+    from ..engine.errors import NO_PERMISSION, NO_SPACE, io_cause
 
     cause = io_cause(exc)
     if not cause:
