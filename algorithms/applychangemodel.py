@@ -52,15 +52,12 @@ class ApplyChangeModel(DiffLcAlgorithm):
         if problem:
             return False, problem
         from ..engine.errors import UserInputError
-        from ..engine.jobs.bundle import FORMAT, read_bundle_metadata
+        from ..engine.jobs.bundle import read_bundle_metadata
         from ..engine.tasks.changedetect import MODEL_FORMAT, require_supervised
 
         path = self.parameterAsFile(parameters, MODEL, context)
         try:
-            metadata = read_bundle_metadata(path, formats=(MODEL_FORMAT, FORMAT))
-            if metadata.get("format") != MODEL_FORMAT:
-                return False, (f"MODEL: {path} is a land-cover model, not a change model: give a model saved by "
-                               "Detect changes (its MODEL output, from a run with labels).")
+            metadata = read_bundle_metadata(path, formats=(MODEL_FORMAT,))  # another kind: says which and where
             require_supervised(metadata)
         except UserInputError as exc:  # a damaged or foreign file, or an unsupervised model
             return False, f"MODEL: {sentence(str(exc))}"

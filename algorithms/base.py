@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import re
 import signal
@@ -78,8 +79,18 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
     def helpUrl(self) -> str:  # noqa: N802
         return f"{Path(HELP_PATH).as_uri()}#{GROUP_ID}:{self.NAME}"
 
+    def addParameter(self, definition, createOutput=True):  # noqa: N802
+        """Every numeric parameter's range in its own help (the dialog's tooltip), from its declared min/max."""
+        if definition.type() == "number" and not definition.help():
+            definition.setHelp(f"{definition.name()}: {number_range(definition)}.")
+        return super().addParameter(definition, createOutput)
+
     def shortHelpString(self) -> str:  # noqa: N802
         parts = [self.HELP.strip()] if self.HELP else []
+        numbers = [d for d in self.parameterDefinitions() if d.type() == "number"]
+        if numbers:
+            parts.append("<p><b>Numeric parameters</b> (a value outside its range is refused before any work): "
+                         + "; ".join(f"<b>{d.name()}</b>: {number_range(d)}" for d in numbers) + ".</p>")
         if self.NEEDS_TORCH:
             parts.append("<p>Needs PyTorch in the Python that QGIS runs; run <i>Check environment</i> "
                          "to see the install command.</p>")
@@ -88,7 +99,8 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         return " ".join(line.strip() for line in "\n".join(parts).splitlines() if line.strip())
 
     def checkParameterValues(self, parameters, context):  # noqa: N802
-        """Torch first, then the method parameters, QGIS's own checks, then the outputs: all before any work.
+        """Torch first, then the numbers' ranges and the method parameters, QGIS's own checks, the raster inputs,
+        then the outputs: all before any work.
 
         Both the dialog and ``qgis_process`` (3.22) call this; :meth:`prepareAlgorithm` repeats the output
         check for callers that do not.
@@ -98,18 +110,106 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
                 require_torch()
             except QgsProcessingException as exc:
                 return False, str(exc)
+        self._load_gdal_names(parameters, context)
+        problem = self._number_problem(parameters)  # before QGIS's bare "Incorrect parameter value for X"
+        if problem:
+            return False, problem
         try:
             self.check_settings(parameters, context)
+            self._check_mask_layer(parameters, context)
         except QgsProcessingException as exc:
             return False, str(exc)
         ok, message = super().checkParameterValues(parameters, context)
         if not ok:
             return ok, self._unreadable_input(parameters, context) or message
+        problem = self._raster_input_problem(parameters, context)
+        if problem:
+            return False, problem
         try:
             self.check_outputs(parameters, context)
         except QgsProcessingException as exc:
             return False, str(exc)
         return True, ""
+
+    def _load_gdal_names(self, parameters, context) -> None:
+        """A raster given by a GDAL name that is no file path (``NETCDF:"f.nc":Band1``, ``/vsizip/...``): QGIS only
+        resolves strings that are existing files or loaded layers, so such a raster is loaded into the run's
+        temporary layer store here (the same context runs the algorithm); every later lookup finds it by source."""
+        from qgis.core import QgsRasterLayer
+
+        from ..engine.data.raster_io import is_gdal_name
+
+        store = context.temporaryLayerStore()
+        known = {layer.source() for layer in store.mapLayers().values()}
+        for definition in self.parameterDefinitions():
+            if definition.type() not in ("raster", "multilayer", "layer"):
+                continue
+            value = parameters.get(definition.name())
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if not isinstance(item, str) or not is_gdal_name(item) or item in known or os.path.exists(item):
+                    continue
+                layer = QgsRasterLayer(item, item.rsplit(":", 1)[-1] or item, "gdal")
+                if layer.isValid():
+                    store.addMapLayer(layer)
+                    known.add(item)
+
+    def _check_mask_layer(self, parameters, context) -> None:
+        """MASK given as a line/point layer or a table: refused by what it holds, before any feature is read."""
+        if self.parameterDefinition("MASK") is None or parameters.get("MASK") in (None, ""):
+            return
+        from qgis.core import QgsVectorLayer
+
+        from .params import mask_geometry_problem
+
+        try:
+            layer = self.parameterAsLayer(parameters, "MASK", context)
+        except Exception:  # noqa: BLE001 - QGIS's own check reports an unloadable layer
+            return
+        if isinstance(layer, QgsVectorLayer) and layer.isValid():
+            mask_geometry_problem(layer)
+
+    def _number_problem(self, parameters) -> str:
+        """A numeric parameter that is not a number, not whole, or outside its declared range: named, with the
+        range to give (QGIS itself only says "Incorrect parameter value for X")."""
+        for definition in self.parameterDefinitions():
+            if definition.type() != "number" or definition.name() not in parameters:
+                continue
+            name, value = definition.name(), parameters[definition.name()]
+            if value is None or (isinstance(value, str) and not value.strip()) or not isinstance(value, (int, float, str)):
+                continue  # empty (QGIS's default/optional rules apply), or an expression/property QGIS evaluates
+            wanted = number_range(definition)
+            try:
+                number = float(value)
+            except ValueError:
+                return f"{name}: '{value}' is not a number: give {wanted}."
+            shown = _number_text(number)
+            if not math.isfinite(number):
+                return f"{name}: {value} is not a number: give {wanted}."
+            if _is_integer(definition) and not number.is_integer():
+                return f"{name}: {shown} is not a whole number: give {wanted}."
+            low, high = _bounds(definition)
+            if number < low or number > high:
+                return f"{name}: {shown} is out of range: give {wanted}."
+        return ""
+
+    def _raster_input_problem(self, parameters, context) -> str:
+        """A raster input QGIS loads but the run could not use (a VRT whose source file is gone): said before any
+        work, naming the parameter and the file."""
+        from ..engine.data.raster_io import raster_problem
+
+        for definition in self.parameterDefinitions():
+            if definition.type() != "raster" or parameters.get(definition.name()) in (None, ""):
+                continue
+            try:
+                layer = self.parameterAsRasterLayer(parameters, definition.name(), context)
+            except Exception:  # noqa: BLE001 - QGIS's own check reports an unloadable layer
+                continue
+            if layer is None or layer.providerType() != "gdal":
+                continue
+            problem = raster_problem(layer.source())
+            if problem:
+                return f"{definition.name()}: {sentence(problem)}"
+        return ""
 
     def check_settings(self, parameters, context) -> None:
         """The shared method parameters (TIMESTEPS, BLOCKS, RGB_BANDS, ...) translated into engine settings
@@ -121,19 +221,39 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
 
     def _unreadable_input(self, parameters, context) -> str:
         """QGIS says "not found" for a layer file that exists but does not load: say what is really wrong."""
+        from ..engine.data.raster_io import is_gdal_name, raster_problem
+
         for definition in self.parameterDefinitions():
             name, kind = definition.name(), definition.type()
             value = parameters.get(name)
             if kind == "multilayer" and isinstance(value, (list, tuple)):  # a list of files (classifymany)
-                from qgis.core import QgsRasterLayer
+                from qgis.core import QgsProject, QgsRasterLayer
 
                 for item in value:
-                    if isinstance(item, str) and os.path.isfile(item) and not QgsRasterLayer(item, "", "gdal").isValid():
-                        return (f"{name}: {item} exists but is not a raster GDAL can read: choose the right file, or "
-                                "export it again (e.g. as GeoTIFF).")
+                    if not isinstance(item, str) or QgsProject.instance().mapLayer(item) is not None:
+                        continue
+                    if not os.path.exists(item) and not is_gdal_name(item):
+                        return (f"{name}: {item} does not exist: check the path (or remove it from the list); the "
+                                f"other {len(value) - 1} input(s) were not the problem.")
+                    if not QgsRasterLayer(item, "", "gdal").isValid():
+                        return f"{name}: {sentence(raster_problem(item) or f'{item} is not a raster GDAL can read')}"
                 continue
+            if kind == "raster" and isinstance(value, str) and (os.path.isdir(value) or is_gdal_name(value)):
+                problem = raster_problem(value)  # a folder, or a subdataset name GDAL cannot open
+                if problem:
+                    return f"{name}: {sentence(problem)}"
+                continue
+            if kind in ("vector", "file", "source") and isinstance(value, str) and os.path.isdir(value) \
+                    and not (kind == "file" and definition.behavior() == definition.Folder):
+                wanted = re.findall(r"\*(\.[\w.]+)", definition.fileFilter() or "") if kind == "file" else []
+                which = f"{' / '.join(dict.fromkeys(wanted))} file" if wanted else "file"
+                return f"{name}: {value} is a folder, not a file: choose the {which} inside it."
             if kind not in ("raster", "vector") or not isinstance(value, str) or not os.path.isfile(value):
                 continue
+            if kind == "raster":
+                problem = raster_problem(value)  # subdatasets (netCDF, HDF), or not GDAL's at all
+                if problem:
+                    return f"{name}: {sentence(problem)}"
             layer = (self.parameterAsRasterLayer if kind == "raster" else self.parameterAsVectorLayer)(
                 parameters, name, context)
             if layer is None or not layer.isValid():
@@ -220,6 +340,43 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
         return progress_for(feedback)
 
 
+def _is_integer(definition) -> bool:
+    from qgis.core import QgsProcessingParameterNumber
+
+    return definition.dataType() == QgsProcessingParameterNumber.Integer
+
+
+_INT_LIMIT = 2**31 - 1  # what QGIS's parameterAsInt can hold
+
+
+def _bounds(definition):
+    """(low, high) of a numeric parameter; an integer without a declared bound stops at what an int holds."""
+    low, high = definition.minimum(), definition.maximum()
+    if _is_integer(definition):
+        low, high = max(low, -_INT_LIMIT), min(high, _INT_LIMIT)
+    return low, high
+
+
+def _number_text(value: float) -> str:
+    return f"{value:.10g}" if not float(value).is_integer() or abs(value) >= 1e15 else str(int(value))
+
+
+def number_range(definition) -> str:
+    """'a whole number from 10 to 5000', 'a number from -1 to 10', 'a whole number of 1 or more': the one text of a
+    numeric parameter's range, in its help and in its refusal."""
+    kind = "a whole number" if _is_integer(definition) else "a number"
+    low, high = _bounds(definition)
+    limit = _INT_LIMIT if _is_integer(definition) else 1e300
+    has_low, has_high = low > -limit, high < limit
+    if has_low and has_high:
+        return f"{kind} from {_number_text(low)} to {_number_text(high)}"
+    if has_low:
+        return f"{kind} of {_number_text(low)} or more"
+    if has_high:
+        return f"{kind} of {_number_text(high)} or less"
+    return kind
+
+
 def _not_a_file(path: str) -> bool:
     return path.startswith(("memory:", "postgres:", "postgis:", "ogr:", "spatialite:", "/vsi")) or "://" in path
 
@@ -284,12 +441,38 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         return ("Out of memory: close other programs, use a smaller scene or fewer TIMESTEPS/BLOCKS, "
                 "and run again.")
+    if isinstance(exc, (OSError, RuntimeError)):
+        known = _io_message(exc)
+        if known:
+            return known
     if isinstance(exc, OSError):
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         return sentence(f"cannot access{where}: {exc.strerror or exc}: check the path, its permissions and the "
                         "free disk space")
     return sentence(f"unexpected {type(exc).__name__}: {exc} (a bug in Diffusion Land Cover: run again with "
                     f"{DEBUG_ENV}=1 for the full traceback and report it)")
+
+
+def _io_message(exc: BaseException) -> str:
+    """An operating-system failure the engine did not translate where it happened (GDAL's RuntimeError text, an
+    OSError): the disk full, a permission gone, a file gone. Not a bug: say so, with the file when known."""
+    from ..engine.errors import NO_PERMISSION, NO_SPACE, io_cause
+
+    cause = io_cause(exc)
+    if not cause:
+        return ""
+    name = getattr(exc, "filename", None)
+    where = f" ({name})" if name else ""
+    detail = (getattr(exc, "strerror", None) or str(exc)).strip().rstrip(".")
+    if cause == NO_SPACE:
+        folder = f" of {os.path.dirname(os.path.abspath(name))}" if name else ""
+        return sentence(f"no space left on the disk{folder} ({detail}){'' if folder else where}: free some space, or "
+                        "choose an output folder on another disk")
+    if cause == NO_PERMISSION:
+        return sentence(f"permission denied{where} ({detail}): make the file and its folder readable/writable for "
+                        "you, or choose another folder")
+    return sentence(f"a file the run needs is gone{where} ({detail}): it was moved or deleted during the run; put it "
+                    "back and run again")
 
 
 @contextlib.contextmanager

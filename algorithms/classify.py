@@ -7,7 +7,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 
-from .base import DiffLcAlgorithm
+from .base import DiffLcAlgorithm, sentence
 from .params import (CLEANUP_HELP, DEVICES, MASK_HELP, add_cleanup_parameters, add_input_parameters, add_model_input,
                      cleanup_from_parameters, mask_from_parameters, raster_path)
 
@@ -43,6 +43,21 @@ class Classify(DiffLcAlgorithm):
             "PROBABILITIES", "Class probabilities (one Float32 band per class)", optional=True,
             createByDefault=False))
         add_cleanup_parameters(self)
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        """The model file is read (metadata only) before any work: a folder, a damaged file or a model of another
+        kind (a change model) is refused here, naming what it is and where it belongs."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        from ..engine.errors import UserInputError
+        from ..engine.jobs.bundle import read_bundle_metadata
+
+        try:
+            read_bundle_metadata(self.parameterAsFile(parameters, "MODEL", context))
+        except UserInputError as exc:
+            return False, f"MODEL: {sentence(str(exc))}"
+        return True, ""
 
     def process(self, parameters, context, feedback):
         self.require_torch()

@@ -75,6 +75,7 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
         raise QgsProcessingException(
             f"The label layer '{name}' is empty: draw at least two points per class (e.g. in a layer made "
             "by 'Create label layer') and run again.")
+    no_geometry_problem(source, name)
     transform = QgsCoordinateTransform(source.sourceCrs(), dest_crs, QgsProject.instance())
     xs, ys, pvals, polys, polyvals = [], [], [], [], []
     skipped = 0
@@ -120,6 +121,18 @@ def read_label_features(source, field_name: str, dest_crs: QgsCoordinateReferenc
 
     return LabelGeometries(name, field_name, np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64),
                            pvals, polys, polyvals, styles, skipped)
+
+
+def no_geometry_problem(source, name: str) -> None:
+    """A table without geometry (a CSV of X/Y columns opened as it is): say so, and how to load it as points."""
+    if QgsWkbTypes.geometryType(source.wkbType()) not in (QgsWkbTypes.NullGeometry, QgsWkbTypes.UnknownGeometry):
+        return
+    if any(not f.geometry().isEmpty() for f in source.getFeatures(QgsFeatureRequest().setLimit(1000))):
+        return
+    raise QgsProcessingException(
+        f"The layer '{name}' has {source.featureCount()} features but no geometry (a table, e.g. a CSV with X/Y "
+        "columns): load it as points first (QGIS: Layer > Add Layer > Add Delimited Text Layer, with its X and Y "
+        "fields and CRS), then give that layer, or save it as a GeoPackage and give the .gpkg.")
 
 
 def read_labels(alg, parameters, context, feedback, raster_file: str, layer_param: str = "LABELS",

@@ -90,11 +90,28 @@ def mask_from_parameters(alg, parameters, context, feedback, raster_file: str):
         return MaskSpec(layer.name(), raster=raster_path(alg, parameters, "MASK", context))
     if not isinstance(layer, QgsVectorLayer):
         raise QgsProcessingException("MASK: give a raster or a polygon layer.")
+    mask_geometry_problem(layer)
     crs = QgsRasterLayer(raster_file, "hsi", "gdal").crs()
     geoms = read_label_features(layer, None, crs, feedback, layer_name=layer.name())
     if not geoms.polygons_wkb:
         raise QgsProcessingException(f"MASK: the layer '{layer.name()}' holds no polygon: give polygons or a raster.")
     return MaskSpec(layer.name(), polygons_wkb=list(geoms.polygons_wkb))
+
+
+def mask_geometry_problem(layer) -> None:
+    """MASK needs areas: a line or point layer is refused by its kind before any feature is read."""
+    from qgis.core import QgsWkbTypes
+
+    from .layers import no_geometry_problem
+
+    kind = QgsWkbTypes.geometryType(layer.wkbType())
+    if kind in (QgsWkbTypes.LineGeometry, QgsWkbTypes.PointGeometry):
+        what = "lines" if kind == QgsWkbTypes.LineGeometry else "points"
+        raise QgsProcessingException(
+            f"MASK: the layer '{layer.name()}' holds {what}; MASK needs polygons (or a raster, nonzero = inside): "
+            f"give a polygon layer, or turn the {what} into polygons first (e.g. Vector > Geoprocessing Tools > "
+            "Buffer).")
+    no_geometry_problem(layer, layer.name())
 
 
 BACKBONE_SOURCES = ["auto", "untrained", "prior", "imagenet", "scene"]

@@ -7,9 +7,11 @@ never leaves a half-written map (or destroys the previous one).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -19,7 +21,8 @@ from osgeo import gdal, osr
 
 from .. import files
 from .gdal_scope import scope_module
-from ..errors import CorruptFileError, UserInputError
+from ..errors import (NO_FILE, NO_PERMISSION, NO_SPACE, CorruptFileError, OutputWriteError, UserInputError, io_cause,
+                      size_text)
 from .readers import sample_valid_pixels  # noqa: F401  (re-exported: the streaming sampler lives there)
 
 
@@ -88,17 +91,93 @@ def _band_metadata(band) -> dict:
     return {k.lower(): v for k, v in (band.GetMetadata() or {}).items()}
 
 
-def read_info(path: str) -> RasterInfo:
-    """Metadata of a raster; a clear ``ValueError`` when GDAL cannot read it."""
-    if not os.path.exists(str(path)) and not str(path).startswith("/vsi"):
-        raise UserInputError(f"the raster {path} does not exist: check the path")
+_GDAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]+:")  # NETCDF:"f.nc":var, HDF5:..., GPKG:f.gpkg:table (not C:\\)
+
+
+def is_gdal_name(path: str) -> bool:
+    """A raster GDAL opens by a name that is not a plain file path: a subdataset (``NETCDF:"f.nc":Band1``) or a
+    virtual file system path (``/vsizip/...``). Path checks (exists, is a folder, output collisions) skip these."""
+    text = str(path)
+    return text.startswith("/vsi") or bool(_GDAL_NAME.match(text))
+
+
+def _subdataset_problem(ds, path: str) -> Optional[str]:
+    """Why a file with subdatasets (netCDF, HDF, a GeoPackage with several rasters) cannot be given as it is."""
+    subs = ds.GetSubDatasets() or []
+    if not subs:
+        return None
+    names = [name for name, _ in subs]
+    shown = ", ".join(names[:6]) + (f", … ({len(names)} in all)" if len(names) > 6 else "")
+    return (f"{path} holds {len(names)} subdataset(s) and no raster of its own: give one of them as the raster, "
+            f"e.g. {names[0]} (subdatasets: {shown})")
+
+
+def _missing_vrt_sources(ds, path: str) -> List[str]:
+    """Source files a VRT refers to that are not there (GDAL's file list silently leaves them out)."""
+    if ds.GetDriver().ShortName != "VRT" or is_gdal_name(path):
+        return []
     try:
-        ds = gdal.Open(str(path))
+        root = ET.fromstring((ds.GetMetadata("xml:VRT") or [""])[0])
+    except ET.ParseError:
+        return []
+    folder = os.path.dirname(os.path.abspath(str(path)))
+    missing = []
+    for node in root.iter("SourceFilename"):
+        name = (node.text or "").strip()
+        if not name or is_gdal_name(name):
+            continue
+        full = os.path.join(folder, name) if node.get("relativeToVRT") == "1" else name
+        if not os.path.exists(full) and full not in missing:
+            missing.append(full)
+    return missing
+
+
+def raster_problem(path: str) -> Optional[str]:
+    """Why ``path`` cannot be used as an input raster (folder, missing, not GDAL's, only subdatasets, a VRT whose
+    sources are gone), or None: the check before any work, and what :func:`read_info` raises."""
+    problem = _raster_problem(path)
+    return str(problem) if problem is not None else None
+
+
+def _raster_problem(path: str) -> Optional[UserInputError]:
+    text = str(path)
+    plain = not is_gdal_name(text)
+    if plain and os.path.isdir(text):
+        try:
+            opened = gdal.OpenEx(text, gdal.OF_RASTER) is not None  # a few formats are folders (Arc/Info grid)
+        except RuntimeError:
+            opened = False
+        if not opened:
+            return UserInputError(f"{text} is a folder, not a raster file: choose the raster file inside it")
+    if plain and not os.path.exists(text):
+        return UserInputError(f"the raster {text} does not exist: check the path")
+    try:
+        ds = gdal.Open(text)
     except RuntimeError as exc:
-        raise UserInputError(f"{path} exists but is not a raster GDAL can read ({exc}): choose a GeoTIFF, ENVI "
-                             "or another GDAL raster, or export it again") from None
-    if ds is None or ds.RasterCount == 0:
-        raise UserInputError(f"{path} has no raster bands: choose an image file")
+        if plain:
+            return UserInputError(f"{text} exists but is not a raster GDAL can read ({exc}): choose a GeoTIFF, ENVI "
+                                  "or another GDAL raster, or export it again")
+        return UserInputError(f"GDAL cannot open the raster {text} ({exc}): check the name (e.g. "
+                              'NETCDF:"file.nc":variable)')
+    if ds is None:
+        return UserInputError(f"GDAL cannot open the raster {text}: check the path")
+    if ds.RasterCount == 0:
+        return UserInputError(_subdataset_problem(ds, text) or f"{text} has no raster bands: choose an image file")
+    missing = _missing_vrt_sources(ds, text)
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        return CorruptFileError(f"the VRT {text} refers to the source file {missing[0]}{more}, which does not exist "
+                                "(moved or deleted): put it back, or build the VRT again from the files where they "
+                                "are now")
+    return None
+
+
+def read_info(path: str) -> RasterInfo:
+    """Metadata of a raster; a clear ``UserInputError`` (:func:`raster_problem`) when it cannot be used."""
+    problem = _raster_problem(path)
+    if problem is not None:
+        raise problem
+    ds = gdal.Open(str(path))
     n = ds.RasterCount
     envi = {k.lower(): v for k, v in (ds.GetMetadata("ENVI") or {}).items()}
     envi_waves = _envi_list(envi.get("wavelength"))
@@ -197,9 +276,11 @@ class RasterReader:
     """Windowed float32 reads; with ``ref`` on another grid, reads through a bilinear warped VRT onto it."""
 
     def __init__(self, path: str, ref: Optional[RasterInfo] = None, log: Optional[Callable[[str], None]] = None,
-                 name: str = "SAR", ref_name: str = "HSI", resample: str = "bilinear"):
+                 name: str = "SAR", ref_name: str = "HSI", resample: str = "bilinear", complex_amplitude: bool = False):
+        """``complex_amplitude``: a complex band (a SAR SLC) is read as its amplitude |z| (logged); without it a
+        complex band is refused, naming the band (its amplitude means nothing for an optical image or a map)."""
         self.info = read_info(path)
-        self._src = gdal.Open(str(path))
+        self._src = _real_valued(gdal.Open(str(path)), str(path), name, complex_amplitude, log)
         self.name, self._log, self._inf_bands = name, log, set()
         self.warped = False
         ds = self._src
@@ -243,6 +324,15 @@ class RasterReader:
             raw = self._ds.ReadAsArray(int(col), int(row), int(cols), int(rows))
         except RuntimeError as exc:
             detail = str(exc).replace(f"{self.info.path}, ", "").rstrip(". ")
+            cause = io_cause(exc)
+            if cause == NO_FILE:
+                raise UserInputError(
+                    f"the {self.name} raster {self.info.path} (or a file it refers to) was deleted or moved while the "
+                    f"run was reading it ({detail}): put it back and run again") from None
+            if cause == NO_PERMISSION:
+                raise UserInputError(
+                    f"the {self.name} raster {self.info.path} can no longer be read ({detail}): give read permission "
+                    "back (or copy it somewhere readable) and run again") from None
             raise CorruptFileError(
                 f"the {self.name} raster {self.info.path} cannot be read (rows {row + 1}-{row + rows}: {detail}); "
                 "the file is damaged or truncated: copy or export it again") from None
@@ -270,6 +360,37 @@ class RasterReader:
                           f"{os.path.basename(self.info.path)} hold ±Inf values: treated as nodata")
             self._inf_bands.update(bands)
         return out
+
+
+def _real_valued(ds, path: str, name: str, amplitude: bool, log: Optional[Callable[[str], None]]):
+    """``ds`` itself, or for complex bands (CInt16/CFloat32, a SAR SLC) a VRT reading their amplitude |z| (GDAL's
+    ``mod`` pixel function), so neither a read nor a warp silently keeps only the real part."""
+    bands = [i for i in range(1, ds.RasterCount + 1) if gdal.DataTypeIsComplex(ds.GetRasterBand(i).DataType)]
+    if not bands:
+        return ds
+    kind = gdal.GetDataTypeName(ds.GetRasterBand(bands[0]).DataType)
+    listed = ", ".join(str(b) for b in bands)
+    base = os.path.basename(path)
+    if not amplitude:
+        raise UserInputError(
+            f"{name} band {bands[0]} of {base} is complex ({kind}): the {name} must hold real values; give a real "
+            "image (a complex SAR image such as an SLC belongs in SAR, where its amplitude is used), or convert the "
+            "band first (e.g. its amplitude with the Raster Calculator)")
+    xml = (gdal.Translate("", ds, format="VRT").GetMetadata("xml:VRT") or [""])[0]
+
+    def derived(match):
+        band = int(match.group(2))
+        if band not in bands:
+            return match.group(0)
+        return (f'<VRTRasterBand dataType="Float32" band="{band}" subClass="VRTDerivedRasterBand">'
+                "<PixelFunctionType>mod</PixelFunctionType><SourceTransferType>CFloat64</SourceTransferType>")
+
+    xml = re.sub(r'<VRTRasterBand dataType="(\w+)" band="(\d+)"[^>]*>', derived, xml)
+    vrt = gdal.Open(xml)
+    if log is not None:
+        log(f"{name} band {listed} of {base} is complex ({kind}): its amplitude |z| is used" if len(bands) == 1 else
+            f"{name} bands {listed} of {base} are complex ({kind}): their amplitude |z| is used")
+    return vrt
 
 
 class PolygonMask:
@@ -436,6 +557,116 @@ def _create_tiff(path: str, ref: "RasterInfo", bands: int, dtype):
     return ds
 
 
+def _need_text(ref: "RasterInfo", bands: int, dtype) -> Tuple[int, str]:
+    """(bytes, how they add up) of one uncompressed output on the grid of ``ref``: the most its file needs."""
+    per_pixel = gdal.GetDataTypeSize(dtype) // 8
+    need = int(ref.width) * int(ref.height) * int(bands) * per_pixel
+    return need, (f"{ref.width}×{ref.height} pixels × {bands} band(s) × {per_pixel} byte(s) "
+                  f"({gdal.GetDataTypeName(dtype)}), before compression")
+
+
+def _free_bytes(folder: str) -> float:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no such folder, or not POSIX
+        return float("inf")
+    return float(st.f_bavail) * st.f_frsize
+
+
+def write_failure(exc: BaseException, path: str, ref: "RasterInfo", bands: int, dtype) -> UserInputError:
+    """A GDAL write that failed half-way (GDAL's RuntimeError text), as the one line the user reads: disk full,
+    folder made read-only or removed, naming the output, its folder and how much it needs."""
+    folder = os.path.dirname(os.path.abspath(str(path))) or "."
+    base = os.path.basename(str(path))
+    parts = [part.strip().rstrip(".") for part in str(exc).split("; ") if part.strip()] or ["unknown error"]
+    cause = io_cause(exc)
+    detail = next((part for part in parts if cause and io_cause(part) == cause), parts[-1])
+    need, how = _need_text(ref, bands, dtype)
+    if not cause and _free_bytes(folder) < max(need, 1 << 20):  # GDAL often says only "Write error at scanline 0"
+        cause = NO_SPACE
+    if cause == NO_SPACE:
+        return OutputWriteError(
+            f"no space left on the disk of {folder} while writing {base}: it needs up to {size_text(need)} ({how}): "
+            "free that much space there, or choose an output folder on another disk")
+    if cause == NO_PERMISSION:
+        return OutputWriteError(
+            f"the folder {folder} stopped taking files while {base} was written ({detail}): make it writable again, "
+            "or choose another output folder")
+    if cause == NO_FILE:
+        return OutputWriteError(
+            f"the folder {folder} was removed or moved while {base} was written: choose an output folder that stays "
+            "in place")
+    return OutputWriteError(f"writing {base} in {folder} failed ({detail}): check that disk, or choose another "
+                            "output folder")
+
+
+def _recorder(record: list):
+    """A GDAL error handler that keeps the failures' texts in ``record`` (and prints nothing)."""
+    def handler(error_class, _number, message):
+        if error_class >= gdal.CE_Failure:
+            record.append(str(message))
+    return handler
+
+
+def _writing(path: str, ref: "RasterInfo", bands: int, dtype, write: Callable[[], None]) -> None:
+    """``write()`` (GDAL writes or a flush of one output); a failure leaves as :func:`write_failure` (GDAL's own
+    text, e.g. '_tiffWriteProc:No space left on device', does not name the file).
+
+    A plain function, not a context manager: the failure is raised outside the handler, so it carries no
+    ``__context__``; GDAL's error and its traceback (which holds the band, so the dataset) are gone and the dataset
+    closes when the writer drops it."""
+    failure, said = None, []
+    gdal.PushErrorHandler(_recorder(said))  # every message: the exception carries only the last one ('IO error
+    try:                                    # writing tag data'), the cause ('No space left on device') came before
+        write()
+    except RuntimeError as exc:
+        failure = write_failure(RuntimeError("; ".join(dict.fromkeys(said + [str(exc)]))), path, ref, bands, dtype)
+    finally:
+        gdal.PopErrorHandler()
+    if failure is not None:
+        write = None  # noqa: F841 - the traceback keeps this frame: not the dataset ``write`` refers to
+        raise failure
+
+
+@contextlib.contextmanager
+def _closing_errors(record: list):
+    """GDAL errors while a dataset is closed, recorded in ``record``, neither printed nor lost: GDAL writes its last
+    blocks and the TIFF directory in the destructor, where an error can only reach Python's unraisable hook (stderr
+    "Exception ignored in delete_Dataset"); warnings (a sidecar not saved) stay quiet too."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda unraisable: record.append(str(unraisable.exc_value))
+    gdal.PushErrorHandler(_recorder(record))
+    try:
+        yield
+    finally:
+        gdal.PopErrorHandler()
+        sys.unraisablehook = previous
+
+
+def _close_outputs(datasets: list) -> Optional[UserInputError]:
+    """Flush and close a list of (path, ref, bands, dtype, dataset) outputs (emptied: the list held the last
+    references); the first write failure, or None. GDAL writes the last blocks and the TIFF directory only here,
+    so a disk that fills at the end is caught here too."""
+    failure = None
+    for i in range(len(datasets)):
+        path, ref, bands, dtype, ds = datasets[i]
+        datasets[i] = None  # ds is now the dataset's last reference
+        if ds is None:
+            continue
+        try:
+            # a closure, not the bound ds.FlushCache: the failure's traceback keeps the call's arguments (the
+            # gdal_scope wrapper's frame), and a bound method would keep the dataset open past the ``del`` below
+            _writing(path, ref, bands, dtype, lambda: ds.FlushCache())
+        except UserInputError as exc:
+            failure = failure or exc
+        closing: list = []
+        with _closing_errors(closing):
+            del ds  # GDAL closes the file
+        if closing and failure is None:
+            failure = write_failure(RuntimeError("; ".join(dict.fromkeys(closing))), path, ref, bands, dtype)
+    return failure
+
+
 class ClassifiedWriter:
     """Streams a classified GeoTIFF (+ optional Float32 confidence) into place on success only.
 
@@ -476,12 +707,14 @@ class ClassifiedWriter:
             files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
             raise
 
-    def _close(self) -> None:
-        """Drop the datasets (GDAL writes their data and ``.aux.xml`` now, not later beside a removed file)."""
-        for ds in (self._ds, self._conf, self._prob):
-            if ds is not None:
-                ds.FlushCache()
+    def _close(self) -> Optional[UserInputError]:
+        """Drop the datasets (GDAL writes their data and ``.aux.xml`` now, not later beside a removed file); the
+        first write failure (:func:`write_failure`: disk full, folder read-only) or None."""
+        outputs = [(self.path, self.ref, 1, self.dtype, self._ds),
+                   (self.confidence_path, self.ref, 1, gdal.GDT_Float32, self._conf),
+                   (self.probabilities_path, self.ref, len(self.classes), gdal.GDT_Float32, self._prob)]
         self._ds = self._conf = self._prob = None
+        return _close_outputs(outputs)
 
     def _open(self) -> "ClassifiedWriter":
         self._tmp = files.temp_beside(self.path, ".tif")
@@ -519,25 +752,32 @@ class ClassifiedWriter:
               probabilities: Optional[np.ndarray] = None) -> None:
         v = np.asarray(class_values)
         out = np.where(v < 0, self.nodata, v).astype(np.uint16 if self.dtype == gdal.GDT_UInt16 else np.uint8)
-        self._ds.GetRasterBand(1).WriteArray(out, int(col), int(row))
+        _writing(self.path, self.ref, 1, self.dtype,
+                 lambda: self._ds.GetRasterBand(1).WriteArray(out, int(col), int(row)))
         if self._conf is not None:
             if confidence is None:
                 raise ValueError("a confidence raster was requested: pass confidence to write()")
             conf = np.asarray(confidence, dtype=np.float32).copy()
             conf[np.isnan(conf) | (v < 0)] = -1.0
-            self._conf.GetRasterBand(1).WriteArray(conf, int(col), int(row))
+            _writing(self.confidence_path, self.ref, 1, gdal.GDT_Float32,
+                     lambda: self._conf.GetRasterBand(1).WriteArray(conf, int(col), int(row)))
         if self._prob is not None:
             if probabilities is None:
                 raise ValueError("a probabilities raster was requested: pass probabilities to write()")
             probs = np.asarray(probabilities, dtype=np.float32).copy()
             probs[np.isnan(probs) | (v < 0)[None]] = -1.0
-            for b in range(probs.shape[0]):
-                self._prob.GetRasterBand(b + 1).WriteArray(probs[b], int(col), int(row))
+            def write_probabilities():
+                for b in range(probs.shape[0]):
+                    self._prob.GetRasterBand(b + 1).WriteArray(probs[b], int(col), int(row))
+
+            _writing(self.probabilities_path, self.ref, len(self.classes), gdal.GDT_Float32, write_probabilities)
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        self._close()
-        if exc_type is not None:
+        failure = self._close()  # closes the files
+        if exc_type is not None or failure is not None:
             files.discard(self._tmp, self._tmp_conf, self._tmp_prob)
+            if exc_type is None:
+                raise failure
             return False
         try:
             if self.finish is not None:
@@ -596,7 +836,7 @@ class ImageWriter:
     """
 
     def __init__(self, path: str, ref: RasterInfo, band_names: Sequence[str]):
-        self.path = str(path)
+        self.path, self._ref, self._bands = str(path), ref, len(band_names)
         self._tmp, self._ds = None, None
         try:
             self._tmp = files.temp_beside(self.path, ".tif")
@@ -610,8 +850,11 @@ class ImageWriter:
             raise
 
     def write(self, row: int, block: np.ndarray) -> None:
-        for b in range(block.shape[0]):
-            self._ds.GetRasterBand(b + 1).WriteArray(np.asarray(block[b], dtype=np.float32), 0, int(row))
+        def write_bands():
+            for b in range(block.shape[0]):
+                self._ds.GetRasterBand(b + 1).WriteArray(np.asarray(block[b], dtype=np.float32), 0, int(row))
+
+        _writing(self.path, self._ref, self._bands, gdal.GDT_Float32, write_bands)
 
     def read(self, row: int, rows: int) -> np.ndarray:
         """Rows already written, read back (e.g. a score thresholded once the whole scene is known)."""
@@ -620,12 +863,18 @@ class ImageWriter:
             self._ds.RasterCount, int(rows), self._ds.RasterXSize)
 
     def commit(self) -> None:
-        self._ds.FlushCache()
+        outputs = [(self.path, self._ref, self._bands, gdal.GDT_Float32, self._ds)]
         self._ds = None
+        failure = _close_outputs(outputs)
+        if failure is not None:
+            files.discard(self._tmp)
+            raise failure
         move_into_place((self._tmp, self.path))
 
     def discard(self) -> None:
-        self._ds = None  # closed before its file is removed
+        outputs = [(self.path, self._ref, self._bands, gdal.GDT_Float32, self._ds)]
+        self._ds = None
+        _close_outputs(outputs)  # closed before its file is removed; a failure to write it no longer matters
         files.discard(self._tmp)
 
 

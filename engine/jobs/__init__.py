@@ -108,7 +108,8 @@ def open_inputs(hsi_path: str, sar_path: Optional[str], progress: Progress, scan
     if hsi.band_count < 3:
         raise ValueError(f"the HSI raster {os.path.basename(hsi_path)} has {hsi.band_count} band(s): at least 3 "
                          "are needed (pseudo-RGB and PCA are built from them)")
-    sar = RasterReader(sar_path, ref=hsi.info, log=progress.log, name="SAR", ref_name="HSI") if sar_path else None
+    sar = (RasterReader(sar_path, ref=hsi.info, log=progress.log, name="SAR", ref_name="HSI", complex_amplitude=True)
+           if sar_path else None)
     if scan_bands:
         empty = scan_bad_bands(hsi, progress=progress)
         extra = sorted(set(empty) - set(hsi.info.bad_bands))
@@ -437,10 +438,9 @@ def clean_map(source: str, output: str, settings: CleanupSettings, progress: Opt
     progress = progress or Progress()
     if not settings.active:
         raise ValueError("nothing to do: set a minimum mapping unit (sieve) and/or a majority filter radius")
-    reader = RasterReader(source)
+    reader = RasterReader(source, name="INPUT")
     info = reader.info
-    if info.band_count != 1:
-        raise ValueError(f"{os.path.basename(source)} has {info.band_count} bands: give a single-band classified map")
+    _require_class_map(info, "INPUT")
     if os.path.abspath(source) == os.path.abspath(output):
         raise ValueError("the cleaned map must be written to another file than its input")
     styles = {v: (name, color) for v, name, color in class_styles(source)}
@@ -493,14 +493,11 @@ def adapt_backbone(hsi: str, sar: Optional[str], settings: PipelineSettings, out
 
 
 def load_adapted_backbone(path: str, device: str, checkpoint: Optional[str], has_sar: bool):
-    from .bundle import FORMAT, load_bundle
+    from .bundle import load_bundle
     from ..networks.device import resolve_device
     from ..tasks.landcover import BackboneInfo, PreparedBackbone, restore_backbone
 
-    metadata, tensors = load_bundle(path, formats=(ADAPTED_FORMAT, FORMAT))  # a model file: the message below
-    if metadata.get("format") != ADAPTED_FORMAT:
-        raise ValueError(f"{path} is not an adapted backbone written by 'Adapt backbone' (format "
-                         f"{metadata.get('format')!r})")
+    metadata, tensors = load_bundle(path, formats=(ADAPTED_FORMAT,))  # another kind: bundle.wrong_kind says which
     info = BackboneInfo.from_dict(metadata["backbone"])
     if "sar" in info.modalities and not has_sar:
         raise ValueError(f"the adapted backbone {os.path.basename(path)} was adapted with SAR: give a SAR layer, "
@@ -569,11 +566,7 @@ def assess(classified: str, reference_raster: Optional[str] = None,
         raise ValueError("give exactly one reference: a reference raster or a reference label layer")
     cls = RasterReader(classified, name="classified")
     info = cls.info
-    if info.band_count != 1 or not (info.dtype.startswith(("Byte", "UInt", "Int"))):
-        raise UserInputError(
-            f"CLASSIFIED: {os.path.basename(classified)} has {info.band_count} band(s) of {info.dtype}; a classified "
-            "map has one band of integer class values (Byte/UInt16, e.g. the OUTPUT of 'Classify'): choose the "
-            "classified raster, not an image")
+    _require_class_map(info, "CLASSIFIED")
     if reference_labels is not None or exclude is not None:
         require_georeferencing(info, "classified", "the reference/exclude features")
     names = category_names(classified)
@@ -702,6 +695,7 @@ def _area_unit(areas) -> Tuple[float, str]:
 
 
 def _require_class_map(info: RasterInfo, role: str) -> None:
+    """The one classified-map rule (accuracy, change statistics, clean-up): one band of integer class values."""
     if info.band_count != 1 or not info.dtype.startswith(("Byte", "UInt", "Int")):
         raise UserInputError(
             f"{role}: {os.path.basename(info.path)} has {info.band_count} band(s) of {info.dtype}; a classified "
@@ -892,14 +886,15 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
                                  "it is; leave LABELS empty, or train a new model with Detect changes")
         saved = load_bundle(request.apply_model, formats=(MODEL_FORMAT,))
         settings = saved_settings(saved[0], settings.pipeline.device)
-    before = RasterReader(request.before, log=progress.log, name="BEFORE")
+    before = RasterReader(request.before, log=progress.log, name="BEFORE", complex_amplitude=True)
     after_info = read_info(request.after)
     if after_info.band_count != before.band_count:
         raise UserInputError(f"the BEFORE raster {os.path.basename(request.before)} has {before.band_count} band(s) "
                              f"and the AFTER raster {os.path.basename(request.after)} {after_info.band_count}: change "
                              "detection compares the same bands at both dates; give two rasters of the same sensor "
                              "and band set")
-    after = RasterReader(request.after, ref=before.info, log=progress.log, name="AFTER", ref_name="BEFORE")
+    after = RasterReader(request.after, ref=before.info, log=progress.log, name="AFTER", ref_name="BEFORE",
+                         complex_amplitude=True)
     r1, r2 = before, after
     inside = None
     if request.mask is not None:

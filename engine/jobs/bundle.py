@@ -78,6 +78,8 @@ def _json_default(o):
 
 
 def _open(path: str) -> zipfile.ZipFile:
+    if os.path.isdir(path):
+        raise BundleError(f"{path} is a folder, not a model file: choose the model file (.difflc) inside it")
     if not os.path.isfile(path):
         raise BundleError(f"model file {path} does not exist")
     if not zipfile.is_zipfile(path):
@@ -122,14 +124,36 @@ def validate_model(meta: Dict, path: str) -> None:
                           f"{n_head}: restore the original file or retrain")
 
 
+def _kinds() -> Dict[str, Tuple[str, str]]:
+    """Every file this container holds: what it is, and the algorithm that reads it (for a file given to another)."""
+    from . import ADAPTED_FORMAT
+    from ..tasks.changedetect import MODEL_FORMAT
+
+    return {FORMAT: ("a land-cover model (saved by Train classifier / Train and classify)",
+                     "Classify with a trained model (difflc:classify)"),
+            MODEL_FORMAT: ("a change model (saved by Detect changes)", "Apply change model (difflc:applychangemodel)"),
+            ADAPTED_FORMAT: ("an adapted backbone (saved by Adapt backbone)",
+                             "the ADAPTED input of Train classifier (difflc:trainclassifier)")}
+
+
+def wrong_kind(path: str, found, wanted: Tuple[str, ...]) -> str:
+    """The message for a bundle of another kind than the algorithm reads: what it is and where to use it."""
+    kinds = _kinds()
+    if found in kinds and wanted and wanted[0] in kinds:
+        what, use = kinds[found]
+        expected = kinds[wanted[0]][0].split(" (")[0]
+        return f"{path} is {what}, not {expected}: use it with {use}, or give {expected} here"
+    return f"{path} is not a Diffusion Land Cover model bundle (format {found!r})"
+
+
 def _read_metadata(zf: zipfile.ZipFile, path: str, formats: Tuple[str, ...] = (FORMAT,)) -> Dict:
     try:
         meta = json.loads(_member(zf, METADATA_NAME, path).decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"the metadata of {path} is damaged: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") not in formats:
-        raise BundleError(f"{path} is not a Diffusion Land Cover model bundle (format {meta.get('format')!r})"
-                          if isinstance(meta, dict) else f"{path}: metadata is not an object")
+        raise BundleError(wrong_kind(path, meta.get("format"), formats) if isinstance(meta, dict)
+                          else f"{path}: metadata is not an object")
     version = meta.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise BundleError(f"{path} was saved in bundle format {version!r}; this plugin reads up to "
