@@ -40,15 +40,20 @@ def model(scenes, tmp_path_factory):
     return path
 
 
+def classify_references(scenes, model, folder: Path) -> Path:
+    """What ``classify`` writes for each scene, named as classifymany names its outputs."""
+    folder.mkdir()
+    for s in scenes:
+        stem = Path(s.hsi).stem
+        run("classify", {"MODEL": model, "HSI": s.hsi, "OUTPUT": str(folder / f"{stem}_classes.tif"),
+                         "CONFIDENCE": str(folder / f"{stem}_confidence.tif")})
+    return folder
+
+
 def test_classifymany_on_two_worker_processes_matches_classify(scenes, model, tmp_path):
     from qgis.core import QgsProcessingFeedback
 
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    for s in scenes:
-        stem = Path(s.hsi).stem
-        run("classify", {"MODEL": model, "HSI": s.hsi, "OUTPUT": str(reference / f"{stem}_classes.tif"),
-                         "CONFIDENCE": str(reference / f"{stem}_confidence.tif")})
+    reference = classify_references(scenes, model, tmp_path / "reference")
 
     class Feedback(QgsProcessingFeedback):
         def __init__(self):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from helpers_rasters import scene_points, styled_layer, synthetic_scene, write_raster
+from test_classifymany import classify_references
 
 TINY = {"COMPACT_STEPS": 2, "ADAPT_STEPS": 2, "STRIDE": 32}
 START_TIMEOUT_S = 40
@@ -134,12 +135,7 @@ def test_a_scheduler_without_the_plugin_classifies_like_classify(cluster, scenes
     from qgis.core import QgsProcessingFeedback
 
     good, odd = scenes
-    reference = tmp_path / "reference"
-    reference.mkdir()
-    for s in good:
-        stem = Path(s.hsi).stem
-        run("classify", {"MODEL": model, "HSI": s.hsi, "OUTPUT": str(reference / f"{stem}_classes.tif"),
-                         "CONFIDENCE": str(reference / f"{stem}_confidence.tif")})
+    reference = classify_references(good, model, tmp_path / "reference")
 
     class Feedback(QgsProcessingFeedback):
         def __init__(self):
