@@ -507,7 +507,8 @@ def error_boundary(feedback=None):
                 # import that tries an optional module, for one), which swallows Terminated; the cancel it
                 # asked for then stops the run as Cancelled. The user still hears the true reason.
                 exc = Terminated(received[0])
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) if _debug() else ""
+            text = "".join(traceback.format_exception(type(original), original, original.__traceback__)) \
+                if _debug() else ""
             message = str(exc) if isinstance(exc, QgsProcessingException) else error_message(exc)
             try:
                 with uninterrupted():

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import sys
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -135,11 +136,12 @@ def _missing_vrt_sources(ds, path: str) -> List[str]:
 def raster_problem(path: str) -> Optional[str]:
     """Why ``path`` cannot be used as an input raster (folder, missing, not GDAL's, only subdatasets, a VRT whose
     sources are gone), or None: the check before any work, and what :func:`read_info` raises."""
-    problem = _raster_problem(path)
+    _, problem = _open_raster(path)
     return str(problem) if problem is not None else None
 
 
-def _raster_problem(path: str) -> Optional[UserInputError]:
+def _open_raster(path: str):
+    """(the opened dataset, None), or (None, why it cannot be used)."""
     text = str(path)
     plain = not is_gdal_name(text)
     if plain and os.path.isdir(text):
@@ -148,36 +150,36 @@ def _raster_problem(path: str) -> Optional[UserInputError]:
         except RuntimeError:
             opened = False
         if not opened:
-            return UserInputError(f"{text} is a folder, not a raster file: choose the raster file inside it")
+            return None, UserInputError(f"{text} is a folder, not a raster file: choose the raster file inside it")
     if plain and not os.path.exists(text):
-        return UserInputError(f"the raster {text} does not exist: check the path")
+        return None, UserInputError(f"the raster {text} does not exist: check the path")
     try:
         ds = gdal.Open(text)
     except RuntimeError as exc:
         if plain:
-            return UserInputError(f"{text} exists but is not a raster GDAL can read ({exc}): choose a GeoTIFF, ENVI "
-                                  "or another GDAL raster, or export it again")
-        return UserInputError(f"GDAL cannot open the raster {text} ({exc}): check the name (e.g. "
-                              'NETCDF:"file.nc":variable)')
+            return None, UserInputError(f"{text} exists but is not a raster GDAL can read ({exc}): choose a GeoTIFF, "
+                                        "ENVI or another GDAL raster, or export it again")
+        return None, UserInputError(f"GDAL cannot open the raster {text} ({exc}): check the name (e.g. "
+                                    'NETCDF:"file.nc":variable)')
     if ds is None:
-        return UserInputError(f"GDAL cannot open the raster {text}: check the path")
+        return None, UserInputError(f"GDAL cannot open the raster {text}: check the path")
     if ds.RasterCount == 0:
-        return UserInputError(_subdataset_problem(ds, text) or f"{text} has no raster bands: choose an image file")
+        return None, UserInputError(_subdataset_problem(ds, text) or
+                                    f"{text} has no raster bands: choose an image file")
     missing = _missing_vrt_sources(ds, text)
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        return CorruptFileError(f"the VRT {text} refers to the source file {missing[0]}{more}, which does not exist "
-                                "(moved or deleted): put it back, or build the VRT again from the files where they "
-                                "are now")
-    return None
+        return None, CorruptFileError(f"the VRT {text} refers to the source file {missing[0]}{more}, which does not "
+                                      "exist (moved or deleted): put it back, or build the VRT again from the files "
+                                      "where they are now")
+    return ds, None
 
 
 def read_info(path: str) -> RasterInfo:
     """Metadata of a raster; a clear ``UserInputError`` (:func:`raster_problem`) when it cannot be used."""
-    problem = _raster_problem(path)
+    ds, problem = _open_raster(path)
     if problem is not None:
         raise problem
-    ds = gdal.Open(str(path))
     n = ds.RasterCount
     envi = {k.lower(): v for k, v in (ds.GetMetadata("ENVI") or {}).items()}
     envi_waves = _envi_list(envi.get("wavelength"))
@@ -628,19 +630,31 @@ def _writing(path: str, ref: "RasterInfo", bands: int, dtype, write: Callable[[]
         raise failure
 
 
+_UNRAISABLE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _closing_errors(record: list):
     """GDAL errors while a dataset is closed, recorded in ``record``, neither printed nor lost: GDAL writes its last
     blocks and the TIFF directory in the destructor, where an error can only reach Python's unraisable hook (stderr
     "Exception ignored in delete_Dataset"); warnings (a sidecar not saved) stay quiet too."""
-    previous = sys.unraisablehook
-    sys.unraisablehook = lambda unraisable: record.append(str(unraisable.exc_value))
-    gdal.PushErrorHandler(_recorder(record))
-    try:
-        yield
-    finally:
-        gdal.PopErrorHandler()
-        sys.unraisablehook = previous
+    me = threading.get_ident()
+    with _UNRAISABLE_LOCK:  # one swap at a time, so two runs closing files at once restore the hook in order
+        previous = sys.unraisablehook
+
+        def hook(unraisable):
+            if threading.get_ident() == me:
+                record.append(str(unraisable.exc_value))
+            else:  # another thread's (another plugin's) report goes where it went before
+                previous(unraisable)
+
+        sys.unraisablehook = hook
+        gdal.PushErrorHandler(_recorder(record))
+        try:
+            yield
+        finally:
+            gdal.PopErrorHandler()
+            sys.unraisablehook = previous
 
 
 def _close_outputs(datasets: list) -> Optional[UserInputError]:
@@ -815,8 +829,9 @@ def move_into_place(*moves: Tuple[Optional[str], Optional[str]]) -> None:
                 pairs.append((aux_src, aux_dst))
             elif os.path.exists(aux_dst) and written_by_plugin(path):
                 os.remove(aux_dst)
-            qml_src = f"{os.path.splitext(tmp)[0]}.qml" if not os.path.exists(f"{tmp}.qml") else f"{tmp}.qml"
-            if os.path.exists(qml_src):
+            # the writer's temporary carries 'x.tif.qml', a staged batch file 'x.qml'
+            qml_src = next((q for q in (f"{tmp}.qml", f"{os.path.splitext(tmp)[0]}.qml") if os.path.exists(q)), None)
+            if qml_src is not None:
                 if files.is_own_sidecar(f"{base}.qml"):
                     pairs.append((qml_src, f"{base}.qml"))
                 else:

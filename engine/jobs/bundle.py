@@ -124,15 +124,16 @@ def validate_model(meta: Dict, path: str) -> None:
                           f"{n_head}: restore the original file or retrain")
 
 
-def _kinds() -> Dict[str, Tuple[str, str]]:
-    """Every file this container holds: what it is, and the algorithm that reads it (for a file given to another)."""
+def _kinds() -> Dict[str, Tuple[str, str, str]]:
+    """Every file this container holds: what it is, who saved it, and the algorithm that reads it (for a file given
+    to another)."""
     from . import ADAPTED_FORMAT
     from ..tasks.changedetect import MODEL_FORMAT
 
-    return {FORMAT: ("a land-cover model (saved by Train classifier / Train and classify)",
+    return {FORMAT: ("a land-cover model", "saved by Train classifier / Train and classify",
                      "Classify with a trained model (difflc:classify)"),
-            MODEL_FORMAT: ("a change model (saved by Detect changes)", "Apply change model (difflc:applychangemodel)"),
-            ADAPTED_FORMAT: ("an adapted backbone (saved by Adapt backbone)",
+            MODEL_FORMAT: ("a change model", "saved by Detect changes", "Apply change model (difflc:applychangemodel)"),
+            ADAPTED_FORMAT: ("an adapted backbone", "saved by Adapt backbone",
                              "the ADAPTED input of Train classifier (difflc:trainclassifier)")}
 
 
@@ -140,9 +141,9 @@ def wrong_kind(path: str, found, wanted: Tuple[str, ...]) -> str:
     """The message for a bundle of another kind than the algorithm reads: what it is and where to use it."""
     kinds = _kinds()
     if found in kinds and wanted and wanted[0] in kinds:
-        what, use = kinds[found]
-        expected = kinds[wanted[0]][0].split(" (")[0]
-        return f"{path} is {what}, not {expected}: use it with {use}, or give {expected} here"
+        what, saved_by, use = kinds[found]
+        expected = kinds[wanted[0]][0]
+        return f"{path} is {what} ({saved_by}), not {expected}: use it with {use}, or give {expected} here"
     return f"{path} is not a Diffusion Land Cover model bundle (format {found!r})"
 
 
