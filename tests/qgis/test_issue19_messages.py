@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_rasters import EPSG, scene_points, styled_layer, synthetic_scene, write_raster
+from helpers_rasters import EPSG, styled_layer, synthetic_scene, write_raster
+from test_issue10_safety import TINY, model, scene  # noqa: F401 - the fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "scripts" / "qgis_process"
-TINY = {"COMPACT_STEPS": 2, "STRIDE": 32, "TREES": 10}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -57,25 +57,6 @@ class Recorder:
                 super().pushInfo(info)
 
         return Feedback()
-
-
-@pytest.fixture(scope="module")
-def scene(qgis_app, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("scene19")
-    s = synthetic_scene(folder, size=64)
-    labels, _, _ = scene_points(s, folder / "labels.gpkg", per_class=6)
-    return s, labels, folder
-
-
-@pytest.fixture(scope="module")
-def model(scene, tmp_path_factory):
-    import processing
-
-    s, labels, _ = scene
-    path = tmp_path_factory.mktemp("model19") / "model.difflc"
-    processing.run("difflc:trainclassifier", {"HSI": s.hsi, "SAR": s.sar, "LABELS": styled_layer(labels),
-                                              "CLASS_FIELD": "class_id", "MODEL": str(path), **TINY})
-    return str(path)
 
 
 def _classified(tmp_path, s, name="classes.tif", dtype=np.uint8, bands=1):

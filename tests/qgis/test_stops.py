@@ -21,29 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers_rasters import scene_points, styled_layer, synthetic_scene
-from test_issue10_safety import TINY, _qgis_process, digest
+from helpers_rasters import synthetic_scene
+from test_issue10_safety import _qgis_process, digest, model, scene  # noqa: F401 - the fixtures
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def scene(qgis_app, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("stops")
-    s = synthetic_scene(folder, size=96)
-    labels, _, _ = scene_points(s, folder / "labels.gpkg", per_class=6)
-    return s, labels, folder
-
-
-@pytest.fixture(scope="module")
-def model(scene, tmp_path_factory):
-    import processing
-
-    s, labels, _ = scene
-    path = tmp_path_factory.mktemp("stops_model") / "model.difflc"
-    processing.run("difflc:trainclassifier", {"HSI": s.hsi, "SAR": s.sar, "LABELS": styled_layer(labels),
-                                              "CLASS_FIELD": "class_id", "MODEL": str(path), **TINY})
-    return str(path)
 
 
 def _modules():
@@ -280,7 +261,7 @@ try:
 except Exception:
     pass
 assert modes() == (0, 0, 0), ("read", modes())
-rows, cols = np.nonzero(np.ones((96, 96), bool))
+rows, cols = np.nonzero(np.ones({s.shape!r}, bool))
 pick = np.random.default_rng(0).choice(rows.size, 24, replace=False)
 info = raster_io.read_info({s.hsi!r})
 gt = info.geotransform
