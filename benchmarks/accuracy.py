@@ -66,6 +66,7 @@ register("svm", baselines.rbf_svm)
 register("mlp", baselines.mlp)
 register("rf_smooth", baselines.rf_smoothed)
 register("rf_ms", baselines.rf_multiscale)
+register("rf_ms_smooth", baselines.rf_ms_smoothed)
 
 
 def evaluate(method: Method, scene: SceneData, split: Split, seed: int) -> Dict:

@@ -181,6 +181,12 @@ def multiscale_matrix(scene: SceneData):
 _MS_CACHE: Dict = {}
 
 
+def rf_ms_smoothed(scene: SceneData, split: Split, seed: int, info: Dict = None) -> np.ndarray:
+    """RF-500 on the bands + filtered bands (``rf_ms``'s inputs), probabilities smoothed with σ by CV
+    (``rf_smooth``'s rule): the two strongest simple baselines combined."""
+    return smoothed_forest(scene, split, seed, multiscale_matrix(scene), info)
+
+
 def rf_multiscale(scene: SceneData, split: Split, seed: int, n_trees: int = 500) -> np.ndarray:
     """RF-500 on the bands + Gaussian-filtered bands at 1, 2, 4 px (no network, no smoothing)."""
     from sklearn.ensemble import RandomForestClassifier

@@ -51,9 +51,19 @@ def _settings(seed: int, head_kind: Optional[str] = None) -> PipelineSettings:
 # variant → (backbone key, settings changes); variants with the same backbone key share one Stage A
 VARIANTS: Dict[str, tuple] = {
     "difflc": ("untrained", {}),  # the default (auto without an ImageNet checkpoint → paths.AUTO_FALLBACK)
-    "difflc_nosmooth": ("untrained", {"sigma": 0.0}),
+    "difflc_nosmooth": ("untrained", {"method": "none"}),
+    # issue 20's parts, each switched back on its own
+    "difflc_gaussian": ("untrained", {"method": "gaussian"}),  # isotropic Gaussian instead of the guided filter
+    "difflc_noself": ("untrained", {"selftrain": "off"}),  # no self-training
+    "difflc_weighted": ("untrained", {"weights": True}),  # class-balanced forests (class_weight="balanced")
+    "difflc_oarule": ("untrained", {"selection": "accuracy", "check_rule": "sign"}),  # 0.2's criterion (OA, sign test)
+    # 0.2's default: Gaussian σ by OA, the sign-test feature check, no self-training
+    "difflc_best": ("untrained", {"selection": "best", "check_rule": "best", "self_rule": "best"}),  # no SE margin
+    "difflc_bandsfirst": ("untrained", {"prefers": "bands"}),  # the rule favours the bands alone (the simpler)
+    "difflc_v02": ("untrained", {"method": "gaussian", "selection": "accuracy", "check_rule": "sign",
+                                 "selftrain": "off"}),
     "difflc_prior": ("prior", {}),
-    "difflc_prior_nosmooth": ("prior", {"sigma": 0.0}),
+    "difflc_prior_nosmooth": ("prior", {"method": "none"}),
     "difflc_prior_frozen": ("frozen", {}),
     "difflc_prior_pcaonly": ("pcaonly", {}),
     "difflc_scene": ("scene", {}),
@@ -75,7 +85,11 @@ BACKBONES = {
 # where each key of BACKBONES / VARIANTS' changes goes in PipelineSettings (head_kind goes through _settings)
 FIELDS = {"source": ("backbone", "source"), "compact_steps": ("backbone", "compact_steps"),
           "adapt_steps": ("adaptation", "steps"), "adapt_modalities": ("adaptation", "modalities"),
-          "sigma": ("spatial", "sigma"), "stride": ("tiles", "stride"), "check": ("head", "feature_check_p")}
+          "sigma": ("spatial", "sigma"), "stride": ("tiles", "stride"), "check": ("head", "feature_check_p"),
+          "method": ("spatial", "method"), "selection": ("spatial", "selection"),
+          "check_rule": ("head", "feature_check_rule"), "selftrain": ("selftrain", "mode"),
+          "weights": ("head", "class_weighting"), "self_rule": ("selftrain", "selection"),
+          "prefers": ("head", "feature_check_prefers")}
 
 
 def variant_settings(name: str, seed: int) -> PipelineSettings:

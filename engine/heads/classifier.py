@@ -208,14 +208,35 @@ def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], 
         right_f = forest.oob_proba[both].argmax(axis=1) == y[both]
         right_b = bands.oob_proba[both].argmax(axis=1) == y[both]
         wins, losses = int((right_b & ~right_f).sum()), int((right_f & ~right_b).sum())
-        p = sign_test_greater(wins, losses)
-        use_features = not (wins > losses and p < settings.feature_check_p)
-        feature_check = {"bands_only_right": wins, "features_right": losses, "p_value": round(p, 4),
-                         "threshold": settings.feature_check_p, "diffusion_features_used": use_features}
+        feature_check = {"bands_only_right": wins, "features_right": losses, "rule": settings.feature_check_rule}
+        if settings.feature_check_rule == "sign":
+            p = sign_test_greater(wins, losses)
+            use_features = not (wins > losses and p < settings.feature_check_p)
+            feature_check.update(p_value=round(p, 4), threshold=settings.feature_check_p)
+            why = f"(p = {p:.3f})"
+        elif settings.feature_check_rule in ("one-se", "best"):
+            from .selection import BRIER, select_simplest
+
+            from .selection import brier_scores
+
+            options = [("bands only", bands), ("bands + features", forest)]
+            if settings.feature_check_prefers == "features":
+                options.reverse()
+            elif settings.feature_check_prefers != "bands":
+                raise ValueError(f"feature_check_prefers must be features or bands, got {settings.feature_check_prefers!r}")
+            scores = np.stack([brier_scores(f.oob_proba[both], y[both]) for _, f in options])
+            choice = select_simplest(scores, y[both], [name for name, _ in options],
+                                     rule=settings.feature_check_rule, criterion=BRIER)
+            use_features = options[choice.chosen][0] == "bands + features"
+            feature_check["selection"] = choice.to_dict()
+            why = f"({choice.describe()})"
+        else:
+            raise ValueError(f"unknown feature check rule {settings.feature_check_rule!r}: use one-se, best or sign")
+        feature_check["diffusion_features_used"] = use_features
         progress.log(f"Diffusion-feature check (out-of-bag, training labels): the bands-only forest is right "
                      f"where the forest with diffusion features is wrong on {wins} pixels, the reverse on {losses} "
-                     f"(p = {p:.3f}): " + ("keeping the diffusion features." if use_features else
-                                          "the features hurt on these labels, using the bands alone."))
+                     f"{why}: " + ("keeping the diffusion features." if use_features else
+                                   "using the bands alone (the features did not measurably help on these labels)."))
         if not use_features:
             forest = shift_features(bands, offset, x.shape[1])
     config = {"kind": "forest", "group_sizes": [int(g) for g in group_sizes], "n_classes": k,
@@ -229,6 +250,26 @@ def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], 
         config["n_val"] = int(ok.sum())
         progress.log(f"Head (Random Forest, {settings.trees} trees): out-of-bag OA {val['overall_accuracy']:.3f} "
                      f"on {int(ok.sum())} training-label pixels")
+    return ForestHead(forest, config, val)
+
+
+def with_forest(head: ForestHead, forest, first: int, y: np.ndarray, extra: Dict) -> ForestHead:
+    """``head`` with another forest grown on the columns ``first:`` of its inputs (self-training): the same
+    configuration, the forest shifted to read the full input, validation from the out-of-bag predictions of the
+    real training labels (the first ``len(y)`` rows it was grown on)."""
+    from .forest import shift_features
+
+    n_features = int(head.config["n_features"])
+    if first:
+        forest = shift_features(forest, first, n_features)
+    config = {**head.config, "nodes": int(forest.left.size), "self_training": dict(extra)}
+    val = head.val_metrics
+    oob = forest.oob_proba[:len(y)] if forest.oob_proba is not None else None
+    if oob is not None:
+        ok = ~np.isnan(oob).any(axis=1)
+        if ok.any():
+            val = classification_metrics(y[ok], oob[ok].argmax(axis=1), head.n_classes)
+            config["n_val"] = int(ok.sum())
     return ForestHead(forest, config, val)
 
 

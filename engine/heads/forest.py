@@ -198,12 +198,13 @@ def _depth(left: np.ndarray, right: np.ndarray) -> int:
 
 
 def train_forest(x: np.ndarray, y: np.ndarray, n_classes: int, n_trees: int = 500, seed: int = 0,
-                 progress: Optional[Progress] = None, balanced: bool = False) -> Forest:
+                 progress: Optional[Progress] = None, balanced: bool = False, oob: bool = True) -> Forest:
     """Fit ``n_trees`` (sqrt-features, bootstrap) and flatten them; deterministic for a seed.
 
     ``forest.oob_proba`` holds out-of-bag class probabilities of the training pixels (NaN rows for a pixel
     that every bootstrap drew): a validation estimate that costs no labels. ``balanced`` weights classes by
-    inverse frequency (raises rare-class recall, may lower OA).
+    inverse frequency (raises rare-class recall, may lower OA). ``oob=False`` (cross-validation forests, which
+    are scored on held-out pixels) skips the out-of-bag pass and leaves ``oob_proba`` None.
     """
     import warnings
 
@@ -224,7 +225,7 @@ def train_forest(x: np.ndarray, y: np.ndarray, n_classes: int, n_trees: int = 50
     n_trees = int(n_trees)
     for n in list(range(50, n_trees, 50)) + [n_trees]:  # chunks of 50 trees
         progress.check()
-        model.set_params(n_estimators=n, oob_score=n == n_trees)  # out-of-bag once, on the whole forest
+        model.set_params(n_estimators=n, oob_score=bool(oob) and n == n_trees)  # out-of-bag once, on the whole forest
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "some inputs do not have OOB scores" with few trees
             model.fit(x, y)
@@ -247,9 +248,10 @@ def train_forest(x: np.ndarray, y: np.ndarray, n_classes: int, n_trees: int = 50
               "threshold": np.concatenate(threshold), "proba": np.concatenate(proba),
               "roots": np.asarray(roots, np.int64)}
     forest = Forest(arrays, x.shape[1], n_classes)
-    oob = np.full((x.shape[0], n_classes), np.nan, np.float32)
-    oob[:, model.classes_] = model.oob_decision_function_
-    forest.oob_proba = oob
+    if oob:
+        oob_proba = np.full((x.shape[0], n_classes), np.nan, np.float32)
+        oob_proba[:, model.classes_] = model.oob_decision_function_
+        forest.oob_proba = oob_proba
     return forest
 
 

@@ -379,7 +379,7 @@ def classify(bundle_path: Optional[str], hsi: str, sar: Optional[str], output: s
             writer.write(row - first_row, 0, out, conf if confidence else None, probs)
 
         predict_scene(model, inputs.reader, write, progress.sub(0.0, 0.9) if cleaning else progress,
-                      probabilities=bool(probabilities), rows=rows)
+                      probabilities=bool(probabilities), rows=rows, class_names=[c.name for c in classes])
     if cleaning:
         counts[:] = [cleaned["class_pixels"].get(int(v), 0) for v in values]
     return ClassifyOutcome(output, confidence, {c.name: int(n) for c, n in zip(classes, counts)}, probabilities)

@@ -24,6 +24,7 @@ from ..data.readers import ArrayReader, StackedReader, read_padded, sample_valid
 from ..settings import MODALITY_IDS, PipelineSettings
 
 if TYPE_CHECKING:  # torch-heavy modules, imported where they run
+    from .spatial import Regulariser
     from ..data.representations import RepresentationModel
     from ..heads.classifier import ForestHead, TrainedHead
     from ..networks.backbone import ADMUNet
@@ -51,7 +52,19 @@ class FittedModel:
     head: Union["ForestHead", "TrainedHead"]
     group_sizes: List[int]
     report: Dict = field(default_factory=dict)
-    sigma: float = 0.0  # px of the Gaussian on the class probabilities before the argmax (0 = off)
+    # the spatial regularisation of the class probabilities before the argmax (engine.tasks.spatial.Regulariser)
+    regulariser: "Regulariser" = None  # type: ignore[assignment]
+
+    def __post_init__(self):
+        if self.regulariser is None:
+            from .spatial import Regulariser
+
+            self.regulariser = Regulariser()
+
+    @property
+    def sigma(self) -> float:
+        """Gaussian σ in px (0 when the regulariser is not a Gaussian): what files and logs before 0.3 called it."""
+        return float(self.regulariser.sigma) if self.regulariser.method == "gaussian" else 0.0
 
 
 def active_modalities(settings: PipelineSettings, has_sar: bool) -> List[str]:
@@ -317,14 +330,24 @@ def fit(reader: StackedReader, hsi_meta: Dict, sar_meta: Optional[Dict], labels:
     head = fit_head(x, labels.class_index, group_sizes, settings.head, seed=settings.seed, device="cpu",
                     progress=progress.sub(0.85, 0.91), fusion=settings.features.fusion, n_classes=labels.n_classes,
                     spectrum_last=settings.head.include_spectrum)
-    worth = input_value(x, labels, extractor, reps, head, settings, progress.sub(0.91, 0.93))
-    smoothing = choose_smoothing(reader, reps, extractor, labels, x, head, settings, progress.sub(0.93, 1.0))
+    worth = input_value(x, labels, extractor, reps, head, settings, progress.sub(0.91, 0.92))
+    first = first_read_column(head, settings.head.include_spectrum)
+    folds = repeated_folds(labels.class_index, settings)
+    cv = FoldForests(x[:, first:], labels.class_index, labels.n_classes, folds, settings)
+    selftrain = None
+    if settings.head.kind == "forest" and settings.selftrain.mode != "off" and folds:
+        from .selftrain import self_train
+
+        head, selftrain = self_train(reader, reps, extractor, labels, x, head, first, cv, settings,
+                                     progress.sub(0.92, 0.96))
+    choice = choose_regulariser(reader, reps, extractor, labels, head, cv, settings, progress.sub(0.96, 1.0))
     report = {"train_pixels": int(x.shape[0]), "feature_dim": int(x.shape[1]),
+              "labels_per_class": np.bincount(labels.class_index, minlength=labels.n_classes).tolist(),
               "validation": getattr(head, "val_metrics", None), "input_value": worth,
-              "feature_check": head.config.get("feature_check"), "spatial": smoothing.to_dict(),
-              "seconds": round(time.perf_counter() - t0, 1), "device": str(device)}
+              "feature_check": head.config.get("feature_check"), "spatial": choice.to_dict(),
+              "self_training": selftrain, "seconds": round(time.perf_counter() - t0, 1), "device": str(device)}
     return FittedModel(settings, reps, backbone.model, backbone.info, backbone.tensors, extractor, head,
-                       group_sizes, report, sigma=smoothing.sigma)
+                       group_sizes, report, regulariser=choice.regulariser)
 
 
 def input_value(x: np.ndarray, labels: TrainingPixels, extractor, reps, head, settings: PipelineSettings,
@@ -418,8 +441,9 @@ def head_inputs(reader: StackedReader, reps, extractor, blocks: np.ndarray, incl
 
 
 def _iter_label_windows(reader: StackedReader, reps, extractor, labels: TrainingPixels, settings: PipelineSettings,
-                        progress: Progress, run_network: bool = True):
-    """Yield (origin, labelled pixel indices, head inputs [D, P, P], valid [P, P]) window by window."""
+                        progress: Progress, run_network: bool = True, guide: bool = False):
+    """Yield (origin, labelled pixel indices, head inputs [D, P, P], valid [P, P]) window by window; with
+    ``guide`` also the window's guide planes [3, P, P] (``spatial.guide_planes``)."""
     origins, home = _label_windows(reader, labels, settings)
     patch = settings.tiles.patch
     batch = max(1, settings.features.batch_size)
@@ -428,7 +452,10 @@ def _iter_label_windows(reader: StackedReader, reps, extractor, labels: Training
         raw = np.stack([read_padded(reader, origins[w][0], origins[w][1], patch) for w in chunk])
         x, valid = head_inputs(reader, reps, extractor, raw, settings.head.include_spectrum, run_network)
         for k, w in enumerate(chunk):
-            yield origins[w], np.flatnonzero(home == w), x[k], valid[k]
+            if guide:
+                yield origins[w], np.flatnonzero(home == w), x[k], valid[k], window_guide(reader, reps, raw[k])
+            else:
+                yield origins[w], np.flatnonzero(home == w), x[k], valid[k]
         progress.step(chunk[-1] / max(len(origins) - 1, 1))
 
 
@@ -444,61 +471,139 @@ def labelled_features(reader: StackedReader, reps, extractor, labels: TrainingPi
     return out
 
 
-def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPixels, x: np.ndarray, head,
-                     settings: PipelineSettings, progress: Progress):
-    """σ of the probability smoothing by k-fold cross-validation on the TRAINING labels only.
+def window_guide(reader: StackedReader, reps, raw: np.ndarray) -> np.ndarray:
+    """A window's guide for the edge-aware regulariser: its first three principal components in [0, 1]."""
+    from .spatial import guide_planes
 
-    Each fold's forest (``spatial.cv_trees`` trees, on the columns the final head reads) predicts the
-    neighbourhoods of its held-out pixels from their windows' real features; each candidate σ smooths those
-    out-of-fold probability patches and is scored at the held-out pixels (``engine.tasks.spatial.choose_sigma``).
+    hsi, sar = reader.split(raw)
+    return guide_planes(reps.apply(hsi, sar)["pca"])
+
+
+class FoldForests:
+    """The cross-validation forests of the training labels (``spatial.cv_trees`` trees on the columns the head
+    reads), grown once per (assignment, fold) and shared by every choice scored on the same folds."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, n_classes: int, folds: List[List[np.ndarray]],
+                 settings: PipelineSettings):
+        self.x, self.y, self.n_classes, self.folds, self.settings = x, y, n_classes, folds, settings
+        self._grown: Dict[Tuple[int, int], object] = {}
+
+    def seed(self, rep: int, f: int) -> int:
+        return self.settings.seed + f + 100 * rep
+
+    def kept(self, rep: int, f: int) -> np.ndarray:
+        return np.setdiff1d(np.arange(self.y.size), self.folds[rep][f])
+
+    def get(self, rep: int, f: int):
+        from ..heads.forest import train_forest
+
+        if (rep, f) not in self._grown:
+            keep = self.kept(rep, f)
+            self._grown[(rep, f)] = train_forest(self.x[keep], self.y[keep], self.n_classes,
+                                                 n_trees=self.settings.spatial.cv_trees, seed=self.seed(rep, f),
+                                                 balanced=self.settings.head.class_weighting, oob=False)
+        return self._grown[(rep, f)]
+
+
+def repeated_folds(y: np.ndarray, settings: PipelineSettings) -> List[List[np.ndarray]]:
+    """Stratified fold assignments of the training labels, ``spatial.repeats`` of them where labels are few:
+    what every choice made on the training labels is scored on. [] when a choice cannot be made (fewer than 2
+    labels in every class)."""
+    from .spatial import cv_folds
+
+    sp = settings.spatial
+    counts = np.bincount(y)
+    n_folds = int(min(sp.folds, counts[counts > 0].max()))
+    if n_folds < 2:
+        return []
+    repeats = max(1, int(sp.repeats)) if y.size < sp.repeat_below else 1
+    return [cv_folds(y, n_folds, settings.seed + 7919 * rep) for rep in range(repeats)]
+
+
+@dataclass
+class RegulariserChoice:
+    regulariser: "Regulariser"
+    selection: Optional[Dict] = None  # engine.heads.selection.Selection.to_dict(), None when fixed
+    folds: int = 0
+
+    def to_dict(self) -> Dict:
+        return {**self.regulariser.to_dict(), "folds": self.folds, "selection": self.selection}
+
+
+def choose_regulariser(reader: StackedReader, reps, extractor, labels: TrainingPixels, head, cv: FoldForests,
+                       settings: PipelineSettings, progress: Progress) -> RegulariserChoice:
+    """The spatial regulariser, chosen on the TRAINING labels only (``engine.heads.selection``: mean per-class
+    recall, one-standard-error rule toward no regularisation).
+
+    For each fold assignment, each fold's forest (``spatial.cv_trees`` trees, on the columns the final head
+    reads) predicts the neighbourhoods of its held-out pixels from their windows' real features; each candidate
+    regularises those out-of-fold patches (with the windows' guide planes) and is scored at the held-out pixels.
     """
-    from ..heads.forest import train_forest
-    from .spatial import SigmaChoice, choose_sigma, cv_folds, radius
+    from ..heads.selection import select_simplest
+    from .spatial import Regulariser, candidates, centre_regularised, choose_sigma
 
     sp = settings.spatial
     if sp.sigma is not None:
-        return SigmaChoice(float(sp.sigma), {}, 0)
-    y = labels.class_index
-    counts = np.bincount(y, minlength=labels.n_classes)
-    n_folds = int(min(sp.folds, counts[counts > 0].max()))
-    if n_folds < 2 or settings.head.kind != "forest":
+        return RegulariserChoice(Regulariser.gaussian(float(sp.sigma)))
+    if sp.method == "none":
+        return RegulariserChoice(Regulariser())
+    folds = cv.folds
+    if not folds or settings.head.kind != "forest":
         progress.log("Spatial regularisation: off (needs the forest head and at least 2 labels of a class)")
-        return SigmaChoice(0.0, {}, 0)
+        return RegulariserChoice(Regulariser())
+    cands = candidates(sp.method, sp)
+    y = labels.class_index
+    k_classes = labels.n_classes
     first = first_read_column(head, settings.head.include_spectrum)
-    folds = cv_folds(y, n_folds, settings.seed)
-    fold_of = np.empty(y.size, np.int64)
+    n_guide = 3 if any(c.needs_guide for c in cands) else 0
+    n_folds, repeats = len(folds[0]), len(folds)
+    fold_of = np.empty((repeats, y.size), np.int64)
     forests = []
-    for f, held in enumerate(folds):
-        fold_of[held] = f
-        keep = np.setdiff1d(np.arange(y.size), held)
-        forests.append(train_forest(x[keep, first:], y[keep], labels.n_classes, n_trees=sp.cv_trees,
-                                    seed=settings.seed + f))
-        progress.step(0.3 * (f + 1) / n_folds)
-    r = radius(max(sp.candidates))
+    for rep, assignment in enumerate(folds):
+        forests.append([])
+        for f, held in enumerate(assignment):
+            fold_of[rep, held] = f
+            forests[rep].append(cv.get(rep, f))
+            progress.step(0.3 * (rep * n_folds + f + 1) / (repeats * n_folds))
+    r = max(c.halo for c in cands)
     s = 2 * r + 1
-    patches = np.full((y.size, labels.n_classes, s, s), np.nan, np.float32)
+    patches = np.full((repeats, y.size, k_classes + n_guide, s, s), np.nan, np.float32)
     patch = settings.tiles.patch
-    for (r0, c0), sel, xw, valid in _iter_label_windows(reader, reps, extractor, labels, settings,
-                                                        progress.sub(0.3, 1.0), run_network=first == 0):
+    for item in _iter_label_windows(reader, reps, extractor, labels, settings, progress.sub(0.3, 0.9),
+                                    run_network=first == 0, guide=n_guide > 0):
+        (r0, c0), sel, xw, valid = item[:4]
         lr, lc = labels.rows[sel] - r0, labels.cols[sel] - c0
-        for f in np.unique(fold_of[sel]):
-            mine = fold_of[sel] == f
-            need = np.zeros((patch, patch), bool)  # the neighbourhoods of this fold's held-out pixels
-            for a, b in zip(lr[mine], lc[mine]):
-                need[max(a - r, 0):a + r + 1, max(b - r, 0):b + r + 1] = True
-            need &= valid
-            probs = np.full((labels.n_classes, patch, patch), np.nan, np.float32)
-            pr, pc = np.nonzero(need)
-            if pr.size:
-                probs[:, pr, pc] = forests[f].predict_proba(xw[first:, pr, pc].T).T
-            padded = np.pad(probs, ((0, 0), (r, r), (r, r)), constant_values=np.nan)
-            for i, a, b in zip(sel[mine], lr[mine], lc[mine]):
-                patches[i] = padded[:, a:a + s, b:b + s]
-    choice = choose_sigma(patches, y, sp.candidates, n_folds)
-    scores = ", ".join(f"σ {k}: {100 * v:.1f} %" for k, v in choice.cv_accuracy.items())
-    progress.log(f"Spatial regularisation: σ = {choice.sigma:g} px chosen by {n_folds}-fold cross-validation on the "
-                 f"training labels ({scores})")
-    return choice
+        guide = np.pad(item[4], ((0, 0), (r, r), (r, r)), constant_values=np.nan) if n_guide else None
+        for rep in range(repeats):
+            for f in np.unique(fold_of[rep, sel]):
+                mine = fold_of[rep, sel] == f
+                need = np.zeros((patch, patch), bool)  # the neighbourhoods of this fold's held-out pixels
+                for a, b in zip(lr[mine], lc[mine]):
+                    need[max(a - r, 0):a + r + 1, max(b - r, 0):b + r + 1] = True
+                need &= valid
+                probs = np.full((k_classes, patch, patch), np.nan, np.float32)
+                pr, pc = np.nonzero(need)
+                if pr.size:
+                    probs[:, pr, pc] = forests[rep][f].predict_proba(xw[first:, pr, pc].T).T
+                padded = np.pad(probs, ((0, 0), (r, r), (r, r)), constant_values=np.nan)
+                for i, a, b in zip(sel[mine], lr[mine], lc[mine]):
+                    patches[rep, i, :k_classes] = padded[:, a:a + s, b:b + s]
+                    if n_guide:
+                        patches[rep, i, k_classes:] = guide[:, a:a + s, b:b + s]
+    if sp.selection == "accuracy":  # 0.2's rule (a benchmark control): Gaussian σ by OA over one assignment
+        old = choose_sigma(patches[0, :, :k_classes], y, sp.candidates, n_folds)
+        progress.log(f"Spatial regularisation (0.2 rule, OA): σ = {old.sigma:g} px")
+        return RegulariserChoice(Regulariser.gaussian(old.sigma), {"rule": "accuracy", **old.to_dict()}, n_folds)
+    if sp.selection not in ("one-se", "best"):
+        raise ValueError(f"unknown selection rule {sp.selection!r}: use one-se, best or accuracy")
+    correct = np.zeros((len(cands), y.size))
+    for ci, cand in enumerate(cands):
+        for rep in range(repeats):
+            correct[ci] += centre_regularised(patches[rep], cand, n_guide).argmax(axis=1) == y
+        progress.step(0.9 + 0.1 * (ci + 1) / len(cands))
+    choice = select_simplest(correct / repeats, y, [c.label for c in cands], repeats, rule=sp.selection)
+    progress.log(f"Spatial regularisation ({n_folds} folds x {repeats}): {choice.describe()}")
+    return RegulariserChoice(cands[choice.chosen], choice.to_dict(), n_folds)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -507,22 +612,27 @@ def choose_smoothing(reader: StackedReader, reps, extractor, labels: TrainingPix
 def predict_scene(model: FittedModel, reader: StackedReader,
                   write: Callable[..., None],
                   progress: Optional[Progress] = None, batch_size: Optional[int] = None,
-                  probabilities: bool = False, rows: Optional[Tuple[int, int]] = None) -> None:
+                  probabilities: bool = False, rows: Optional[Tuple[int, int]] = None,
+                  class_names: Optional[Sequence[str]] = None) -> None:
     """Stream the scene: ``write(row, class_index [rows, W] (-1 = nodata), confidence [rows, W])``; with
     ``probabilities`` also the smoothed class probabilities the argmax used: ``write(row, index, conf,
     probs [K, rows, W])`` (NaN = nodata). ``rows=(first, stop)`` writes only those scene rows, identical to the
     same rows of the whole scene's prediction (a work unit of a large scene: ``engine.jobs.batch``).
 
     Each pixel's class probabilities come from its home window (``engine.tasks.tiling``), as its features did in
-    training; they are smoothed with the model's σ (``engine.tasks.spatial.RowSmoother``: a halo of rows, memory
-    independent of the scene height), then argmax.
+    training; they are regularised with the model's regulariser (``engine.tasks.spatial.RowSmoother``: a halo of
+    rows, memory independent of the scene height; the edge-aware one is guided by the pixels' principal
+    components, which travel with the probabilities as extra planes), then argmax. A class with training labels
+    that no pixel receives is named in the log (``progress.log``).
     """
-    from .spatial import RowSmoother, radius
+    from .spatial import RowSmoother
     from .tiling import predict_tiled
 
     progress = progress or Progress()
     first, stop = (0, reader.height) if rows is None else (int(rows[0]), int(rows[1]))
-    halo = radius(model.sigma)  # the smoothing reads this many rows beyond the range on either side
+    reg = model.regulariser
+    halo = reg.halo  # the regulariser reads this many rows beyond the range on either side
+    n_guide = 3 if reg.needs_guide else 0
     span = (max(0, first - halo), min(reader.height, stop + halo))
     reps, extractor, head = model.representations, model.extractor, model.head
     include_spectrum = model.settings.head.include_spectrum
@@ -535,7 +645,11 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         probs = np.full((block.shape[0], block.shape[2], block.shape[3], n_classes), np.nan, np.float32)
         if use.any():
             probs[use] = head.predict_proba(x.transpose(0, 2, 3, 1)[use])
-        return probs.transpose(0, 3, 1, 2)
+        probs = probs.transpose(0, 3, 1, 2)
+        if n_guide:
+            guides = np.stack([window_guide(reader, reps, b) for b in block])
+            probs = np.concatenate([probs, guides], axis=1)
+        return probs
 
     def write_rows(row: int, probs: np.ndarray) -> None:
         a, b = max(row, first), min(row + probs.shape[1], stop)  # drop the halo rows outside the range
@@ -548,6 +662,7 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         conf = filled.max(axis=0).astype(np.float32)
         index[nodata] = -1
         conf[nodata] = np.nan
+        mapped[:] += np.bincount(index[~nodata], minlength=n_classes)[:n_classes]
         if probabilities:
             probs = probs.astype(np.float32, copy=True)
             probs[:, nodata] = np.nan
@@ -555,11 +670,30 @@ def predict_scene(model: FittedModel, reader: StackedReader,
         else:
             write(row, index, conf)
 
-    smoother = RowSmoother(model.sigma, span[1], write_rows)
-    predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes, smoother.push,
+    mapped = np.zeros(n_classes, np.int64)
+    smoother = RowSmoother(reg, span[1], write_rows, n_guide=n_guide)
+    predict_tiled(reader.height, reader.width, reader.read, predict_patches, n_classes + n_guide, smoother.push,
                   model.settings.tiles, progress=progress,
                   batch_size=batch_size or model.settings.features.batch_size, rows=span)
     smoother.finish()
+    if rows is None:  # a row range of a scene may lack a class: only a whole map says one vanished
+        report_vanished(model, mapped, progress, class_names)
+
+
+def report_vanished(model: FittedModel, mapped: np.ndarray, progress: Progress,
+                    class_names: Optional[Sequence[str]] = None) -> List[int]:
+    """Classes that had training labels but received no pixel of the map: one log line naming them (a rare class
+    must never disappear silently). Returns their indices."""
+    names = list(class_names or [])
+    counts = model.report.get("labels_per_class") or []
+    gone = [k for k in range(len(mapped)) if mapped[k] == 0 and (k >= len(counts) or counts[k] > 0)]
+    if gone and mapped.sum() > 0:
+        what = ", ".join(f"{names[k] if k < len(names) else f'class {k + 1}'}"
+                         + (f" ({counts[k]} training labels)" if k < len(counts) else "") for k in gone)
+        progress.log(f"Warning: {len(gone)} class(es) with training labels received no pixel of this map: {what}. "
+                     "They may be too rare or too similar to another class here; add labels, or check "
+                     "the training report's per-class recall.")
+    return gone
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -579,7 +713,7 @@ def bundle_payload(model: FittedModel) -> Tuple[Dict, Dict]:
         "modalities": list(model.extractor.modalities),
         "group_sizes": model.group_sizes,
         "head": model.head.config,
-        "spatial": {"sigma": float(model.sigma)},
+        "spatial": model.regulariser.to_dict(),
         "training": model.report,
         "versions": {"engine": ENGINE_VERSION, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
@@ -608,11 +742,14 @@ def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     head = load_head(metadata["head"], head_state)
     reps = RepresentationModel.from_dict(metadata["representations"])
-    sigma = float((metadata.get("spatial") or {}).get("sigma", 0.0))  # files before 0.2 had no smoothing
-    if not 0.0 <= sigma <= 50.0:
-        raise ValueError(f"the model file's smoothing sigma {sigma} is out of range: the file is damaged")
+    from .spatial import Regulariser
+
+    try:  # files before 0.2 had no smoothing, before 0.3 only a Gaussian σ
+        regulariser = Regulariser.from_dict(metadata.get("spatial"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the model file's spatial regularisation is damaged ({exc}): train again") from exc
     return FittedModel(settings, reps, model, info, {}, extractor, head, list(metadata["group_sizes"]),
-                       metadata.get("training", {}), sigma=sigma)
+                       metadata.get("training", {}), regulariser=regulariser)
 
 
 # ---------------------------------------------------------------------------------------------------------

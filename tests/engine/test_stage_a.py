@@ -82,9 +82,11 @@ def test_model_file_round_trip_keeps_the_smoothing_and_the_prediction():
     model = fit(reader, {"band_count": hsi.shape[0], "bad_bands": []}, None, labels, s)
     assert model.sigma == 1.5
     metadata, tensors = bundle_payload(model)
-    assert metadata["spatial"] == {"sigma": 1.5}
+    assert metadata["spatial"] == {"method": "gaussian", "sigma": 1.5, "r": 0, "eps": 0.0}
     again = from_bundle(metadata, tensors, device="cpu")
     assert again.sigma == 1.5 and again.backbone_info.kind == "prior"
+    old_file = from_bundle({**metadata, "spatial": {"sigma": 1.5}}, tensors, device="cpu")  # a 0.2 model file
+    assert old_file.regulariser == again.regulariser
     maps = []
     for m in (model, again):
         out = np.zeros(truth.shape, np.int64)
@@ -104,5 +106,9 @@ def test_smoothing_is_chosen_on_training_labels_and_recorded():
     s = _settings("untrained")
     model = fit(reader, {"band_count": hsi.shape[0], "bad_bands": []}, None, labels, s)
     spatial = model.report["spatial"]
-    assert spatial["sigma"] == model.sigma and spatial["sigma"] in s.spatial.candidates
-    assert set(spatial["cv_accuracy"]) == {f"{c:g}" for c in s.spatial.candidates} and spatial["folds"] >= 2
+    assert spatial["method"] == model.regulariser.method and spatial["folds"] >= 2
+    scores = spatial["selection"]["scores"]
+    expected = ["none"] + [f"guided r {r} ε {e:g}" for r in sorted(s.spatial.guided_radii)
+                           for e in sorted(s.spatial.guided_eps)]
+    assert list(scores) == expected and spatial["selection"]["chosen"] == model.regulariser.label
+    assert spatial["selection"]["repeats"] == s.spatial.repeats  # few labels: repeated fold assignments
