@@ -181,10 +181,15 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
             defaultValue=d.head.class_weighting))
         _advanced(alg, QgsProcessingParameterNumber("STRIDE", "Tile stride (pixels; patches are 64x64)", integer,
                                                     d.tiles.stride, minValue=8, maxValue=64))
+        _advanced(alg, QgsProcessingParameterEnum(
+            "REGULARISER", "Spatial regularisation of the class probabilities (strength chosen on the training labels)",
+            REGULARISER_CHOICES, defaultValue=REGULARISER_VALUES.index(d.spatial.method)))
         _advanced(alg, QgsProcessingParameterNumber(
-            "SMOOTHING", "Spatial regularisation: Gaussian sigma on the class probabilities in pixels (-1 = chosen "
-            "by cross-validation on the training labels; 0 = off)", QgsProcessingParameterNumber.Double, -1.0,
-            minValue=-1.0, maxValue=10.0))
+            "SMOOTHING", "Fixed Gaussian sigma in pixels instead (-1 = use REGULARISER; 0 = no regularisation)",
+            QgsProcessingParameterNumber.Double, -1.0, minValue=-1.0, maxValue=10.0))
+        _advanced(alg, QgsProcessingParameterEnum(
+            "SELF_TRAINING", "Self-training on the scene's unlabelled pixels", SELF_TRAINING_CHOICES,
+            defaultValue=SELF_TRAINING_VALUES.index(d.selftrain.mode)))
 
 
 STAGE_A_HELP = """<p><b>Stage A &mdash; the network</b> (<b>BACKBONE_SOURCE</b>, default <i>auto</i>). <i>auto</i>
@@ -199,10 +204,27 @@ flood chip &minus;0.4) and costs no training. The shipped prior (a compact ADM p
 and Sentinel-1/ERS-2 SAR scenes, FiLM-adapted for 100 steps) and a compact network trained from scratch on the
 scene (<b>COMPACT_STEPS</b>) are the other choices. The log says which network was used and why.</p>"""
 
-SMOOTHING_HELP = """<p><b>Spatial regularisation</b> (<b>SMOOTHING</b>): the class-probability map is smoothed by a
-Gaussian (nodata never votes) before the argmax, which removes isolated misclassified pixels. Its width
-&sigma; (0, 0.7, 1, 1.5, 2 or 3 pixels) is chosen by cross-validation on the training labels only and stored in
-the model file; 0 switches it off, a positive value fixes it.</p>"""
+REGULARISER_VALUES = ("guided", "gaussian", "none")
+REGULARISER_CHOICES = ["edge-aware (guided filter)", "Gaussian", "off"]
+SELF_TRAINING_VALUES = ("auto", "on", "off")
+SELF_TRAINING_CHOICES = ["auto (when the training labels show it helps)", "on", "off"]
+
+SMOOTHING_HELP = """<p><b>Choices made on your labels</b>. Whether the diffusion features stay
+(<b>FEATURE_CHECK</b>), the spatial regularisation and self-training are decided on the training labels only, by
+one rule: the <i>mean per-class recall</i> (every class counts the same, so an option that erases a rare class
+loses) of held-out training labels over repeated folds, and an option that is not better by more than one
+standard error is not taken (the one-standard-error rule). The log and the training report show every score.</p>
+<p><b>Spatial regularisation</b> (<b>REGULARISER</b>, <b>SMOOTHING</b>): the class-probability map is filtered
+before the argmax, which removes isolated misclassified pixels. <i>Edge-aware</i> (default) is the guided filter
+(He et al., TPAMI 2013) steered by the scene's first three principal components, so a boundary the image shows is
+kept while noise inside a field is averaged; its radius (1&ndash;4 px) and edge threshold are chosen on the
+training labels, or off. <i>Gaussian</i> chooses a width &sigma; (0.7&ndash;3 px) the same way. Nodata never
+votes. A positive <b>SMOOTHING</b> fixes a Gaussian &sigma;; 0 switches regularisation off. The choice is stored in
+the model file.</p>
+<p><b>Self-training</b> (<b>SELF_TRAINING</b>): the forest labels the pixels of 16 random windows of the scene it is
+surest of &mdash; the same number per class, only where the 8 neighbours agree &mdash; and is grown again on your
+labels plus those (one or two rounds). <i>auto</i> does this only when it measurably helps on held-out training
+labels. A class that no pixel of the map receives is named in the log.</p>"""
 
 CONNECTIVITY = ["4 (edges)", "8 (edges and corners)"]
 
@@ -303,6 +325,8 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.tiles.stride = alg.parameterAsInt(parameters, "STRIDE", context)
         sigma = alg.parameterAsDouble(parameters, "SMOOTHING", context)
         s.spatial.sigma = None if sigma < 0 else sigma
+        s.spatial.method = REGULARISER_VALUES[alg.parameterAsEnum(parameters, "REGULARISER", context)]
+        s.selftrain.mode = SELF_TRAINING_VALUES[alg.parameterAsEnum(parameters, "SELF_TRAINING", context)]
     return s
 
 

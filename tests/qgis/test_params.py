@@ -34,11 +34,12 @@ def test_every_advanced_value_reaches_its_setting(qgis_app):
         "TIMESTEPS": "100, 250", "BLOCKS": "3;4", "HEAD": 1, "TREES": 120, "FEATURE_CHECK": False, "FUSION": 3,
         "SPECTRUM": False, "CLASS_WEIGHTS": True, "STRIDE": 48, "SMOOTHING": 1.5, "RGB_BANDS": "30 20 10",
         "SAR_UNITS": 2, "ADAPT_STEPS": 7, "ADAPT_PRESET": 1, "ADAPT_BATCH": 4, "COMPACT_STEPS": 9, "SEED": 3,
-        "DEVICE": 1, "BACKBONE_SOURCE": 1})
+        "DEVICE": 1, "BACKBONE_SOURCE": 1, "REGULARISER": 1, "SELF_TRAINING": 2})
     assert s.features.timesteps == (100, 250) and s.features.blocks == (3, 4)
     assert s.head.kind == "mlp" and s.head.trees == 120 and s.head.feature_check_p == 0.0
     assert s.features.fusion == "moe" and not s.head.include_spectrum and s.head.class_weighting
     assert s.tiles.stride == 48 and s.spatial.sigma == 1.5
+    assert s.spatial.method == "gaussian" and s.selftrain.mode == "off"
     assert s.representation.rgb_bands == (30, 20, 10) and s.representation.sar_db is False
     assert s.adaptation.steps == 7 and s.adaptation.preset == "public" and s.adaptation.batch_size == 4
     assert s.backbone.compact_steps == 9 and s.seed == 3 and s.device == "cpu"
