@@ -215,18 +215,15 @@ def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], 
             feature_check.update(p_value=round(p, 4), threshold=settings.feature_check_p)
             why = f"(p = {p:.3f})"
         elif settings.feature_check_rule in ("one-se", "best"):
-            from .selection import BRIER, select_simplest
+            from .selection import select_simplest
 
-            from .selection import brier_scores
-
-            options = [("bands only", bands), ("bands + features", forest)]
+            options = [("bands only", right_b), ("bands + features", right_f)]
             if settings.feature_check_prefers == "features":
                 options.reverse()
             elif settings.feature_check_prefers != "bands":
                 raise ValueError(f"feature_check_prefers must be features or bands, got {settings.feature_check_prefers!r}")
-            scores = np.stack([brier_scores(f.oob_proba[both], y[both]) for _, f in options])
-            choice = select_simplest(scores, y[both], [name for name, _ in options],
-                                     rule=settings.feature_check_rule, criterion=BRIER)
+            choice = select_simplest(np.stack([r for _, r in options]).astype(float), y[both],
+                                     [name for name, _ in options], rule=settings.feature_check_rule)
             use_features = options[choice.chosen][0] == "bands + features"
             feature_check["selection"] = choice.to_dict()
             why = f"({choice.describe()})"

@@ -10,9 +10,11 @@ strength, whether the diffusion features stay, self-training) is made the same w
 - **noise**: the standard error of the *paired* difference to the best candidate, per class (stratified: the
   variance of the per-pixel differences within each class over its labels), summed as the criterion is;
 - **one-standard-error rule** (Breiman et al. 1984, *Classification and Regression Trees*; Hastie, Tibshirani &
-  Friedman, *The Elements of Statistical Learning*, § 7.10): candidates are listed simplest first, and the
-  simplest whose score is within one standard error of the best is chosen. A costlier or more invasive option
-  must clear the noise to be used.
+  Friedman, *The Elements of Statistical Learning*, § 7.10): candidates are listed in order of preference, and
+  the first whose score is within one standard error of the best is chosen. An option that departs from the
+  preferred one must clear the noise to be used. The preferred option is the simpler one (no regularisation, no
+  self-training), except for the feature check, where it is the configuration the benchmarks measured more
+  accurate (the diffusion features kept; ``HeadSettings.feature_check_prefers``).
 
 Held-out predictions may be averaged over repeated fold assignments (``correct`` then holds fractions).
 """
@@ -24,19 +26,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 CRITERION = "mean per-class recall"
-BRIER = "mean per-class Brier skill"  # 1 − Brier/2 of the class probabilities: proper, and uses every probability
-
-
-def brier_scores(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[N, K] class probabilities, [N] classes → [N] 1 − Brier/2 in [0, 1] (1 = all mass on the true class).
-
-    A proper score: with a few dozen labels it separates two models from far fewer pixels than right/wrong,
-    because a pixel both get right still tells which was surer."""
-    p = np.asarray(proba, dtype=np.float64)
-    onehot = np.zeros_like(p)
-    onehot[np.arange(y.size), np.asarray(y)] = 1.0
-    return 1.0 - 0.5 * ((p - onehot) ** 2).sum(axis=1)
-RULE = "one-standard-error rule toward the simpler option"
+RULE = "one-standard-error rule toward the preferred (first-listed) option"
 
 
 @dataclass
@@ -101,7 +91,7 @@ RULES = ("one-se", "best")
 
 def select_simplest(correct: np.ndarray, y: np.ndarray, labels: Sequence[str], repeats: int = 1,
                     rule: str = "one-se", criterion: str = CRITERION) -> Selection:
-    """``correct`` [C, N]: for C candidates (simplest first), whether each of N held-out training pixels was
+    """``correct`` [C, N]: for C candidates (preferred first), whether each of N held-out training pixels was
     predicted right (or the fraction of repeats it was); ``y`` [N] their classes. The rule of the module
     docstring (``rule="best"``: the highest criterion, without the standard-error margin — a benchmark control);
     ties go to the simpler candidate."""

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from engine.heads.selection import brier_scores, select_simplest
+from engine.heads.selection import select_simplest
 from engine.tasks.spatial import Regulariser, centre_regularised, neighbourhood
 
 
@@ -47,14 +47,6 @@ def test_single_label_classes_borrow_the_pooled_variance():
     b = np.r_[np.ones(10), 1.0]  # differs only on the class with one label
     sel = select_simplest(np.stack([a, b]), y, ["a", "b"])
     assert sel.scores[0].se > 0  # one label is never taken as certain
-
-
-def test_brier_skill_rewards_confidence_in_the_true_class():
-    y = np.array([0, 1])
-    sure = np.array([[1.0, 0.0], [0.0, 1.0]])
-    unsure = np.array([[0.6, 0.4], [0.4, 0.6]])
-    np.testing.assert_allclose(brier_scores(sure, y), 1.0)
-    assert (brier_scores(unsure, y) < 1.0).all() and (brier_scores(unsure, y) > 0.5).all()
 
 
 def test_bad_shapes_and_rules_are_refused():
