@@ -253,7 +253,9 @@ def test_trainandclassify_one_step_beats_chance_clearly(scene, labels, tmp_path)
                                       "REPORT": str(tmp_path / "train.html"), **TINY}, rec)
     assert result["OUTPUT"] == str(out) and result["CONFIDENCE"] is None
     assert (tmp_path / "lc.qml").is_file() and (tmp_path / "m.difflc").is_file()
-    assert "<svg" in (tmp_path / "train.html").read_text()
+    page = (tmp_path / "train.html").read_text()
+    assert "<svg" in page and 'id="classes"' in page and 'id="smoothing"' in page
+    assert page.count("<circle") >= len(rows) and "<image" in page  # the training points over the scene
     data, _ = read_array(out)
     held_out = np.ones(scene.shape, bool)
     held_out[rows, cols] = False
