@@ -120,7 +120,7 @@ def main() -> int:
             if not html.is_file():
                 print(f"missing {html} (run `make demo`, or leave out --demo)", file=sys.stderr)
                 return 1
-            png = render(html, args.out / name, width=args.width)
+            png = render(html, args.out / name, width=args.width, height=4200)
             trim(png)
             _shrink(png)
             print(f"{png}  {png.stat().st_size // 1024} KB  (from {html.name})")

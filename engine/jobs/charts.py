@@ -53,7 +53,7 @@ def png_data_uri(rgb: np.ndarray) -> str:
 # ---------------------------------------------------------------------------------------------- quick-looks
 def step_text(step: int) -> str:
     """How a quick-look was decimated, for its caption."""
-    return "full resolution" if step == 1 else f"every {step}th row and column"
+    return "full resolution" if step == 1 else f"one row and column in {step}"
 
 
 def decimation_step(height: int, width: int, max_px: int = QUICKLOOK_PX) -> int:
@@ -176,8 +176,9 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], label: str, u
     plot_w, bar_h, gap = 300, 14, 10
     group_h = bar_h * len(series) + gap
     legend_h = 18 if len(series) > 1 else 0
+    legend_w = sum(24 + 7 * len(s.name) for s in series) if legend_h else 0
     top = 8 + legend_h
-    width, height = label_w + plot_w + 70, top + group_h * len(categories) + 28
+    width, height = label_w + max(plot_w + 70, legend_w), top + group_h * len(categories) + 28
 
     def x(v: float) -> float:
         return label_w + (min(max(v, lo), hi) - lo) / (hi - lo) * plot_w
@@ -215,7 +216,7 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], label: str, u
     parts.append(f'<line x1="{x(0):.1f}" y1="{top - 2}" x2="{x(0):.1f}" y2="{base}" stroke="#444"/>')
     parts.append(f'<line x1="{label_w}" y1="{base}" x2="{label_w + plot_w}" y2="{base}" stroke="#444"/>')
     for v in (lo, hi):
-        parts.append(f'<text x="{x(v):.1f}" y="{base + 14}" text-anchor="middle">{v:.4g}</text>')
+        parts.append(f'<text x="{x(v):.1f}" y="{base + 14}" text-anchor="middle">{v:.3g}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -270,10 +271,17 @@ def point_chart(categories: Sequence[str], means: Sequence[Optional[float]],
 
 
 def histogram_svg(values: np.ndarray, threshold: Optional[float], label: str, x_title: str = "",
-                  bins: int = 60) -> str:
-    """Histogram of a sample with a vertical threshold line; bars above the threshold in red."""
+                  bins: int = 60, clip_percentile: float = 99.5) -> str:
+    """Histogram of a sample with a vertical threshold line; bars above the threshold in red. The axis ends at
+    the ``clip_percentile`` (or just past the threshold): change scores are heavy-tailed, and a few extreme
+    pixels would squeeze every other bar into one; the values beyond are counted in the last bar."""
     v = np.asarray(values, np.float64)
     v = v[np.isfinite(v)]
+    if v.size:
+        end = float(np.percentile(v, clip_percentile))
+        if _finite(threshold) and threshold >= end:
+            end = threshold + 0.05 * (threshold - float(v.min()) or 1.0)
+        v = np.minimum(v, end)
     left, top, plot_w, plot_h = 56, 12, 420, 170
     width, height = left + plot_w + 20, top + plot_h + 44
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '

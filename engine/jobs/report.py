@@ -405,7 +405,8 @@ def change_figures_html(first, second, rgb_bands, change_map: np.ndarray, colour
     return (f'<h2 id="quicklooks">Quick-looks ({charts.step_text(step)})</h2><div class="figures">{looks}</div>'
             f'<h2 id="histogram">Score histogram</h2>'
             + _figure(hist, f"{score_name}: a random sample of {np.isfinite(np.asarray(scores)).sum():,} valid pixels; "
-                            "bars at or above the threshold (dashed) in red."))
+                            "bars at or above the threshold (dashed) in red; the top 0.5 % of the scores are counted "
+                            "in the last bar."))
 
 
 def render_detection_html(data: Dict, figures: str = "") -> str:
