@@ -130,9 +130,8 @@ def _driver() -> int:
 
             _shrink(args.screenshot)
             say(f"screenshot {args.screenshot} ({args.screenshot.stat().st_size // 1024} KB)")
-        say(f"{len(out.get('checks', [])) - failed + bool(out.get('error'))} of "
-            f"{len(out.get('checks', [])) + bool(out.get('error'))} checks passed" if failed else
-            f"all {len(out.get('checks', []))} checks passed")
+        total = len(out.get("checks", []))
+        say(f"FAILED: {failed} problem(s), {total} checks made" if failed else f"all {total} checks passed")
         return 1 if failed else 0
 
 
@@ -163,11 +162,10 @@ def _inside(job_path: str) -> None:
         loop.exec()
 
     def toolbox_algorithms(toolbox) -> list:
-        tree = toolbox.algorithmTree
-        model, found, stack = tree.model(), [], [None]
         from qgis.PyQt.QtCore import QModelIndex
 
-        stack = [QModelIndex()]
+        tree = toolbox.algorithmTree
+        model, found, stack = tree.model(), [], [QModelIndex()]
         while stack:
             parent = stack.pop()
             for r in range(model.rowCount(parent)):
@@ -175,6 +173,11 @@ def _inside(job_path: str) -> None:
                 alg = tree.algorithmForIndex(index)
                 if alg is not None:
                     found.append(alg.id())
+                    if alg.provider() is not None and alg.provider().id() == PROVIDER:  # open it for the screenshot
+                        parent_index = index.parent()
+                        while parent_index.isValid():
+                            tree.setExpanded(parent_index, True)
+                            parent_index = parent_index.parent()
                 stack.append(index)
         return found
 
@@ -239,6 +242,16 @@ def _inside(job_path: str) -> None:
                   f"{renderer.type()}: {names}")
             layer.setOpacity(0.75)
             window = iface.mainWindow()
+            from qgis.PyQt.QtWidgets import QDockWidget
+
+            for dock in window.findChildren(QDockWidget):  # the Layers panel and the Toolbox beside the map
+                if dock.objectName() not in ("Layers", "ProcessingToolbox"):
+                    dock.hide()
+            root = project.layerTreeRoot()
+            for lay, expanded in ((layer, True), (s2, False)):  # the class legend in view
+                node = root.findLayer(lay.id())
+                node.setExpanded(not expanded)  # toggled: the view follows changes only
+                node.setExpanded(expanded)
             window.resize(job["width"], job["height"])
             canvas = iface.mapCanvas()
             canvas.setExtent(layer.extent())

@@ -30,6 +30,10 @@ def _finite(v) -> bool:
     return v is not None and isinstance(v, (int, float)) and math.isfinite(v)
 
 
+def _tick(v: float) -> str:
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+
+
 # --------------------------------------------------------------------------------------------------- PNG
 def png_bytes(rgb: np.ndarray) -> bytes:
     """[H, W, 3] uint8 → PNG (8-bit RGB, no filter, zlib): small enough for quick-looks of a few hundred px."""
@@ -216,7 +220,7 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], label: str, u
     parts.append(f'<line x1="{x(0):.1f}" y1="{top - 2}" x2="{x(0):.1f}" y2="{base}" stroke="#444"/>')
     parts.append(f'<line x1="{label_w}" y1="{base}" x2="{label_w + plot_w}" y2="{base}" stroke="#444"/>')
     for v in (lo, hi):
-        parts.append(f'<text x="{x(v):.1f}" y="{base + 14}" text-anchor="middle">{v:.3g}</text>')
+        parts.append(f'<text x="{x(v):.1f}" y="{base + 14}" text-anchor="middle">{_tick(v)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

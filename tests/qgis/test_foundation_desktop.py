@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 CHECK = r'''
@@ -78,6 +80,7 @@ def test_desktop_qgis_loads_and_unloads_plugin(tmp_path):
     assert "Diffusion Land Cover" not in out["menu_after_unload"]
 
 
+@pytest.mark.slow
 def test_packaged_zip_in_a_clean_profile_fills_the_toolbox():
     """The fast half of `make desktop-check` (issue 22): the ZIP unpacked into a clean profile's plugin folder as
     Install from ZIP does, the desktop started on that profile only, every difflc algorithm in the Toolbox. The
