@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 QGIS_PLUGIN_DIR ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 
-.PHONY: help setup test package install uninstall demo screenshots clean
+.PHONY: help setup test package install uninstall demo screenshots desktop-check clean
 
 help:
 	@echo "make setup    install QGIS/GDAL (apt, as root) and .venv with the pinned requirements"
@@ -11,6 +11,8 @@ help:
 	@echo "make demo     run the demo through qgis_process"
 	@echo "make package  build dist/diffusion_landcover.zip (Plugins > Install from ZIP)"
 	@echo "make install  link this checkout into QGIS_PLUGIN_DIR=$(QGIS_PLUGIN_DIR)"
+	@echo "make desktop-check  the ZIP in a clean QGIS profile, real desktop under Xvfb, one-step run (~1-2 min)"
+	@echo "make screenshots    docs/screenshots/ from the real desktop and the reports rendered by Chromium"
 
 setup:
 	@scripts/setup.sh
@@ -32,7 +34,11 @@ demo:
 	@scripts/demo.sh
 
 screenshots:
-	.venv/bin/python scripts/screenshots.py
+	$(PY) scripts/screenshots.py
+	$(PY) scripts/report_screenshots.py
+
+desktop-check: package
+	$(PY) scripts/desktop_check.py --zip dist/diffusion_landcover.zip
 
 clean:
 	rm -rf dist .qgis-profile

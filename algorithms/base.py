@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from qgis.core import (Qgis, QgsMessageLog, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingOutputLayerDefinition)
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingOutputLayerDefinition)
 from qgis.PyQt.QtGui import QIcon
 
 from ..engine.progress import Cancelled, Progress
@@ -269,7 +269,9 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         """The one error boundary: whatever the engine raises reaches the user as one line."""
         with error_boundary(feedback):
-            return self.process(parameters, context, feedback)
+            results = self.process(parameters, context, feedback)
+        load_styles_on_completion(context)
+        return results
 
     def process(self, parameters, context, feedback):
         raise NotImplementedError
@@ -338,6 +340,29 @@ class DiffLcAlgorithm(QgsProcessingAlgorithm):
 
     def progress_for(self, feedback) -> Progress:
         return progress_for(feedback)
+
+
+class _SidecarStyle(QgsProcessingLayerPostProcessorInterface):
+    """Applies ``<raster>.qml`` to a result layer the desktop loads: Processing loads results without their default
+    style, so a classified map would show its colour table's 256 entries instead of the class legend."""
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        qml = f"{os.path.splitext(layer.source())[0]}.qml"
+        if os.path.isfile(qml):
+            layer.loadNamedStyle(qml)
+            layer.triggerRepaint()
+
+
+_SIDECAR_STYLE = []  # one stateless instance, kept referenced (the context does not own it)
+
+
+def load_styles_on_completion(context) -> None:
+    """Every result the desktop will load that has a ``.qml`` beside it gets it applied (``_SidecarStyle``)."""
+    for path in context.layersToLoadOnCompletion():
+        if os.path.isfile(f"{os.path.splitext(path)[0]}.qml"):
+            if not _SIDECAR_STYLE:
+                _SIDECAR_STYLE.append(_SidecarStyle())
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(_SIDECAR_STYLE[0])
 
 
 def _is_integer(definition) -> bool:

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Take the README screenshots from the real QGIS desktop under a virtual display (Xvfb).
+"""Take the README screenshots from the real QGIS desktop under a virtual display (Xvfb); the reports' screenshots
+are scripts/report_screenshots.py's (headless Chromium).
 
     .venv/bin/python scripts/screenshots.py            # writes docs/screenshots/*.png
 
@@ -36,7 +37,7 @@ def _driver() -> int:
     args = parser.parse_args()
 
     needed = [args.data / "Spain_7370579_S2Hand.tif", args.data / "Spain_7370579_S1Hand.tif",
-              args.demo / "landcover.tif", args.demo / "train_points.gpkg", args.demo / "accuracy.html"]
+              args.demo / "landcover.tif", args.demo / "train_points.gpkg"]
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         print("missing inputs (run `make demo` first?):\n  " + "\n  ".join(missing), file=sys.stderr)
@@ -58,7 +59,7 @@ def _driver() -> int:
                        "[qgis]\nallowVersionCheck=false\n\n"
                        "[core]\nNewsFeed\\httpsfeedqgisorg\\disabled=true\n")
         job = {"s2": str(needed[0]), "s1": str(needed[1]), "landcover": str(needed[2]),
-               "points": str(needed[3]), "accuracy": str(needed[4]), "out": str(args.out),
+               "points": str(needed[3]), "out": str(args.out),
                "result": str(tmp / "result.json"), "width": WIDTH, "height": HEIGHT}
         (tmp / "job.json").write_text(json.dumps(job))
         env = dict(os.environ, QGIS_CUSTOM_CONFIG_PATH=str(tmp / "profile"), QGIS_PLUGINPATH=str(plugins),
@@ -114,8 +115,8 @@ def _inside(job_path: str) -> None:
     import qgis.utils
     from qgis.core import (QgsApplication, QgsContrastEnhancement, QgsMultiBandColorRenderer, QgsProject,
                            QgsRasterLayer, QgsRasterMinMaxOrigin, QgsVectorLayer)
-    from qgis.PyQt.QtCore import QEventLoop, QSize, QTimer, QUrl, Qt
-    from qgis.PyQt.QtGui import QImage, QPainter
+    from qgis.PyQt.QtCore import QEventLoop, QTimer, Qt
+    from qgis.PyQt.QtGui import QImage
     from qgis.PyQt.QtWidgets import QDockWidget
 
     job = json.loads(Path(job_path).read_text())
@@ -200,27 +201,6 @@ def _inside(job_path: str) -> None:
         pump(1000)
         save(window.grab().toImage(), "result_map.png")
 
-    def report_shot() -> None:
-        from qgis.PyQt.QtWebKitWidgets import QWebPage  # qt5-only: QGIS 4 has no QtWebKit; run() logs the error
-
-        page = QWebPage()
-        state["keep"].append(page)
-        done = QEventLoop()
-        page.loadFinished.connect(lambda ok: done.quit())
-        page.setViewportSize(QSize(720, 600))
-        html = Path(job["accuracy"])
-        page.mainFrame().setHtml(html.read_text(encoding="utf-8"), QUrl.fromLocalFile(str(html)))
-        QTimer.singleShot(10000, done.quit)
-        done.exec()
-        size = page.mainFrame().contentsSize()
-        page.setViewportSize(QSize(max(720, size.width()), size.height()))
-        image = QImage(page.viewportSize(), QImage.Format.Format_RGB32)
-        image.fill(0xFFFFFFFF)
-        painter = QPainter(image)
-        page.mainFrame().render(painter)
-        painter.end()
-        save(image, "accuracy_report.png")
-
     def run() -> None:
         try:
             layers = load_layers()
@@ -233,10 +213,6 @@ def _inside(job_path: str) -> None:
                     shot(layers)
                 except Exception:
                     state["errors"].append(f"{shot.__name__}: {traceback.format_exc()}")
-        try:
-            report_shot()
-        except Exception:
-            state["errors"].append(f"report_shot: {traceback.format_exc()}")
         Path(job["result"]).write_text(json.dumps({"written": state["written"], "errors": state["errors"]}))
         QgsApplication.exit(0)
 

@@ -8,7 +8,7 @@ cd "$REPO"
 SYSTEM_PYTHON=/usr/bin/python3
 VENV="$REPO/.venv"
 STAMP="$VENV/.difflc-setup-stamp"
-APT_PACKAGES=(qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb)
+APT_PACKAGES=(qgis python3-qgis qgis-providers gdal-bin python3-gdal python3-venv xvfb chromium)
 export DEBIAN_FRONTEND=noninteractive PIP_NO_INPUT=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
 say() { printf '[setup] %s\n' "$*"; }

@@ -273,13 +273,14 @@ def train(request: TrainRequest, progress: Optional[Progress] = None) -> TrainOu
                      f"kappa {val.get('kappa', 0):.3f}, mIoU {100 * val.get('mean_iou', 0):.2f} % "
                      f"({val.get('n_samples', 0)} pixels)")
     if request.report_path:
-        _write_training_report(request.report_path, val, metadata)
+        _write_training_report(request.report_path, val, metadata, scene=(inputs.reader, samples, model))
     progress.report(1.0)
     return TrainOutcome(bundle, metadata, samples.report, val.get("overall_accuracy"), model)
 
 
-def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
-    from .report import write_accuracy_report
+def _write_training_report(path: str, validation: Dict, metadata: Dict, scene=None) -> None:
+    """``scene`` (reader, samples, fitted model): the HTML report's quick-look of the training pixels over it."""
+    from .report import training_figures_html, training_quicklook, write_accuracy_report
 
     names = [c.get("name") for c in metadata.get("classes") or []]
     if validation and len(names) == len(validation.get("per_class") or []):  # names, not "class 0"
@@ -297,8 +298,17 @@ def _write_training_report(path: str, validation: Dict, metadata: Dict) -> None:
         extra["what_each_input_is_worth"] = describe(InputValue(**fields), worth.get("out_of_bag_oa"))
         extra["input_value"] = worth
     html = path if path.lower().endswith((".html", ".htm")) else None
+    figures = ""
+    if html:
+        look = ""
+        if scene is not None:
+            reader, samples, model = scene
+            look = training_quicklook(reader, model.representations.rgb_bands, samples.rows, samples.cols,
+                                      samples.class_index, [c.color for c in samples.classes])
+        figures = training_figures_html(metadata, look)
     write_accuracy_report(validation or {}, html_path=html, json_path=None if html else path,
-                          title=f"Training report (validation on {_validation_kind(metadata)})", extra=extra)
+                          title=f"Training report (validation on {_validation_kind(metadata)})", extra=extra,
+                          figures=figures)
 
 
 def _validation_kind(metadata: Dict) -> str:
@@ -850,19 +860,6 @@ def _is_number(value) -> bool:
         return False
 
 
-def _change_report_html(data: Dict) -> str:
-    import html as _html
-
-    rows = "".join(f"<tr><th>{_html.escape(str(k))}</th><td>{_html.escape(str(v))}</td></tr>"
-                   for k, v in data.items() if not isinstance(v, dict))
-    subs = "".join(f"<h2>{_html.escape(str(k))}</h2><table>" + "".join(
-        f"<tr><th>{_html.escape(str(a))}</th><td>{_html.escape(str(b))}</td></tr>" for a, b in v.items()) + "</table>"
-        for k, v in data.items() if isinstance(v, dict))
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Change detection</title><style>"
-            "body{font-family:sans-serif} th{text-align:left;padding-right:1em}</style></head><body>"
-            f"<h1>Change detection</h1><table>{rows}</table>{subs}</body></html>")
-
-
 def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) -> ChangeOutcome:
     """BEFORE/AFTER rasters (AFTER resampled onto the BEFORE grid when needed) → styled change map, score, model,
     report; every output is written to a temporary beside it and moved into place only when all are complete."""
@@ -875,6 +872,8 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
     from ..files import write_text
     from ..data.labels import ClassInfo as _ClassInfo
     from ..data.raster_io import ClassifiedWriter, ImageWriter, pixel_area, read_info
+    from .charts import RowSampler
+    from .report import change_figures_html, render_detection_html
 
     progress = progress or Progress()
     t0 = time.perf_counter()
@@ -943,8 +942,7 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
     try:
         def write(row: int, s: np.ndarray) -> None:
             scores.write(row, s[None])
-            if not supervised:
-                sample.add(s)
+            sample.add(s)  # the threshold (unsupervised) and the report's histogram
 
         stream_scores(model, r1, r2, write, progress.sub(0.4, 0.9))
         if supervised:
@@ -958,12 +956,14 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
         counts = np.zeros(3, np.int64)  # no change, change, nodata
         areas = pixel_area(before.info)
         changed_area = 0.0
+        map_look = RowSampler(before.height, before.width)  # the report's quick-look of the map
         with ClassifiedWriter(request.output, before.info, classes, log=progress.log) as writer:
             for row, rows in row_blocks(before.height, before.width, itemsize=8):  # scores, then int64 classes
                 s = scores.read(row, rows)[0]
                 ok = np.isfinite(s)
                 out = np.where(ok, (np.nan_to_num(s, nan=-np.inf) >= threshold).astype(np.int64), -1)
                 writer.write(row, 0, out)
+                map_look.add(row, out)
                 counts += [int((out == 0).sum()), int((out == 1).sum()), int((out < 0).sum())]
                 if areas.row_area is not None:
                     changed_area += float(((out == 1).sum(axis=1) * areas.row_area[row:row + rows]).sum())
@@ -1004,7 +1004,9 @@ def detect_changes(request: ChangeRequest, progress: Optional[Progress] = None) 
         if request.report_path.lower().endswith(".json"):
             write_text(request.report_path, json.dumps(report, indent=2, default=str))
         else:
-            write_text(request.report_path, _change_report_html(report))
+            figures = change_figures_html(r1, r2, model.representations.rgb_bands, map_look.array(),
+                                          [c.color for c in classes], sample.values, threshold, score_name)
+            write_text(request.report_path, render_detection_html(report, figures))
     progress.log(f"Changed: {result.changed_pixels:,} of {valid_px:,} valid pixels "
                  f"({100 * (report['changed_fraction'] or 0):.2f} %)"
                  + (f", {report['changed_area_ha']:,.2f} ha" if report["changed_area_ha"] is not None else ""))

@@ -1,6 +1,8 @@
-"""Accuracy report: JSON for machines, one self-contained HTML page (no external assets) for people.
+"""Accuracy, training and change reports: JSON for machines, one self-contained HTML page (no external assets) for
+people.
 
-The confusion matrix is drawn as inline SVG so the report needs neither matplotlib nor network access.
+Every picture is inline SVG (and quick-looks inline PNG, :mod:`.charts`), so a report needs neither matplotlib nor
+network access and stays one file that can be mailed or archived.
 """
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import json
 import math
 from typing import TYPE_CHECKING, Dict, Optional
 
+import numpy as np
+
 from ..files import write_text
+from . import charts
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..assessment.change import ChangeMatrix
@@ -23,7 +28,7 @@ body { font-family: sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
 th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: right; }
 th { background: #f2f2f2; text-align: left; }
-</style>"""
+""" + charts.FIGURE_STYLE + "\n</style>"
 
 
 def _fmt(v, pct: bool = True) -> str:
@@ -121,7 +126,8 @@ def _div(v, d):
     return None if v is None else v / d
 
 
-def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None) -> str:
+def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None, figures: str = "") -> str:
+    """The accuracy page; ``figures`` (HTML) goes after the summary (the training report's own pictures)."""
     e = html.escape
     per = metrics.get("per_class", [])
     names = [p["name"] for p in per]
@@ -142,11 +148,13 @@ def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None) -> str:
 {_STYLE}</head><body>
 <h1>{e(title)}</h1>
 <h2>Summary</h2><table>{rows}</table>
+{figures}
 <h2>Per class (%)</h2>
 <table><tr><th>class</th><th>reference</th><th>predicted</th><th>precision</th><th>recall</th><th>F1</th><th>IoU</th></tr>{cls}</table>
 <h2>Confusion matrix (rows: reference, columns: prediction)</h2>
 <table id="confusion-matrix"><tr><th></th>{head}<th>total</th></tr>{body}<tr><th>total</th>{totals}<td></td></tr></table>
 {confusion_svg(cm, names) if cm else ""}
+{accuracy_charts_html(metrics)}
 {area_estimation_html(metrics.get("area_estimation"))}
 {extra_html}
 </body></html>
@@ -154,13 +162,13 @@ def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None) -> str:
 
 
 def write_accuracy_report(metrics: Dict, html_path: Optional[str] = None, json_path: Optional[str] = None,
-                          title: str = "Accuracy assessment", extra: Optional[Dict] = None) -> None:
+                          title: str = "Accuracy assessment", extra: Optional[Dict] = None, figures: str = "") -> None:
     """Write the metrics (from :mod:`engine.assessment.metrics`) as JSON and/or HTML, each via temp file + move."""
     if json_path:
         payload = {"title": title, **metrics, "extra": extra or {}}
         write_text(json_path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
     if html_path:
-        write_text(html_path, render_html(metrics, title, extra))
+        write_text(html_path, render_html(metrics, title, extra, figures))
 
 
 def _run_table(extra: Optional[Dict]) -> str:
@@ -241,3 +249,173 @@ def write_change_report(matrix: "ChangeMatrix", table_path: Optional[str] = None
                                          ensure_ascii=False, default=str))
     if html_path:
         write_text(html_path, render_change_html(matrix, title, extra))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# pictures of the accuracy, training and change reports (drawn by .charts)
+
+UA_COLOUR, PA_COLOUR = "#1b9e77", "#d95f02"
+MAPPED_COLOUR, ESTIMATED_COLOUR = "#9e9ac8", "#54278f"
+IMPORTANCE_COLOUR = "#3182bd"
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+def accuracy_charts_html(metrics: Dict) -> str:
+    """User's / producer's accuracy per class with their 95 % CIs and mapped vs estimated area ± 95 % CI (Olofsson
+    et al. 2014) when the report has area estimates; else the sample's precision / recall, which have none."""
+    est = metrics.get("area_estimation") or {}
+    classes = est.get("classes") or []
+    if classes:
+        names = [str(c.get("name")) for c in classes]
+        acc = charts.bar_chart(names, [
+            charts.Series("user's accuracy", UA_COLOUR, [c.get("users_accuracy") for c in classes],
+                          [c.get("users_accuracy_ci95") for c in classes]),
+            charts.Series("producer's accuracy", PA_COLOUR, [c.get("producers_accuracy") for c in classes],
+                          [c.get("producers_accuracy_ci95") for c in classes])],
+            "user's and producer's accuracy per class", lower=0.0, upper=1.0)
+        unit = est.get("unit", "pixels")
+        area = charts.bar_chart(names, [
+            charts.Series(f"mapped area ({unit})", MAPPED_COLOUR, [c.get("map_area") for c in classes]),
+            charts.Series(f"estimated area ({unit})", ESTIMATED_COLOUR, [c.get("estimated_area") for c in classes],
+                          [c.get("estimated_area_ci95") for c in classes])],
+            "mapped and estimated area per class", digits=1, lower=0.0)
+        return ('<h2 id="accuracy-charts">Accuracy and area per class</h2><div class="figures">'
+                + _figure(acc, "User's and producer's accuracy, area-weighted (Olofsson et al. 2014), "
+                               "whiskers: 95 % confidence intervals.")
+                + _figure(area, f"Area counted on the map and estimated from the reference sample ({unit}), "
+                                "whiskers: 95 % confidence interval of the estimate.") + "</div>")
+    per = metrics.get("per_class") or []
+    if not per:
+        return ""
+    chart = charts.bar_chart([str(p.get("name")) for p in per], [
+        charts.Series("user's accuracy (precision)", UA_COLOUR, [p.get("precision") for p in per]),
+        charts.Series("producer's accuracy (recall)", PA_COLOUR, [p.get("recall") for p in per])],
+        "user's and producer's accuracy per class", lower=0.0, upper=1.0)
+    return ('<h2 id="accuracy-charts">Accuracy per class</h2>'
+            + _figure(chart, "User's and producer's accuracy on these samples (no area weighting, so no "
+                             "confidence interval; '–': the class was never predicted or has no reference)."))
+
+
+def smoothing_chart_html(spatial: Dict) -> str:
+    """The smoothing cross-validation curve, chosen candidate in red: ``scores`` {label: {mean, se}} with a
+    selection rule (newer models) or ``cv_accuracy`` {σ: accuracy} (older ones); '' when the model has neither."""
+    scores = spatial.get("scores") or {}
+    if scores:
+        labels = list(scores)
+        means = [(v.get("mean") if isinstance(v, dict) else v) for v in scores.values()]
+        errors = [(v.get("se") if isinstance(v, dict) else None) for v in scores.values()]
+        chosen = spatial.get("chosen")
+        criterion = spatial.get("criterion") or "cross-validation score"
+        bits = [f"{spatial['method']} smoothing" if spatial.get("method") else "smoothing",
+                f"{spatial.get('folds', '?')} folds" + (f" × {spatial['repeats']} repeats" if spatial.get("repeats") else ""),
+                f"chosen: {chosen}" + (f" (σ = {spatial['sigma']:g})" if isinstance(spatial.get("sigma"), (int, float))
+                                       else "")]
+        if spatial.get("rule"):
+            bits.append(f"rule: {spatial['rule']}")
+        caption = f"{criterion} on held-out training labels per candidate, mean ± standard error; " + ", ".join(bits)
+        svg = charts.point_chart(labels, means, errors, chosen, "smoothing cross-validation", criterion, "candidate")
+    else:
+        cv = spatial.get("cv_accuracy") or {}
+        if not cv:
+            return ""
+        try:
+            labels = sorted(cv, key=float)
+        except (TypeError, ValueError):
+            labels = list(cv)
+        sigma = spatial.get("sigma")
+        chosen = f"{sigma:g}" if isinstance(sigma, (int, float)) else None
+        caption = (f"Accuracy at held-out training pixels per Gaussian σ (px), {spatial.get('folds', '?')}-fold "
+                   f"cross-validation; chosen σ = {chosen}")
+        svg = charts.point_chart(labels, [cv[k] for k in labels], None, chosen, "smoothing cross-validation",
+                                 "CV accuracy", "σ (pixels)")
+    return f'<h2 id="smoothing">Smoothing of the class probabilities</h2>{_figure(svg, caption)}'
+
+
+def importance_chart_html(worth: Dict) -> str:
+    """Permutation importance per input group as bars (held-out OA drop, percentage points, ± sd)."""
+    imp = worth.get("importance") or {}
+    if not imp:
+        note = worth.get("note")
+        return f'<h2 id="importance">What each input is worth</h2><p>{html.escape(note)}</p>' if note else ""
+    order = sorted(imp, key=lambda k: -(imp[k] if isinstance(imp[k], (int, float)) else 0.0))
+    std = worth.get("importance_std") or {}
+    svg = charts.bar_chart(order, [charts.Series("OA drop", IMPORTANCE_COLOUR,
+                                                 [100 * imp[k] if isinstance(imp[k], (int, float)) else None
+                                                  for k in order],
+                                                 [100 * std[k] if isinstance(std.get(k), (int, float)) else None
+                                                  for k in order])],
+                           "permutation importance", unit=" pp", digits=1)
+    caption = ("Permutation importance: the drop in held-out overall accuracy (percentage points) when one input "
+               f"group is shuffled, mean ± sd over {worth.get('folds', '?')} spatially blocked folds "
+               f"({worth.get('block_px', '?')} px blocks) × {worth.get('repeats', '?')} repeats")
+    if isinstance(worth.get("oa_mean"), (int, float)):
+        caption += f"; blocked-CV OA {100 * worth['oa_mean']:.1f} %"
+    if worth.get("not_used"):
+        caption += f"; not read by the final head: {', '.join(map(str, worth['not_used']))}"
+    return f'<h2 id="importance">What each input is worth</h2>{_figure(svg, caption + ".")}'
+
+
+def training_figures_html(metadata: Dict, quicklook: str = "") -> str:
+    """The training report's pictures: class legend, training points over the scene, importance, smoothing."""
+    classes = metadata.get("classes") or []
+    parts = []
+    if classes:
+        parts.append('<h2 id="classes">Classes</h2>' + charts.legend_html(
+            [(f"{c.get('name')} ({c.get('value')})", c.get("color") or "#808080") for c in classes]))
+    if quicklook:
+        parts.append('<h2 id="quicklook">Training points over the scene</h2>' + quicklook)
+    training = metadata.get("training") or {}
+    parts.append(importance_chart_html(training.get("input_value") or {}))
+    parts.append(smoothing_chart_html(training.get("spatial") or {}))
+    return "\n".join(p for p in parts if p)
+
+
+def training_quicklook(reader, rgb_bands, rows, cols, class_index, colours, max_points: int = 5000) -> str:
+    """The scene (3 bands, decimated, 2–98 % stretch) with the training pixels as dots in their class colours."""
+    bands, step = charts.decimated(reader, list(rgb_bands)[:3] if len(rgb_bands) >= 3 else [0, 1, 2])
+    rows, cols, class_index = np.asarray(rows), np.asarray(cols), np.asarray(class_index)
+    pick = np.arange(rows.size)
+    if rows.size > max_points:
+        pick = np.sort(np.random.default_rng(0).choice(rows.size, max_points, replace=False))
+    dots = ((cols[pick] + 0.5) / step - 0.5, (rows[pick] + 0.5) / step - 0.5,
+            [colours[int(k)] if 0 <= int(k) < len(colours) else "#808080" for k in class_index[pick]])
+    svg = charts.image_svg(charts.stretched_rgb(bands), "training points over the scene", dots)
+    shown = f"{pick.size:,} of {rows.size:,}" if pick.size < rows.size else f"{rows.size:,}"
+    return _figure(svg, f"{shown} training pixels over bands {', '.join(str(b + 1) for b in rgb_bands[:3])} of the "
+                        f"scene ({charts.step_text(step)}, 2–98 % stretch).")
+
+
+def change_figures_html(first, second, rgb_bands, change_map: np.ndarray, colours, scores: np.ndarray,
+                        threshold: Optional[float], score_name: str) -> str:
+    """Quick-looks of both dates (one stretch for both, so a change in brightness shows), the change map, and the
+    histogram of the sampled scores with the threshold."""
+    b1, step = charts.decimated(first, rgb_bands)
+    b2, _ = charts.decimated(second, rgb_bands)
+    limits = charts.stretch_limits(b1, b2)
+    band_text = ", ".join(str(int(b) % first.band_count + 1) for b in rgb_bands)
+    looks = "".join([
+        _figure(charts.image_svg(charts.stretched_rgb(b1, limits), "before"), f"BEFORE, bands {band_text}"),
+        _figure(charts.image_svg(charts.stretched_rgb(b2, limits), "after"), "AFTER, the same bands and stretch"),
+        _figure(charts.image_svg(charts.class_rgb(change_map, colours), "change map"),
+                "change map: grey no change, red change, light grey nodata")])
+    hist = charts.histogram_svg(scores, threshold, "score histogram", score_name)
+    return (f'<h2 id="quicklooks">Quick-looks ({charts.step_text(step)})</h2><div class="figures">{looks}</div>'
+            f'<h2 id="histogram">Score histogram</h2>'
+            + _figure(hist, f"{score_name}: a random sample of {np.isfinite(np.asarray(scores)).sum():,} valid pixels; "
+                            "bars at or above the threshold (dashed) in red; the top 0.5 % of the scores are counted "
+                            "in the last bar."))
+
+
+def render_detection_html(data: Dict, figures: str = "") -> str:
+    """The change-detection report: the run's numbers as tables and ``figures`` (``change_figures_html``)."""
+    e = html.escape
+    rows = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
+                   for k, v in data.items() if not isinstance(v, dict))
+    subs = "".join(f"<h2>{e(str(k))}</h2><table>" + "".join(
+        f"<tr><th>{e(str(a))}</th><td>{e(str(b))}</td></tr>" for a, b in v.items()) + "</table>"
+        for k, v in data.items() if isinstance(v, dict))
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Change detection</title>"
+            f"{_STYLE}</head><body><h1>Change detection</h1><table>{rows}</table>{figures}{subs}</body></html>\n")

@@ -188,6 +188,8 @@ def test_text_labels_and_a_failure_mid_run_leave_nothing(tmp_path, monkeypatch):
     assert out.result.mode == "supervised" and "validation" in out.report
     m = gdal.Open(out.output).ReadAsArray()
     assert (m == 1)[change].mean() > 0.7
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")  # quick-looks of both dates and the map, histogram
+    assert page.count("<image") == 3 and 'class="threshold"' in page and "full resolution" in page
     for p in (tmp_path / "change.tif", tmp_path / "change.tif.aux.xml", tmp_path / "change.qml", tmp_path / "r.html"):
         p.unlink(missing_ok=True)
 

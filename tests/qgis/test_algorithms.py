@@ -253,7 +253,9 @@ def test_trainandclassify_one_step_beats_chance_clearly(scene, labels, tmp_path)
                                       "REPORT": str(tmp_path / "train.html"), **TINY}, rec)
     assert result["OUTPUT"] == str(out) and result["CONFIDENCE"] is None
     assert (tmp_path / "lc.qml").is_file() and (tmp_path / "m.difflc").is_file()
-    assert "<svg" in (tmp_path / "train.html").read_text()
+    page = (tmp_path / "train.html").read_text()
+    assert "<svg" in page and 'id="classes"' in page and 'id="smoothing"' in page
+    assert page.count("<circle") >= len(rows) and "<image" in page  # the training points over the scene
     data, _ = read_array(out)
     held_out = np.ones(scene.shape, bool)
     held_out[rows, cols] = False
@@ -476,6 +478,27 @@ def test_cleanmap_sieve_majority_nodata_and_style(qgis_app, tmp_path):
     out, _ = read_array(smooth)
     assert out[14, 14] == 1 and (out[8, 2:7] == 1).all()  # a 1-pixel-wide line loses every 3x3 vote
     assert np.array_equal(out == 0, data == 0)
+
+
+def test_a_map_the_desktop_loads_after_a_run_has_its_class_legend(qgis_app, tmp_path):
+    """Processing loads result layers without their default style (the colour table's 256 entries would be the
+    legend); the algorithms hand the desktop the map's .qml (issue 22, found by `make desktop-check`)."""
+    import processing
+    from qgis.core import QgsProject
+
+    data = np.ones((20, 20), np.uint8)
+    data[5:9, 5:9] = 2
+    source = _styled_map(tmp_path / "map.tif", data)
+    out = tmp_path / "loaded.tif"
+    project = QgsProject.instance()
+    try:
+        processing.runAndLoadResults("difflc:cleanmap", {"INPUT": source, "SIEVE_PIXELS": 2, "OUTPUT": str(out)})
+        layers = [lay for lay in project.mapLayers().values() if lay.source() == str(out)]
+        assert len(layers) == 1
+        labels = [c.label for c in layers[0].renderer().classes()]
+        assert labels == [n for n in CLEAN_NAMES[1:4] if n], labels
+    finally:
+        project.removeAllMapLayers()
 
 
 def test_classify_cleanup_is_the_cleanmap_algorithm(trained, scene, tmp_path):

@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 CHECK = r'''
@@ -76,3 +78,18 @@ def test_desktop_qgis_loads_and_unloads_plugin(tmp_path):
     assert not out["provider_after_unload"]
     assert "Train and classify…" not in out["toolbar_after_unload"]
     assert "Diffusion Land Cover" not in out["menu_after_unload"]
+
+
+@pytest.mark.slow
+def test_packaged_zip_in_a_clean_profile_fills_the_toolbox():
+    """The fast half of `make desktop-check` (issue 22): the ZIP unpacked into a clean profile's plugin folder as
+    Install from ZIP does, the desktop started on that profile only, every difflc algorithm in the Toolbox. The
+    full check (the one-step run on the demo chip, the styled map, the screenshot) is `make desktop-check`."""
+    import sys
+
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "desktop_check.py"), "--quick", "--timeout", "150"],
+                          capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "ok      plugin loaded from the installed ZIP" in proc.stdout
+    assert "ok      every difflc algorithm listed in the Toolbox: " in proc.stdout
+    assert "trainandclassify" in proc.stdout and "FAILED" not in proc.stdout
