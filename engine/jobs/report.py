@@ -302,6 +302,10 @@ def accuracy_charts_html(metrics: Dict) -> str:
 def smoothing_chart_html(spatial: Dict) -> str:
     """The smoothing cross-validation curve, chosen candidate in red: ``scores`` {label: {mean, se}} with a
     selection rule (newer models) or ``cv_accuracy`` {σ: accuracy} (older ones); '' when the model has neither."""
+    if isinstance(spatial.get("selection"), dict):  # 0.3 models: the rule's record beside the regulariser
+        spatial = {**spatial, **spatial["selection"]}
+    if spatial.get("method") and spatial.get("method") != "gaussian":
+        spatial = {k: v for k, v in spatial.items() if k != "sigma"}
     scores = spatial.get("scores") or {}
     if scores:
         labels = list(scores)

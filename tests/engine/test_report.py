@@ -93,6 +93,20 @@ def test_smoothing_curve_new_and_old_formats_and_missing_keys():
     assert _chosen(smoothing_chart_html({"scores": {"a": {"mean": 0.5}}, "chosen": "a"})) == ["a"]
 
 
+def test_smoothing_curve_of_the_record_fit_writes():
+    from engine.heads.selection import select_simplest
+    from engine.tasks.landcover import RegulariserChoice
+    from engine.tasks.spatial import Regulariser
+
+    y = np.repeat(np.arange(3), 6)
+    correct = np.stack([np.ones(y.size) * 0.5, np.ones(y.size)])
+    sel = select_simplest(correct, y, ["none", "guided r 2 ε 0.01"])
+    record = RegulariserChoice(Regulariser("guided", r=2, eps=0.01), sel.to_dict(), 5).to_dict()
+    html_rec = smoothing_chart_html(record)
+    assert _chosen(html_rec) == ["guided r 2 ε 0.01"] and html_rec.count("<circle") == 2
+    assert "guided smoothing" in html_rec and "σ =" not in html_rec  # no Gaussian σ shown for the guided filter
+
+
 def test_training_figures_legend_importance_quicklook():
     meta = {"classes": [{"value": 0, "name": "not water", "color": "#d8c48a"},
                         {"value": 1, "name": "water", "color": "#1f78b4"}],
