@@ -466,6 +466,8 @@ def run_pip(cmd: List[str], progress: Progress, expected: int, env: Optional[Map
         raise
     finally:
         reader.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
     if proc.returncode != 0:
         seen.append(f"(pip exited with status {proc.returncode})")
         raise PipFailed(seen)
