@@ -379,10 +379,13 @@ class PipProgress:
     expected: int = 1  # the top-level requirements: the resolver collects at least these
     collected: int = 0
     phase: str = "resolving"
+    online: bool = False  # a "Collecting" line was seen: the "Processing" lines then add nothing
 
     def feed(self, line: str) -> Tuple[Optional[float], Optional[str]]:
         text = line.strip()
-        if text.startswith("Collecting "):
+        offline = text.startswith("Processing ") and text.endswith(".whl") and not self.online
+        if text.startswith("Collecting ") or offline:  # offline (--find-links) pip says "Processing <wheel>"
+            self.online = self.online or text.startswith("Collecting ")
             self.collected += 1
             # every new package moves the bar, never past 70 % (pip does not say how many will come)
             return 0.7 * self.collected / (self.collected + max(self.expected, 1)), text
@@ -414,7 +417,7 @@ def pip_command(plan: InstallPlan, target: str, constraints_file: str) -> List[s
 
 
 def run_pip(cmd: List[str], progress: Progress, expected: int, env: Optional[Mapping[str, str]] = None,
-            poll_s: float = 0.2) -> List[str]:
+            poll_s: float = 0.2, heartbeat_s: float = 30.0) -> List[str]:
     """Run pip, its lines into the log and the bar; cancel stops it with its whole process group. Returns every
     line (the caller reads the failure from them)."""
     kwargs: Dict = {}
@@ -439,6 +442,7 @@ def run_pip(cmd: List[str], progress: Progress, expected: int, env: Optional[Map
     reader.start()
     seen: List[str] = []
     meter = PipProgress(expected=expected)
+    quiet_since = time.monotonic()
     try:
         finished = False
         while not finished:
@@ -446,7 +450,11 @@ def run_pip(cmd: List[str], progress: Progress, expected: int, env: Optional[Map
             try:
                 line = lines.get(timeout=poll_s)
             except queue.Empty:
+                if time.monotonic() - quiet_since > heartbeat_s:  # unpacking PyTorch prints nothing for minutes
+                    quiet_since = time.monotonic()
+                    progress.log(f"pip: still {meter.phase} …")
                 continue
+            quiet_since = time.monotonic()
             while line is not None:
                 seen.append(line)
                 fraction, message = meter.feed(line)

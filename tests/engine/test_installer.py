@@ -126,7 +126,9 @@ def test_offline_install_from_a_wheels_folder(tmp_path, clean_pip):
     plan = plan_for(tmp_path / "deps", index_url=NO_NETWORK, wheels_folder=str(wheels))
     cmd = installer.pip_command(plan, "T", "C")
     assert "--no-index" in cmd and cmd[cmd.index("--find-links") + 1] == str(wheels)
-    result = installer.install(plan, Progress())
+    progress, lines, fractions = recorder()
+    result = installer.install(plan, progress)
+    assert any(line.startswith("pip: Processing ") for line in lines) and len(set(fractions)) >= 3
     assert result.versions == {"tomli": "2.0.1"} and (tmp_path / "deps" / "tomli" / "__init__.py").is_file()
 
     empty = tmp_path / "empty"
@@ -271,3 +273,5 @@ def test_pip_lines_move_the_bar_forward():
     fractions = [f for f, _ in out if f is not None]
     assert fractions == sorted(fractions) and fractions[-1] < 1.0 and len(fractions) == 5
     assert out[1] == (None, "Downloading a-1.whl (10 kB)") and out[-1] == (None, None)
+    offline = installer.PipProgress(expected=1)
+    assert offline.feed("Processing ./wheels/a-1-py3-none-any.whl")[0] > 0  # --find-links: no "Collecting" lines
