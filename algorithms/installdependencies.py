@@ -84,7 +84,7 @@ separated) instead of the plugin's.</p>"""
         self.addOutput(QgsProcessingOutputBoolean("ALREADY_INSTALLED", "Already installed (nothing done)"))
         self.addOutput(QgsProcessingOutputString("VERSIONS", "Installed versions"))
         self.addOutput(QgsProcessingOutputString("DEVICE", "Device PyTorch sees"))
-        self.addOutput(QgsProcessingOutputString("TORCH_BUILD", "PyTorch build"))
+        self.addOutput(QgsProcessingOutputString("TORCH_BUILD", "PyTorch build (cpu, cu124, …; empty without torch)"))
 
     def _inputs(self, parameters, context):
         folder = (self.parameterAsFile(parameters, self.FOLDER, context) or "").strip() or dependency_folder()
@@ -131,6 +131,6 @@ separated) instead of the plugin's.</p>"""
             feedback.pushInfo(f"{folder} added to the end of Python's path: the algorithms can use it now")
         build_text = ""
         if result.torch_build is not None:
-            build_text = result.torch_build.kind + (f" {result.torch_build.tag}" if result.torch_build.tag else "")
+            build_text = result.torch_build.tag or result.torch_build.kind  # "cpu", "cu124", or PyPI's "default"
         return {"FOLDER": result.folder, "ALREADY_INSTALLED": result.already_installed, "VERSIONS": versions,
                 "DEVICE": result.device, "TORCH_BUILD": build_text}

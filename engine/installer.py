@@ -567,6 +567,11 @@ if "torch" in sys.modules:
                                      " (CUDA build " + str(torch.version.cuda) + ", but no usable GPU)")
     except BaseException as exc:
         out["device"] = f"cpu (CUDA error: {exc})"
+    try:  # QGIS's numpy (not one of the folder's) must be the one torch hands arrays to
+        import numpy
+        out["numpy"] = numpy.__version__ + " " + str(float(torch.from_numpy(numpy.ones(3)).sum()))
+    except BaseException as exc:
+        out["numpy"] = f"error: {type(exc).__name__}: {exc}"
 print(json.dumps(out))
 """
 
@@ -599,6 +604,8 @@ def verify(plan: InstallPlan, folder: str) -> Verified:
             where = entry.get("file", "")
             problems.append(f"{name} {got} is imported from {where}, not the {wanted} installed (QGIS's Python "
                             "has its own)")
+    if result.get("numpy", "").startswith("error"):
+        problems.append(f"torch cannot use QGIS's numpy ({result['numpy'][7:]})")
     return Verified(versions, result.get("device", ""), problems)
 
 

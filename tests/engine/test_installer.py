@@ -275,3 +275,26 @@ def test_pip_lines_move_the_bar_forward():
     assert out[1] == (None, "Downloading a-1.whl (10 kB)") and out[-1] == (None, None)
     offline = installer.PipProgress(expected=1)
     assert offline.feed("Processing ./wheels/a-1-py3-none-any.whl")[0] > 0  # --find-links: no "Collecting" lines
+
+
+def test_the_check_reports_the_device_and_a_torch_that_cannot_use_qgis_numpy(tmp_path):
+    """The import check runs in a fresh interpreter with the folder appended; a stand-in torch plays the two
+    cases: one that sees a GPU and takes QGIS's numpy, one built for another numpy."""
+    folder = tmp_path / "site"
+    (folder / "torch").mkdir(parents=True)
+    body = ("__version__ = '2.13.0+cu124'\nclass version:\n    cuda = '12.4'\nclass cuda:\n"
+            "    is_available = staticmethod(lambda: True)\n    get_device_name = staticmethod(lambda i: 'Stand-in GPU')\n")
+    bare = tmp_path / "python3"  # this interpreter without its site-packages: its own torch must not shadow
+    bare.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+    bare.chmod(0o755)
+    (folder / "numpy.py").write_text("__version__ = '1.24.2'\nones = lambda n: [1.0] * n\n")
+    plan = InstallPlan(str(folder), ["torch==2.13.0"], str(bare))
+    (folder / "torch" / "__init__.py").write_text(body + "class _T(list):\n    def sum(self):\n        return sum(self)\n"
+        "def from_numpy(a):\n    return _T(a)\n")
+    good = installer.verify(plan, str(folder))
+    assert good.problems == [] and good.versions == {"torch": "2.13.0+cu124"}
+    assert good.device == "cuda: Stand-in GPU (CUDA 12.4)"
+    (folder / "torch" / "__init__.py").write_text(
+        body + "def from_numpy(a):\n    raise RuntimeError('Numpy is not available')\n")
+    bad = installer.verify(plan, str(folder))
+    assert bad.problems == ["torch cannot use QGIS's numpy (RuntimeError: Numpy is not available)"]
