@@ -320,16 +320,18 @@ def offline_hint(plan: InstallPlan) -> str:
     reqs = " ".join(plan.pip_requirements())
     extra = f" --extra-index-url {plan.torch.index_url}" if plan.torch is not None and plan.torch.index_url else ""
     return (f"for an offline install run on a connected computer 'python -m pip download {reqs}{extra} "
-            f"--only-binary=:all: --python-version {py} --platform {_platform_tag()} -d wheels', copy the folder "
+            f"--only-binary=:all: --python-version {py} {_platform_args()} -d wheels', copy the folder "
             "'wheels' here and give it as WHEELS_FOLDER")
 
 
-def _platform_tag() -> str:
+def _platform_args() -> str:
+    """pip download's --platform for this machine; pip does not widen a manylinux tag to older ones by itself, so
+    both the newer (PyTorch's) and manylinux2014 (numpy's, scipy's) are named."""
     if sys.platform.startswith("win"):
-        return "win_amd64"
+        return "--platform win_amd64"
     if sys.platform == "darwin":
-        return "macosx_11_0_arm64"
-    return "manylinux_2_28_x86_64"
+        return "--platform macosx_11_0_arm64"
+    return "--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64"
 
 
 def check_network(plan: InstallPlan, timeout: float = 10.0) -> None:
@@ -683,17 +685,16 @@ def install(plan: InstallPlan, progress: Optional[Progress] = None,
                                  folder_size(folder), plan.torch)
         progress.log("The installed folder does not import cleanly (" + "; ".join(check.problems) + "): installing "
                      "again")
+    progress.log("Pinned to QGIS's own versions: "
+                 + (", ".join(f"{k}=={v}" for k, v in sorted(plan.constraints.items())) or "none found"))
+    if plan.torch is not None:
+        progress.log(f"PyTorch build: {plan.torch.tag or plan.torch.kind} — {plan.torch.why}")
     pip_version = check_pip(plan.python)
     progress.log(f"{pip_version} in QGIS's Python {plan.python}")
     if plan.wheels_folder:
         check_wheels_folder(plan.wheels_folder)
     check_disk(plan)
     check_network(plan)
-    progress.log("Pinned to QGIS's own versions: "
-                 + (", ".join(f"{k}=={v}" for k, v in sorted(plan.constraints.items())) or "none found"))
-    if plan.torch is not None:
-        progress.log(f"PyTorch build: {plan.torch.kind}{' ' + plan.torch.tag if plan.torch.tag else ''} — "
-                     f"{plan.torch.why}")
     parent = os.path.dirname(folder)
     work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.part-")
     old = ""
