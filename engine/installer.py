@@ -419,9 +419,10 @@ def pip_command(plan: InstallPlan, target: str, constraints_file: str) -> List[s
 
 
 def run_pip(cmd: List[str], progress: Progress, expected: int, env: Optional[Mapping[str, str]] = None,
-            poll_s: float = 0.2, heartbeat_s: float = 30.0) -> List[str]:
+            poll_s: float = 0.2, heartbeat_s: float = 30.0, tmpdir: str = "") -> List[str]:
     """Run pip, its lines into the log and the bar; cancel stops it with its whole process group. Returns every
-    line (the caller reads the failure from them)."""
+    line (the caller reads the failure from them). ``tmpdir``: pip's own temporaries (a stopped pip leaves its
+    unpacked wheels behind, hundreds of MB for PyTorch) go there, inside the install's temporary folder."""
     kwargs: Dict = {}
     if os.name == "nt":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
@@ -430,6 +431,10 @@ def run_pip(cmd: List[str], progress: Progress, expected: int, env: Optional[Map
     child_env = dict(os.environ if env is None else env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     child_env.pop("PYTHONPATH", None)
+    if tmpdir:
+        os.makedirs(tmpdir, exist_ok=True)
+        for key in ("TMPDIR", "TEMP", "TMP"):
+            child_env[key] = tmpdir
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=child_env, **kwargs)
     lines: "queue.Queue[Optional[str]]" = queue.Queue()
@@ -706,7 +711,8 @@ def install(plan: InstallPlan, progress: Optional[Progress] = None,
         cmd = pip_command(plan, target, constraints_file)
         progress.log("Running: " + " ".join(cmd))
         try:
-            run_pip(cmd, progress.sub(0.0, 0.9), expected=len(plan.requirements), env=env)
+            run_pip(cmd, progress.sub(0.0, 0.9), expected=len(plan.requirements), env=env,
+                    tmpdir=os.path.join(work, "tmp"))
         except PipFailed as exc:
             raise InstallError(explain_pip_failure(plan, exc.lines)) from None
         progress.check()

@@ -108,6 +108,9 @@ def test_cancel_stops_pip_and_leaves_no_folder(tmp_path, clean_pip, monkeypatch)
         return proc
 
     monkeypatch.setattr(installer.subprocess, "Popen", popen)
+    system_tmp = tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(system_tmp))
     seen = []
     progress = Progress(on_message=seen.append, is_canceled=lambda: any("Collecting" in s for s in seen))
     with pytest.raises(Cancelled):
@@ -117,6 +120,7 @@ def test_cancel_stops_pip_and_leaves_no_folder(tmp_path, clean_pip, monkeypatch)
     with pytest.raises(ProcessLookupError):  # nothing of its process group is left either
         os.killpg(pips[0].pid, 0)
     assert not folder.exists() and leftovers(tmp_path) == []
+    assert list(system_tmp.iterdir()) == []  # pip's own temporaries were inside the removed folder
 
 
 def test_no_network_refusal_says_what_to_download_and_that_works_offline(tmp_path, clean_pip):
