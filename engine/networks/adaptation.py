@@ -93,6 +93,7 @@ def time_adapt_step(model: ADMUNet, settings: AdaptSettings, batch: int, *, devi
     import time
 
     device = resolve_device(device)
+    _check_conditional(model)  # the same refusal adapt() gives, before any pass
     probe = batch if device.type == "cuda" else max(1, min(int(batch), PROBE_BATCH_CPU))
     names = set(trainable_parameter_names(model, settings.scope))
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -253,9 +254,7 @@ def adapt(model: ADMUNet, sampler, settings: AdaptSettings, *, seed: int,
     its frozen parts. The model keeps the trained values (apply the delta elsewhere to reproduce it)."""
     progress = progress or Progress()
     device = resolve_device(device)
-    if model.config.num_classes is None or model.config.num_classes <= max(MODALITY_IDS.values()):
-        raise ValueError(f"backbone {model.config.name!r} has {model.config.num_classes} classes; modality "
-                         f"conditioning needs ids up to {max(MODALITY_IDS.values())}")
+    _check_conditional(model)
     names = set(trainable_parameter_names(model, settings.scope))
     model.to(device)
     base = weights_fingerprint(model)
@@ -284,6 +283,12 @@ def adapt(model: ADMUNet, sampler, settings: AdaptSettings, *, seed: int,
     if ema is not None:
         apply_delta(model, delta)
     return AdaptResult(delta=delta, base_fingerprint=base, losses=losses, lr=lr)
+
+
+def _check_conditional(model: ADMUNet) -> None:
+    if model.config.num_classes is None or model.config.num_classes <= max(MODALITY_IDS.values()):
+        raise ValueError(f"backbone {model.config.name!r} has {model.config.num_classes} classes; modality "
+                         f"conditioning needs ids up to {max(MODALITY_IDS.values())}")
 
 
 def apply_delta(model: torch.nn.Module, delta: Mapping[str, torch.Tensor]) -> None:
