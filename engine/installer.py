@@ -286,17 +286,21 @@ def check_pip(python: str) -> str:
 
 
 def check_writable(folder: str) -> None:
-    """The folder's parent takes new folders (tried, not guessed), or a refusal naming it."""
-    parent = os.path.dirname(os.path.abspath(folder))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        probe = tempfile.mkdtemp(dir=parent, prefix=".difflc-probe-")
-        os.rmdir(probe)
-    except OSError as exc:
-        raise InstallError(f"cannot write to {parent} ({exc.strerror or exc}): make it writable for you, or "
-                           "choose another FOLDER") from None
+    """The folder's parent, or the nearest folder above it that exists, takes new folders (tried, not guessed;
+    nothing is created), or a refusal naming it."""
+    folder = os.path.abspath(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise InstallError(f"{folder} exists and is not a folder: remove it or choose another FOLDER")
+    probe_in = os.path.dirname(folder)
+    while not os.path.exists(probe_in) and os.path.dirname(probe_in) != probe_in:
+        probe_in = os.path.dirname(probe_in)
+    try:
+        if not os.path.isdir(probe_in):
+            raise NotADirectoryError(20, "Not a directory")
+        os.rmdir(tempfile.mkdtemp(dir=probe_in, prefix=".difflc-probe-"))
+    except OSError as exc:
+        raise InstallError(f"cannot write to {probe_in} ({exc.strerror or exc}): make it writable for you, or "
+                           "choose another FOLDER") from None
 
 
 def free_bytes(folder: str) -> int:
@@ -701,6 +705,7 @@ def install(plan: InstallPlan, progress: Optional[Progress] = None,
     check_disk(plan)
     check_network(plan)
     parent = os.path.dirname(folder)
+    os.makedirs(parent, exist_ok=True)
     work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.part-")
     old = ""
     try:

@@ -165,7 +165,7 @@ def test_missing_pip_unwritable_folder_and_full_disk_are_refused(tmp_path, clean
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(InstallError, match=r"^cannot write to .*a-file/deps \(Not a directory\): .*choose another FOLDER"):
+    with pytest.raises(InstallError, match=r"^cannot write to .*/a-file \(Not a directory\): .*choose another FOLDER"):
         installer.install(plan_for(blocker / "deps" / "3.11"), Progress())
     if os.geteuid() != 0:  # root writes anywhere: the read-only folder is only a refusal for a user
         ro = tmp_path / "ro"
