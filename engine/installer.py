@@ -266,7 +266,8 @@ def _run_json(python: str, script: str, args: Sequence[str] = (), timeout: float
         env["DIFFLC_DEPS"] = path
     done = subprocess.run([python, "-c", script, *args], capture_output=True, text=True, timeout=timeout, env=env)
     if done.returncode != 0:
-        raise InstallError(f"{python} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+        last = ((done.stderr or done.stdout).strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise InstallError(f"QGIS's Python {python} failed to run a check ({last})")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
