@@ -199,10 +199,16 @@ def test_numpy_stays_the_version_qgis_python_has(tmp_path, clean_pip):
     assert plan.constraints["numpy"] == numpy.__version__  # asked of the interpreter, not hard-coded
     assert f"numpy=={numpy.__version__}\n" in installer.constraints_text(plan.constraints)
     other = "1.26.4" if numpy.__version__ != "1.26.4" else "1.25.2"
+    # a completed install is there: a new one that fails leaves it exactly as it was
+    previous = tmp_path / "deps"
+    previous.mkdir()
+    (previous / installer.STAMP).write_text('{"key": "an earlier install"}')
+    (previous / "kept.py").write_text("")
     with pytest.raises(InstallError, match=rf"^pip found no versions that fit QGIS's own packages \(.*numpy=="
                                            rf"{numpy.__version__}"):
-        installer.install(plan_for(tmp_path / "deps", [f"numpy=={other}"]), Progress())
-    assert not (tmp_path / "deps").exists() and leftovers(tmp_path) == []
+        installer.install(plan_for(previous, [f"numpy=={other}"], reinstall=True), Progress())
+    assert sorted(p.name for p in previous.iterdir()) == sorted([installer.STAMP, "kept.py"])
+    assert leftovers(tmp_path) == []
 
 
 def test_packages_qgis_already_has_are_left_to_it(tmp_path):
