@@ -13,6 +13,7 @@ from typing import List, Type
 
 ALGORITHM_MODULES = [
     "checkenvironment",
+    "installdependencies",
     "createlabellayer",
     "downloadbackbone",
     "buildrepresentations",

@@ -123,8 +123,9 @@ QGIS's Python. Optionally writes everything to a JSON file to attach to a bug re
                 continue
             feedback.pushInfo(f"{key.replace('_', ' ').lower()}: {env[key]}")
         if env["MISSING"]:
-            feedback.reportError(f"Missing Python packages: {env['MISSING']}. Install them into QGIS's Python "
-                                 f"with:\n    {env['PIP_COMMAND']}\nthen restart QGIS.", fatalError=False)
+            feedback.reportError(f"Missing Python packages: {env['MISSING']}. Run 'Install dependencies' (plugin "
+                                 f"menu or this provider), or install them into QGIS's Python with:\n"
+                                 f"    {env['PIP_COMMAND']}\nthen restart QGIS.", fatalError=False)
         if not env["GDAL_ARRAY_OK"]:
             feedback.reportError("osgeo.gdal_array cannot be imported: numpy does not match the one GDAL was "
                                  "built with (numpy 2 installed over Debian's 1.x?).", fatalError=False)

@@ -98,10 +98,39 @@ def pip_install_command() -> str:
     return " ".join(args)
 
 
+def runtime_requirements() -> List[str]:
+    """The 'name==version' lines the installer installs: ``requirements/runtime.txt`` when shipped, else
+    :data:`DEFAULT_REQUIREMENTS`."""
+    pins = read_pins(os.path.join(PLUGIN_DIR, "requirements", "runtime.txt")) or dict(DEFAULT_REQUIREMENTS)
+    return [f"{name}=={version}" for name, version in pins.items()]
+
+
+def dependency_folder() -> str:
+    """The folder *Install dependencies* fills and the plugin appends to ``sys.path``: inside the active QGIS
+    profile (``<profile>/python/difflc-deps/<python X.Y>``), so removing the profile removes it too."""
+    from qgis.core import QgsApplication
+
+    from ..engine.installer import default_folder
+
+    return default_folder(QgsApplication.qgisSettingsDirPath())
+
+
+def add_dependency_folder() -> bool:
+    """At plugin load: the installed folder at the end of ``sys.path`` (QGIS's numpy and GDAL stay first)."""
+    from ..engine.installer import append_to_sys_path
+
+    try:
+        return append_to_sys_path(dependency_folder())
+    except Exception:  # noqa: BLE001 - a broken profile path must never stop the plugin from loading
+        return False
+
+
 def torch_missing_message(error: Optional[BaseException] = None) -> str:
     detail = f" ({error})" if error is not None else ""
     return (f"PyTorch is not installed in the Python that QGIS runs ({qgis_python_executable()}){detail}. "
-            f"Install the plugin's dependencies with:\n    {pip_install_command()}\n"
+            f"Run 'Diffusion Land Cover › Install dependencies' (plugin menu or Processing Toolbox), which installs "
+            f"them into a folder of the plugin without changing QGIS's Python, or install them yourself with:\n"
+            f"    {pip_install_command()}\n"
             f"then restart QGIS. {NUMPY_PIN_REASON}")
 
 

@@ -154,6 +154,11 @@ def add_method_parameters(alg, adaptation: bool = True, features: bool = True) -
         _advanced(alg, QgsProcessingParameterNumber(
             "ADAPT_BATCH", "Adaptation batch size (0 = the network's default: 32 ImageNet, 8 shipped prior)",
             integer, 0, minValue=0))
+        budget = d.adaptation.time_budget_s
+        _advanced(alg, QgsProcessingParameterNumber(
+            "ADAPT_TIME_BUDGET", "Time budget of auto's FiLM adaptation, minutes (from one timed step: all steps if "
+            "they fit, else fewer, else the untrained network; 0 = no limit)", QgsProcessingParameterNumber.Double,
+            (budget or 0.0) / 60.0, minValue=0.0))
         _advanced(alg, QgsProcessingParameterNumber(
             "COMPACT_STEPS", "Training steps of the compact backbone (no checkpoint)", integer,
             d.backbone.compact_steps, minValue=1))
@@ -198,6 +203,9 @@ uses the ImageNet ADM 64&times;64 checkpoint when one is installed (<b>BACKBONE<
 the scene's modalities through its own FiLM path only (UniDiff: the modality enters as the class label; only
 <i>label_emb</i> + the decoder's <i>emb_layers</i> train with the denoising objective on random 64&times;64
 patches, pseudo-RGB in every batch; 2000 steps at batch 32 as in the paper &mdash; hours on a CPU, use a GPU).
+One step is timed first and the whole run's estimate logged; <i>auto</i> keeps to <b>ADAPT_TIME_BUDGET</b> (30 min):
+all steps when they fit, else as many as fit (at least a tenth of them), else the untrained compact network below,
+saying why. An explicit <i>imagenet</i>, a <b>BACKBONE</b> file or <b>ADAPT_STEPS</b> runs as asked.
 Without it, <i>auto</i> uses an <b>untrained</b>, seeded compact ADM: on the three real test scenes it measured
 more accurate on average than the remote-sensing prior that ships with the plugin (Salinas-A +2.9 OA, EnMAP level,
 flood chip &minus;0.4) and costs no training. The shipped prior (a compact ADM pretrained offline on real Sentinel-2, Landsat-8, LEVIR-CD
@@ -307,6 +315,8 @@ def settings_from_parameters(alg, parameters, context) -> PipelineSettings:
         s.adaptation.steps = None if steps < 0 else steps
         s.adaptation.preset = PRESETS[alg.parameterAsEnum(parameters, "ADAPT_PRESET", context)]
         s.adaptation.batch_size = alg.parameterAsInt(parameters, "ADAPT_BATCH", context) or None
+        if has("ADAPT_TIME_BUDGET"):
+            s.adaptation.time_budget_s = alg.parameterAsDouble(parameters, "ADAPT_TIME_BUDGET", context) * 60.0 or None
         s.backbone.compact_steps = alg.parameterAsInt(parameters, "COMPACT_STEPS", context)
     if has("TIMESTEPS"):
         timesteps = parse_ints(alg.parameterAsString(parameters, "TIMESTEPS", context), "TIMESTEPS")

@@ -60,6 +60,11 @@ class AdaptSettings:
     # modalities the adaptation sees; None = all of the scene's, pRGB the anchor in every batch (UniDiff). A
     # subset without pRGB reproduces the paper's "PCA alone" ablation (Table 6)
     modalities: Optional[Tuple[str, ...]] = None
+    # what BACKBONE_SOURCE=auto may spend on FiLM adaptation of the default length, from one timed step on this
+    # device: the whole schedule when it fits, else as many steps as fit (at least a tenth of it), else the
+    # untrained compact network (adaptation.plan_adaptation). None = no limit. An explicit source or ADAPT_STEPS
+    # is never changed, only its estimate logged
+    time_budget_s: Optional[float] = 1800.0
 
 
 @dataclass

@@ -10,7 +10,7 @@ ADM trained from scratch on the scene's own patches with the same objective.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -34,6 +34,100 @@ def adapt_schedule(model: ADMUNet, settings: AdaptSettings) -> tuple:
     steps, batch = IMAGENET_ADAPT if big else PRIOR_ADAPT
     return (int(settings.steps) if settings.steps is not None else steps,
             int(settings.batch_size) if settings.batch_size is not None else batch)
+
+
+# ---------------------------------------------------------------------------------------------- time budget
+MIN_USEFUL_FRACTION = 0.1  # a capped adaptation shorter than this share of the schedule is not worth running
+PROBE_BATCH_CPU = 1  # the timed step on a CPU runs at this batch and is scaled (CPU cost grows ~linearly)
+WARM_ENOUGH_S = 2.0  # a first pass this long is the measurement: its one-off costs are small beside it
+
+
+@dataclass(frozen=True)
+class AdaptPlan:
+    """What Stage A will run, decided from one timed step before any long work (logged with its reason)."""
+
+    action: str  # "adapt" (the schedule as asked), "capped" (fewer steps, to fit the budget), "untrained"
+    steps: int
+    batch: int
+    seconds_per_step: float
+    estimate_s: float  # of the adaptation as planned (the schedule's for "untrained")
+    why: str
+
+
+def duration_text(seconds: float) -> str:
+    """3.2 → '3 s', 4000 → '1.1 h': estimates in the log."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_adaptation(steps: int, batch: int, seconds_per_step: float, budget_s: Optional[float],
+                    may_change: bool) -> AdaptPlan:
+    """The schedule when it fits the budget (or when it was asked for explicitly: ``may_change`` False); else as
+    many steps as fit, when that is at least :data:`MIN_USEFUL_FRACTION` of it; else the untrained network."""
+    full = steps * seconds_per_step
+    if not may_change or not budget_s or budget_s <= 0 or full <= budget_s:
+        why = ("asked for explicitly" if not may_change else
+               "no time budget" if not budget_s or budget_s <= 0 else
+               f"fits the time budget of {duration_text(budget_s)}")
+        return AdaptPlan("adapt", steps, batch, seconds_per_step, full, why)
+    fit = int(budget_s // seconds_per_step) if seconds_per_step > 0 else steps
+    useful = max(1, int(np.ceil(MIN_USEFUL_FRACTION * steps)))
+    if fit >= useful:
+        return AdaptPlan("capped", fit, batch, seconds_per_step, fit * seconds_per_step,
+                         f"the {steps} steps would take about {duration_text(full)}, over the time budget of "
+                         f"{duration_text(budget_s)}: capped at the {fit} steps that fit")
+    return AdaptPlan("untrained", 0, batch, seconds_per_step, full,
+                     f"FiLM adaptation of {steps} steps would take about {duration_text(full)} on this device and "
+                     f"the time budget of {duration_text(budget_s)} fits only {fit} (under "
+                     f"{int(MIN_USEFUL_FRACTION * 100)} % of them)")
+
+
+def time_adapt_step(model: ADMUNet, settings: AdaptSettings, batch: int, *, device: Union[str, torch.device],
+                    seed: int = 0, modality_ids: Sequence[int] = (1,)) -> float:
+    """Seconds one FiLM adaptation step at ``batch`` takes on ``device``, measured, not guessed: a forward and
+    backward pass of the trainable path on random patches (after a warm-up pass when the first is short). On a
+    CPU the pass runs at :data:`PROBE_BATCH_CPU` and is scaled to ``batch``, so the estimate comes in seconds even
+    for the ImageNet ADM. Nothing of the model changes (no optimiser step, gradients and flags put back, global RNG restored)."""
+    import time
+
+    device = resolve_device(device)
+    _check_conditional(model)  # the same refusal adapt() gives, before any pass
+    probe = batch if device.type == "cuda" else max(1, min(int(batch), PROBE_BATCH_CPU))
+    names = set(trainable_parameter_names(model, settings.scope))
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    x0 = torch.rand(probe, 3, model.config.image_size, model.config.image_size, generator=gen) * 2 - 1
+    ids = list(modality_ids) or [1]
+    y = torch.tensor([ids[i % len(ids)] for i in range(probe)], dtype=torch.long)
+    schedule = CosineSchedule()
+    was_training = model.training
+    model.to(device)
+    seconds = float("inf")
+    try:
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in names)
+        model.train()
+        with seeded(int(seed), device):
+            for _ in range(2):  # a short first pass is mostly one-off costs (allocation, kernel choice): then
+                if device.type == "cuda":  # the second counts; a long one (the ImageNet ADM on a CPU) is the answer
+                    torch.cuda.synchronize(device)
+                t0 = time.perf_counter()
+                denoise_loss(model, x0, y, gen, schedule, device).backward()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                seconds = time.perf_counter() - t0
+                if seconds > WARM_ENOUGH_S:
+                    break
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+            p.grad = grads[n]
+        model.train(was_training)
+    return seconds * batch / probe
 
 
 # ---------------------------------------------------------------------------------------------- sampling
@@ -163,9 +257,7 @@ def adapt(model: ADMUNet, sampler, settings: AdaptSettings, *, seed: int,
     its frozen parts. The model keeps the trained values (apply the delta elsewhere to reproduce it)."""
     progress = progress or Progress()
     device = resolve_device(device)
-    if model.config.num_classes is None or model.config.num_classes <= max(MODALITY_IDS.values()):
-        raise ValueError(f"backbone {model.config.name!r} has {model.config.num_classes} classes; modality "
-                         f"conditioning needs ids up to {max(MODALITY_IDS.values())}")
+    _check_conditional(model)
     names = set(trainable_parameter_names(model, settings.scope))
     model.to(device)
     base = weights_fingerprint(model)
@@ -194,6 +286,12 @@ def adapt(model: ADMUNet, sampler, settings: AdaptSettings, *, seed: int,
     if ema is not None:
         apply_delta(model, delta)
     return AdaptResult(delta=delta, base_fingerprint=base, losses=losses, lr=lr)
+
+
+def _check_conditional(model: ADMUNet) -> None:
+    if model.config.num_classes is None or model.config.num_classes <= max(MODALITY_IDS.values()):
+        raise ValueError(f"backbone {model.config.name!r} has {model.config.num_classes} classes; modality "
+                         f"conditioning needs ids up to {max(MODALITY_IDS.values())}")
 
 
 def apply_delta(model: torch.nn.Module, delta: Mapping[str, torch.Tensor]) -> None:

@@ -191,7 +191,8 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
     """Stage A, the network ``engine.paths.resolve_backbone`` picks: a pretrained one (the ImageNet ADM, or the
     shipped remote-sensing prior) stays frozen and only its FiLM path adapts to the scene's modalities (UniDiff);
     "untrained" is a seeded random compact network (auto's choice without the ImageNet ADM, the most accurate
-    measured); "scene" trains a compact network from scratch on the scene."""
+    measured); "scene" trains a compact network from scratch on the scene. Before adapting, one step is timed and
+    the whole run estimated; ``auto`` then keeps to ``adaptation.time_budget_s`` (:func:`_stage_a_plan`)."""
     from ..networks.adaptation import PoolSampler, adapt, adapt_schedule, apply_delta, train_compact_backbone
     from ..networks.backbone import load_backbone, weights_fingerprint
     from ..networks.device import resolve_device
@@ -216,7 +217,7 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
                          + ("" if "prgb" in adapt_on else " (no pRGB anchor)"))
         return PoolSampler(pool)
 
-    if kind in ("scene", "untrained"):
+    def compact(kind: str, why: str) -> PreparedBackbone:
         backbone_settings = settings.backbone
         if kind == "untrained":
             backbone_settings = dataclasses.replace(settings.backbone, compact_steps=0)
@@ -231,6 +232,9 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
                             final_loss=_tail_mean(getattr(model, "train_losses", [])))
         model.eval()
         return PreparedBackbone(model, info, tensors)
+
+    if kind in ("scene", "untrained"):
+        return compact(kind, why)
     name = "ImageNet ADM checkpoint" if kind == "imagenet" else "shipped remote-sensing prior"
     progress.log(f"Backbone: {name} {path} — {why}")
     model = load_backbone(path, device=device)
@@ -238,12 +242,17 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
                         weights_fingerprint(model), modalities, checkpoint=str(path) if kind == "imagenet" else None,
                         prior=None if kind == "imagenet" else path.stem)
     tensors: Dict = {}
-    steps, _ = adapt_schedule(model, settings.adaptation)
+    steps, batch = adapt_schedule(model, settings.adaptation)
+    adaptation = settings.adaptation
     if steps > 0:
-        if device.type == "cpu" and kind == "imagenet":
-            progress.log("Note: FiLM adaptation of the 296 M-parameter ImageNet network on a CPU is slow (about a "
-                         "minute per step); a CUDA GPU or fewer ADAPT_STEPS shortens it")
-        result = adapt(model, sampler(), settings.adaptation, seed=settings.seed, device=device, progress=work)
+        plan = _stage_a_plan(model, settings, steps, batch, device, modalities, progress)
+        if plan.action == "untrained":
+            del model
+            return compact("untrained", f"chosen by auto instead of adapting the {name}: {plan.why}")
+        if plan.action == "capped":
+            steps = plan.steps
+            adaptation = dataclasses.replace(settings.adaptation, steps=steps)
+        result = adapt(model, sampler(), adaptation, seed=settings.seed, device=device, progress=work)
         apply_delta(model, result.delta)
         tensors = {f"film.{k}": v for k, v in result.delta.items()}
         info.adaptation = AdaptationInfo(steps, _head_mean(result.losses), _tail_mean(result.losses))
@@ -253,6 +262,30 @@ def prepare_backbone(reader: StackedReader, reps, settings: PipelineSettings, pr
         progress.log("FiLM adaptation: off (0 steps) — the pretrained network is used as it is")
     model.eval()
     return PreparedBackbone(model, info, tensors)
+
+
+def _stage_a_plan(model, settings: PipelineSettings, steps: int, batch: int, device, modalities, progress: Progress):
+    """Time one adaptation step here and log the estimate for the whole run (seconds, before any long work); auto
+    (no checkpoint file, no ADAPT_STEPS given) may then cap the steps or take the untrained network instead
+    (``adaptation.plan_adaptation``); an explicit choice runs as asked."""
+    from ..networks.adaptation import duration_text, plan_adaptation, time_adapt_step
+
+    seconds = time_adapt_step(model, settings.adaptation, batch, device=device, seed=settings.seed,
+                              modality_ids=[MODALITY_IDS[m] for m in modalities])
+    progress.log(f"Time check: one FiLM adaptation step at batch {batch} takes about {seconds:.2g} s on {device}, "
+                 f"so {steps} steps about {duration_text(steps * seconds)}")
+    may_change = (settings.backbone.source == "auto" and not settings.backbone.checkpoint
+                  and settings.adaptation.steps is None)
+    plan = plan_adaptation(steps, batch, seconds, settings.adaptation.time_budget_s, may_change)
+    if plan.action == "adapt" and may_change:
+        progress.log(f"FiLM adaptation: all {steps} steps — {plan.why}")
+    elif plan.action == "capped":
+        progress.log(f"FiLM adaptation capped at {plan.steps} steps (about {duration_text(plan.estimate_s)}) — "
+                     f"{plan.why}")
+    elif plan.action == "adapt" and not may_change and plan.estimate_s > (settings.adaptation.time_budget_s or 1e18):
+        progress.log(f"Note: running all {steps} steps as asked (about {duration_text(plan.estimate_s)}); "
+                     "BACKBONE_SOURCE=auto without a BACKBONE file or ADAPT_STEPS keeps to ADAPT_TIME_BUDGET")
+    return plan
 
 
 def restore_backbone(info: BackboneInfo, tensors: Dict, device, checkpoint: Optional[str] = None):

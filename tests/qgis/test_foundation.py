@@ -212,7 +212,8 @@ def test_plugin_gui_adds_and_removes_everything(qgis_app, registry, monkeypatch)
         plugin.initGui()
         assert registry.providerById("difflc") is plugin.provider
         assert registry.algorithmById("difflc:checkenvironment") is not None
-        assert iface.menu == [("Diffusion Land Cover", plugin.action)] and iface.toolbar == [plugin.action]
+        assert iface.menu == [("Diffusion Land Cover", plugin.action), ("Diffusion Land Cover", plugin.install_action)]
+        assert iface.toolbar == [plugin.action]
 
         assert plugin_module.MAIN_ALGORITHM == "difflc:trainandclassify"
         opened = []
@@ -225,6 +226,9 @@ def test_plugin_gui_adds_and_removes_everything(qgis_app, registry, monkeypatch)
         monkeypatch.setattr(plugin_module, "MAIN_ALGORITHM", "difflc:checkenvironment")
         plugin.action.trigger()
         assert opened == ["difflc:checkenvironment"]
+        plugin.install_action.trigger()  # the menu entry is the Processing algorithm's own dialog
+        assert opened == ["difflc:checkenvironment", "difflc:installdependencies"]
+        assert registry.algorithmById("difflc:installdependencies") is not None
 
         plugin.unload()
         assert iface.menu == [] and iface.toolbar == []

@@ -70,7 +70,7 @@ def test_desktop_qgis_loads_and_unloads_plugin(tmp_path):
     assert "error" not in out, out.get("error")
     assert out["loaded"] and out["provider"]
     assert "Train and classify…" in out["toolbar"]
-    assert out["menu"].get("Diffusion Land Cover") == ["Train and classify…"]
+    assert out["menu"].get("Diffusion Land Cover") == ["Train and classify…", "Install dependencies…"]
     if out["main_registered"]:
         assert out["opened"] == ["difflc:trainandclassify"] and not out["warned"]
     else:  # not there yet: a message-bar warning instead of a dialog

@@ -34,7 +34,7 @@ def test_every_advanced_value_reaches_its_setting(qgis_app):
         "TIMESTEPS": "100, 250", "BLOCKS": "3;4", "HEAD": 1, "TREES": 120, "FEATURE_CHECK": False, "FUSION": 3,
         "SPECTRUM": False, "CLASS_WEIGHTS": True, "STRIDE": 48, "SMOOTHING": 1.5, "RGB_BANDS": "30 20 10",
         "SAR_UNITS": 2, "ADAPT_STEPS": 7, "ADAPT_PRESET": 1, "ADAPT_BATCH": 4, "COMPACT_STEPS": 9, "SEED": 3,
-        "DEVICE": 1, "BACKBONE_SOURCE": 1, "REGULARISER": 1, "SELF_TRAINING": 2})
+        "DEVICE": 1, "BACKBONE_SOURCE": 1, "REGULARISER": 1, "SELF_TRAINING": 2, "ADAPT_TIME_BUDGET": 90})
     assert s.features.timesteps == (100, 250) and s.features.blocks == (3, 4)
     assert s.head.kind == "mlp" and s.head.trees == 120 and s.head.feature_check_p == 0.0
     assert s.features.fusion == "moe" and not s.head.include_spectrum and s.head.class_weighting
@@ -43,10 +43,11 @@ def test_every_advanced_value_reaches_its_setting(qgis_app):
     assert s.representation.rgb_bands == (30, 20, 10) and s.representation.sar_db is False
     assert s.adaptation.steps == 7 and s.adaptation.preset == "public" and s.adaptation.batch_size == 4
     assert s.backbone.compact_steps == 9 and s.seed == 3 and s.device == "cpu"
-    assert s.backbone.source == "untrained"
+    assert s.backbone.source == "untrained" and s.adaptation.time_budget_s == 5400.0
     # -1 means "chosen for you": the smoothing by cross-validation, the adaptation steps by the network
     s = _settings(alg, {"SMOOTHING": -1, "ADAPT_STEPS": -1})
     assert s.spatial.sigma is None and s.adaptation.steps is None
+    assert _settings(alg, {"ADAPT_TIME_BUDGET": 0}).adaptation.time_budget_s is None  # 0 = no limit
 
 
 @pytest.mark.parametrize("name, value, words", [
