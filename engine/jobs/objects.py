@@ -51,7 +51,7 @@ class SegmentRequest:
     settings: PipelineSettings  # representations (RGB bands, SAR units) and seed
     object_area_m2: Optional[float] = None  # target object size as an area (needs a CRS) ...
     object_pixels: Optional[float] = None  # ... or in pixels
-    compactness: float = 0.1
+    compactness: float = 1.0
     mask: Optional[MaskSpec] = None
     window_rows: Optional[int] = None  # tests: force several windows on a small scene
 

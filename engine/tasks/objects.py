@@ -46,7 +46,8 @@ class SegmentSettings:
     """SLIC in the user's terms: ``target_pixels`` (from a target object area and the pixel size), compactness."""
 
     target_pixels: float
-    compactness: float = 0.1
+    compactness: float = 1.0  # images in [-1, 1]: 1 weighs one grid step like a colour distance of 1
+    sigma: float = 0.0  # px of a Gaussian SLIC smooths with first (off: it blurs crisp field edges)
     modalities: Tuple[str, ...] = ("prgb", "pca", "sar")  # those the scene has
     window_rows: Optional[int] = None  # rows a window adds (None: 8 object diameters, at least 256)
     iterations: int = 10
@@ -82,7 +83,7 @@ def _slic(image: np.ndarray, free: np.ndarray, settings: SegmentSettings) -> np.
         return np.zeros(free.shape, np.int64)
     segments = max(1, int(round(n / max(settings.target_pixels, 1.0))))
     seg = slic(image, n_segments=segments, compactness=float(settings.compactness), max_num_iter=settings.iterations,
-               sigma=0, convert2lab=False, enforce_connectivity=True, mask=free, start_label=1, channel_axis=-1)
+               sigma=float(settings.sigma), convert2lab=False, enforce_connectivity=True, mask=free, start_label=1, channel_axis=-1)
     seg = np.where(free, seg, 0)
     return label(seg, connectivity=1, background=0).astype(np.int64)  # one piece each: one polygon each
 
