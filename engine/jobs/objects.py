@@ -483,3 +483,58 @@ def classify_objects(bundle_path: Optional[str], hsi: str, sar: Optional[str], p
                      "(obj_note = 'subpixel')")
     return ObjectClassifyOutcome(output, {c.name: int(n) for c, n in zip(classes, counts)}, nulls, sub,
                                  round(time.perf_counter() - t0, 2))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# accuracy by object and by area (difflc:accuracy with a classified polygon layer)
+
+def assess_objects(source: str, layer_name: str, map_field: str, reference_field: str,
+                   names: Optional[Dict[int, str]] = None, html: Optional[str] = None,
+                   json_path: Optional[str] = None, progress: Optional[Progress] = None) -> Dict:
+    """Confusion matrix of a classified polygon layer's ``map_field`` against its ``reference_field``, counted by
+    object (the report's main matrix) and weighted by area (``metrics["by_area"]``: area-weighted OA, kappa,
+    per-class F1). Polygons without a map class or a reference are left out and counted."""
+    from ..assessment.metrics import metrics_from_confusion
+    from ..data.vectors import read_object_table
+    from .report import write_accuracy_report
+
+    progress = progress or Progress()
+    pred, ref, area, unit, skipped = read_object_table(source, layer_name, map_field, reference_field)
+    if not pred:
+        raise UserInputError(f"no polygon of '{layer_name}' has both a '{map_field}' and a '{reference_field}' value: "
+                             "fill in the reference field, or choose the fields again")
+    try:
+        p = np.array([int(float(v)) for v in pred], np.int64)
+        r = np.array([int(float(v)) for v in ref], np.int64)
+    except (TypeError, ValueError):
+        raise UserInputError(f"the fields '{map_field}' and '{reference_field}' of '{layer_name}' must hold class "
+                             "values (integers), not text: use the 'class' field of Classify objects and a reference "
+                             "field with the same values") from None
+    values = sorted(set(p.tolist()) | set(r.tolist()))
+    index = {v: i for i, v in enumerate(values)}
+    k = len(values)
+    counts = np.zeros((k, k), np.int64)
+    areas = np.zeros((k, k), np.float64)
+    ri, pi = np.array([index[v] for v in r]), np.array([index[v] for v in p])
+    np.add.at(counts, (ri, pi), 1)
+    np.add.at(areas, (ri, pi), area)
+    labels = [(names or {}).get(v, f"class {v}") for v in values]
+    metrics = metrics_from_confusion(counts, labels)
+    metrics["class_values"] = values
+    by_area = metrics_from_confusion(areas, labels)
+    scale, shown = (1e-4, "ha") if unit == "m2" else (1.0, unit)
+    metrics["by_area"] = {
+        "unit": shown, "overall_accuracy": by_area["overall_accuracy"], "kappa": by_area["kappa"],
+        "mean_f1": by_area["mean_f1"], "total_area": float(areas.sum() * scale),
+        "per_class": [{"name": c["name"], "f1": c["f1"], "precision": c["precision"], "recall": c["recall"],
+                       "reference_area": float(areas[i].sum() * scale), "map_area": float(areas[:, i].sum() * scale)}
+                      for i, c in enumerate(by_area["per_class"])],
+        "confusion_matrix": (areas * scale).tolist()}
+    metrics["objects"] = {"assessed": int(p.size), "left_out": int(skipped)}
+    if skipped:
+        progress.log(f"{skipped} polygon(s) without a map class or a reference left out")
+    extra = {"layer": layer_name, "map_field": map_field, "reference_field": reference_field,
+             "polygons_assessed": int(p.size), "polygons_left_out": int(skipped)}
+    write_accuracy_report(metrics, html_path=html, json_path=json_path, title="Accuracy assessment (objects)",
+                          extra=extra)
+    return metrics
