@@ -75,8 +75,14 @@ class SegmentResult:
 
 def _slic(image: np.ndarray, free: np.ndarray, settings: SegmentSettings) -> np.ndarray:
     """SLIC labels (0 outside ``free``) as 4-connected pieces numbered in raster order."""
-    from skimage.measure import label
-    from skimage.segmentation import slic
+    try:
+        from skimage.measure import label
+        from skimage.segmentation import slic
+    except ImportError as exc:
+        from ..errors import UserInputError
+
+        raise UserInputError(f"scikit-image is not installed in the Python that QGIS runs ({exc}): run Check "
+                             "environment for the command that installs the plugin's dependencies") from None
 
     n = int(free.sum())
     if n == 0:
