@@ -174,13 +174,28 @@ class ObjectPooler:
         self.sq[uniq] += np.add.reduceat(x * x, first, axis=0)
         self.count[uniq] += np.diff(np.append(first, ids.size))
 
-    def mean_std(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mean [n, D], std [n, D] (population), count [n]); NaN rows for objects without a pixel."""
-        n = self.count[1:].astype(np.float64)[:, None]
+    def mean_std(self, rows: Optional[slice] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mean [n, D], std [n, D] (population), count [n]) of objects ``rows`` (0-based; default all); NaN rows for
+        objects without a pixel."""
+        rows = rows or slice(0, self.n)
+        sel = slice(rows.start + 1, rows.stop + 1)
+        n = self.count[sel].astype(np.float64)[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.sum[1:] / n
-            var = np.maximum(self.sq[1:] / n - mean * mean, 0.0)
-        return mean, np.sqrt(var), self.count[1:].copy()
+            mean = self.sum[sel] / n
+            var = self.sq[sel] / n
+        var -= mean * mean
+        np.maximum(var, 0.0, out=var)
+        return mean, np.sqrt(var, out=var), self.count[sel].copy()
+
+    def head_inputs(self, n_diffusion: int, chunk: int = 8192) -> np.ndarray:
+        """[n, 2D] float32 = [mean_f, std_f, mean_bands, std_bands], built in chunks of objects (no [n, D] float64
+        temporaries beyond one chunk)."""
+        out = np.empty((self.n, 2 * self.dim), np.float32)
+        for a in range(0, self.n, chunk):
+            b = min(a + chunk, self.n)
+            mean, std, _ = self.mean_std(slice(a, b))
+            out[a:b] = assemble(mean, std, n_diffusion)
+        return out
 
 
 def id_channels(ids: np.ndarray) -> np.ndarray:
@@ -270,12 +285,15 @@ def object_features(pooler: ObjectPooler, n_diffusion: int, group_sizes: List[in
                     centroid_inputs: Optional[Dict[int, np.ndarray]] = None) -> ObjectFeatures:
     """Pooled statistics as head inputs; ``centroid_inputs`` {object index: [D] head inputs at its centroid pixel}
     fills objects without a pixel of their own (std 0, flagged)."""
-    mean, std, count = pooler.mean_std()
+    x = pooler.head_inputs(n_diffusion)
+    count = pooler.count[1:].copy()
     subpixel = np.zeros(count.size, bool)
     for i, v in (centroid_inputs or {}).items():
         if count[i] == 0 and v is not None and np.isfinite(v).all():
-            mean[i], std[i], subpixel[i] = v, 0.0, True
-    return ObjectFeatures(assemble(mean, std, n_diffusion), count, subpixel, group_sizes)
+            v = np.asarray(v, np.float64)[None]
+            x[i] = assemble(v, np.zeros_like(v), n_diffusion)[0]
+            subpixel[i] = True
+    return ObjectFeatures(x, count, subpixel, group_sizes)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -325,13 +343,16 @@ class ObjectPredictions:
     probabilities: np.ndarray
 
 
-def predict_objects(head, features: ObjectFeatures) -> ObjectPredictions:
+def predict_objects(head, features: ObjectFeatures, chunk: int = 65536) -> ObjectPredictions:
+    """Class probabilities of every object with valid pixels, in chunks (no copy of the [n, 2D] inputs)."""
     n = features.x.shape[0]
     k = int(head.n_classes)
     probs = np.full((n, k), np.nan, np.float32)
     ok = features.usable
-    if ok.any():
-        probs[ok] = head.predict_proba(features.x[ok])
+    for a in range(0, n, chunk):
+        sel = np.flatnonzero(ok[a:a + chunk]) + a
+        if sel.size:
+            probs[sel] = head.predict_proba(features.x[sel])
     index = np.where(ok, np.nan_to_num(probs, nan=-1).argmax(axis=1), -1).astype(np.int64)
     conf = np.where(ok, np.nan_to_num(probs, nan=0).max(axis=1), np.nan).astype(np.float32)
     return ObjectPredictions(index, conf, probs)
