@@ -81,9 +81,9 @@ def polygonize_ids(ids_path: str, out_path: str, layer_name: str, pixels: np.nda
     layer.CreateField(ogr.FieldDefn(OBJECT_ID, ogr.OFTInteger64))
     callback = None
     if progress is not None:
-        def callback(fraction, _msg, _data):
+        def callback(fraction, _msg, _data):  # a cancel is honoured right after (GDAL's own abort is a bare error)
             progress.report(0.8 * fraction)
-            return 0 if progress.is_canceled() else 1
+            return 1
     gdal.Polygonize(band, band, layer, 0, [], callback=callback)  # band as its own mask: 0 = no object
     if progress is not None:
         progress.check()
@@ -252,7 +252,7 @@ def read_polygons(source: str, layer_name: str, ref, field_name: Optional[str] =
                          field_name or None, (mds, mem))
 
 
-def burn_ids(polygons: PolygonSource, ref, path: str) -> None:
+def burn_ids(polygons: PolygonSource, ref, path: str, progress=None) -> None:
     """Rasterize object ids (pixel centres inside; where polygons overlap the later one wins) into ``path``."""
     _, mem = polygons.mem
     ds = gdal.GetDriverByName("GTiff").Create(path, ref.width, ref.height, 1, gdal.GDT_Int32, _CREATE)
@@ -260,13 +260,20 @@ def burn_ids(polygons: PolygonSource, ref, path: str) -> None:
     if ref.crs_wkt:
         ds.SetProjection(ref.crs_wkt)
     ds.GetRasterBand(1).SetNoDataValue(0)
-    gdal.RasterizeLayer(ds, [1], mem, options=["ATTRIBUTE=oid"])
+    callback = None
+    if progress is not None:
+        def callback(fraction, _msg, _data):  # a cancel is honoured right after (GDAL's own abort is a bare error)
+            progress.report(fraction)
+            return 1
+    gdal.RasterizeLayer(ds, [1], mem, options=["ATTRIBUTE=oid"], callback=callback)
     ds.FlushCache()
     ds = None
+    if progress is not None:
+        progress.check()
 
 
 def points_in_polygons(polygons: PolygonSource, source: str, layer_name: str, field_name: str,
-                       ref) -> Tuple[np.ndarray, List]:
+                       ref, progress=None) -> Tuple[np.ndarray, List]:
     """(object index per label point (-1 = in none), class value per point) of a point layer, in any CRS."""
     ds, layer = _open_layer(source, f"label layer '{layer_name}'")
     if _kind(layer) != "points":
@@ -285,6 +292,8 @@ def points_in_polygons(polygons: PolygonSource, source: str, layer_name: str, fi
     _, mem = polygons.mem
     where, values = [], []
     for feat in layer:
+        if progress is not None:
+            progress.check()
         v = feat.GetField(idx) if feat.IsFieldSetAndNotNull(idx) else None
         geom = feat.GetGeometryRef()
         if v is None or str(v).strip() == "" or geom is None or geom.IsEmpty():

@@ -201,7 +201,7 @@ def _require_polygons_label_field(values: List, spec: PolygonInput) -> None:
                              "on every polygon: fill in the class of some polygons, or give label points")
 
 
-def object_labels(polys, request: ObjectTrainRequest, info) -> Tuple[np.ndarray, List, Dict]:
+def object_labels(polys, request: ObjectTrainRequest, info, progress: Optional[Progress] = None) -> Tuple[np.ndarray, List, Dict]:
     """(class index per object (-1 = unlabelled), ClassInfo list, report) from the polygons' field or points."""
     from ..data.labels import LabelError, class_codes
     from ..data.vectors import points_in_polygons
@@ -210,7 +210,7 @@ def object_labels(polys, request: ObjectTrainRequest, info) -> Tuple[np.ndarray,
     report: Dict = {}
     if request.points is not None:
         p = request.points
-        where, values = points_in_polygons(polys, p.source, p.name, p.class_field, info)
+        where, values = points_in_polygons(polys, p.source, p.name, p.class_field, info, progress)
         if not values:
             raise UserInputError(f"the field '{p.class_field}' of the label layer '{p.name}' is NULL or empty on "
                                  "every point: fill in the classes")
@@ -276,12 +276,12 @@ def pool_layer(inputs, polys, reps, extractor, settings: PipelineSettings, run_n
     group_sizes = object_group_sizes(extractor.groups, reps.spectrum_dim)
     with _scratch() as folder:
         ids_path = os.path.join(folder, "ids.tif")
-        burn_ids(polys, inputs.hsi_info, ids_path)
+        burn_ids(polys, inputs.hsi_info, ids_path, progress.sub(0.0, 0.05))
         ids = IdReader(ids_path)
         try:
             pooler = pool_objects(inputs.reader, ids, polys.n, reps, extractor, settings.tiles,
                                   run_network=run_network, wanted=None if wanted is None else np.append(False, wanted),
-                                  batch_size=settings.features.batch_size, progress=progress.sub(0.0, 0.9))
+                                  batch_size=settings.features.batch_size, progress=progress.sub(0.05, 0.9))
             burnt = _burnt_counts(ids, polys.n, progress)
         finally:
             ids.close()
@@ -335,7 +335,7 @@ def train_objects(request: ObjectTrainRequest, progress: Optional[Progress] = No
     polys = read_polygons(request.polygons.source, request.polygons.name, info,
                           request.polygons.class_field if request.points is None else None, progress.sub(0.03, 0.05))
     _polygon_log(polys, progress)
-    index, classes, report = object_labels(polys, request, info)
+    index, classes, report = object_labels(polys, request, info, progress)
     reps = fit_scene_representations(inputs.reader, info.meta(), inputs.sar_info.meta() if inputs.sar_info else None,
                                      settings, progress.sub(0.05, 0.08))
     backbone = prepare_backbone(inputs.reader, reps, settings, progress.sub(0.08, 0.4))

@@ -264,3 +264,35 @@ def test_self_intersecting_polygons_are_repaired_and_counted(scene, tmp_path):
 
     polys = read_polygons(str(tmp_path / "bow.gpkg"), "bow", read_info(scene.hsi), "landcover")
     assert polys.repaired == 2 and polys.n == 2
+
+
+def test_a_cancel_at_any_check_leaves_no_output_and_no_temporary(scene, parcels, tmp_path):
+    """Cancel at the first, a middle and the last progress check of a run: nothing at OUTPUT, no .qml, no
+    temporary beside it."""
+    from engine import files
+    from engine.progress import Cancelled, Progress
+
+    path, _, _ = parcels
+    model = tmp_path / "m.difflc"
+    train_objects(ObjectTrainRequest(scene.hsi, None, PolygonInput(path, "parcels", "landcover"), _settings(),
+                                     model_path=str(model)))
+    calls = {"n": 0, "stop": None}
+
+    def cancel():
+        calls["n"] += 1
+        return calls["stop"] is not None and calls["n"] > calls["stop"]
+
+    probe = tmp_path / "probe.gpkg"
+    classify_objects(str(model), scene.hsi, None, PolygonInput(path, "parcels"), str(probe),
+                     Progress(is_canceled=cancel))
+    total = calls["n"]
+    assert total > 5
+    for stop in (0, total // 2, total - 1):
+        calls.update(n=0, stop=stop)
+        out = tmp_path / f"out{stop}" / "classified.gpkg"
+        out.parent.mkdir()
+        with pytest.raises(Cancelled):
+            classify_objects(str(model), scene.hsi, None, PolygonInput(path, "parcels"), str(out),
+                             Progress(is_canceled=cancel))
+        files.remove_temporaries()  # what the algorithms' error boundary does
+        assert list(out.parent.iterdir()) == [], stop
