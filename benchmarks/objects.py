@@ -12,7 +12,10 @@ window; the network is the product's default, seed 0):
   [mean, std] of [diffusion features ‖ standardised bands];
 - ``pooled_bands``: control without the network: a 500-tree forest on [mean, std] of the standardised bands;
 - ``zonal_rf``: the baseline users run today, a 500-tree Random Forest on each object's mean raw bands (zonal
-  statistics).
+  statistics);
+- with ``--pixel-map``, ``pixel_map_majority``: the product's pixel route (``landcover.fit_predict_arrays``, default
+  settings, the same network) trained on every pixel of the training objects, then the majority class of the map
+  inside each object.
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python -m benchmarks.objects --out benchmarks/results/issue21
 """
@@ -31,6 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 METHODS = ("ours", "pooled_bands", "zonal_rf")
+PIXEL_MAP = "pixel_map_majority"
 
 
 CELLS = {"salinas": 10}  # Salinas-A is six fields, one region per class: cut into 10x10-pixel parcels
@@ -107,7 +111,8 @@ def scene_features(scene) -> Dict:
     flat = ids.ravel()
     zonal = np.stack([np.bincount(flat, weights=np.nan_to_num(b.ravel()), minlength=classes.size + 1)[1:]
                       for b in raw], axis=1) / np.maximum(pixels, 1)[:, None]
-    return {"x": feats.x, "groups": groups, "n_diffusion": 2 * extractor.dim, "zonal": zonal.astype(np.float32),
+    return {"ids": ids, "reader": reader, "backbone_prepared": backbone, "settings": settings,
+            "x": feats.x, "groups": groups, "n_diffusion": 2 * extractor.dim, "zonal": zonal.astype(np.float32),
             "classes": classes, "pixels": pixels, "seconds": seconds, "usable": feats.usable,
             "backbone": backbone.info.kind}
 
@@ -117,7 +122,33 @@ def scores(pred: np.ndarray, truth: np.ndarray, weights: np.ndarray) -> Dict:
     return {"oa_count": float(right.mean()), "oa_area": float((right * weights).sum() / weights.sum())}
 
 
-def run_scene(name: str, k: int, seeds) -> Dict:
+def pixel_map_majority(scene, f: Dict, train: np.ndarray, seed: int, test: np.ndarray) -> np.ndarray:
+    """The pixel route trained on every pixel of the training objects; each test object's majority map class."""
+    import dataclasses
+
+    from engine.tasks.landcover import fit_predict_arrays
+
+    ids, classes = f["ids"], f["classes"]
+    wanted = np.zeros(classes.size + 1, np.int64)
+    wanted[train + 1] = classes[train] + 1
+    train_labels = wanted[ids]
+    settings = dataclasses.replace(f["settings"], seed=seed)
+    pixel_map = fit_predict_arrays(scene.hsi, scene.sar, train_labels, settings, scene.hsi_meta, scene.sar_meta,
+                                   backbone=f["backbone_prepared"])
+    # the map holds 1..K of the classes present in training: back to class indices
+    present = np.unique(classes[train])
+    index = np.where(pixel_map > 0, present[np.clip(pixel_map - 1, 0, present.size - 1)], -1)
+    out = np.full(test.size, -1, np.int64)
+    flat_ids, flat_map = ids.ravel(), index.ravel()
+    n_classes = int(classes.max()) + 1
+    votes = np.zeros((classes.size + 1, n_classes), np.int64)
+    ok = (flat_ids > 0) & (flat_map >= 0)
+    np.add.at(votes, (flat_ids[ok], flat_map[ok]), 1)
+    out = votes[test + 1].argmax(axis=1)
+    return out
+
+
+def run_scene(name: str, k: int, seeds, pixel_map: bool = False) -> Dict:
     from benchmarks.protocol import load_scene
     from engine.heads.classifier import fit_head
     from engine.heads.forest import train_forest
@@ -126,7 +157,8 @@ def run_scene(name: str, k: int, seeds) -> Dict:
     scene = load_scene(name)
     f = scene_features(scene)
     classes, pixels, usable = f["classes"], f["pixels"], f["usable"]
-    per_seed: Dict[str, List[Dict]] = {m: [] for m in METHODS}
+    methods = METHODS + ((PIXEL_MAP,) if pixel_map else ())
+    per_seed: Dict[str, List[Dict]] = {m: [] for m in methods}
     checks = []
     for seed in seeds:
         train = pick(classes[usable], k, seed)
@@ -142,7 +174,9 @@ def run_scene(name: str, k: int, seeds) -> Dict:
         preds["pooled_bands"] = rf.predict_proba(bands[test]).argmax(axis=1)
         rf = train_forest(f["zonal"][train], y, n_classes, n_trees=500, seed=seed)
         preds["zonal_rf"] = rf.predict_proba(f["zonal"][test]).argmax(axis=1)
-        for m in METHODS:
+        if pixel_map:
+            preds[PIXEL_MAP] = pixel_map_majority(scene, f, train, seed, test)
+        for m in methods:
             per_seed[m].append({"seed": seed, **scores(preds[m], classes[test], pixels[test].astype(np.float64))})
     return {"scene": name, "objects": int(classes.size), "objects_per_class": np.bincount(classes).tolist(),
             "pooling_seconds": round(f["seconds"], 1), "backbone": f["backbone"], "k": k,
@@ -154,24 +188,31 @@ def summary(result: Dict) -> Dict:
 
     out = {}
     for metric in ("oa_count", "oa_area"):
-        vals = {m: [r[metric] for r in result["per_seed"][m]] for m in METHODS}
+        vals = {m: [r[metric] for r in rs] for m, rs in result["per_seed"].items()}
         out[metric] = {m: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0)
                        for m, v in vals.items()}
-        for base in ("pooled_bands", "zonal_rf"):
+        for base in [m for m in vals if m != "ours"]:
             out[metric][f"ours-{base}"] = paired_ci(vals["ours"], vals[base]).to_dict()
     return out
 
 
+NAMES = {"ours": "ours", "pooled_bands": "pooled bands (no network)", "zonal_rf": "zonal mean bands + RF-500",
+         PIXEL_MAP: "pixel map + majority"}
+
+
 def markdown(results: List[Dict]) -> str:
-    lines = ["| scene | objects | metric | ours | pooled bands (no network) | zonal mean bands + RF-500 | "
-             "ours − pooled bands (95 % CI) | ours − zonal RF (95 % CI) |", "|---|---|---|---|---|---|---|---|"]
+    methods = [m for m in NAMES if any(m in r["per_seed"] for r in results)]
+    others = [m for m in methods if m != "ours"]
+    lines = ["| scene | objects | metric | " + " | ".join(NAMES[m] for m in methods) + " | "
+             + " | ".join(f"ours − {NAMES[m]} (95 % CI)" for m in others) + " |",
+             "|" + "---|" * (3 + len(methods) + len(others))]
     for r in results:
         s = summary(r)
         for metric, text in (("oa_count", "OA by count"), ("oa_area", "OA by area")):
             m = s[metric]
-            cells = [f"{100 * m[x][0]:.1f} ± {100 * m[x][1]:.1f}" for x in METHODS]
+            cells = [f"{100 * m[x][0]:.1f} ± {100 * m[x][1]:.1f}" if x in m else "–" for x in methods]
             cis = [f"{100 * m[k]['mean']:+.1f} [{100 * m[k]['low']:+.1f}, {100 * m[k]['high']:+.1f}]"
-                   for k in ("ours-pooled_bands", "ours-zonal_rf")]
+                   if k in m else "–" for k in (f"ours-{o}" for o in others)]
             lines.append(f"| {r['scene']} | {r['objects']} | {text} | " + " | ".join(cells + cis) + " |")
     return "\n".join(lines)
 
@@ -181,19 +222,21 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", nargs="+", default=["enmap", "salinas", "chip"])
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     ap.add_argument("-k", type=int, default=3)
+    ap.add_argument("--pixel-map", action="store_true", help="add the pixel map + majority baseline (slower)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
     results = []
     for name in args.scenes:
         t0 = time.perf_counter()
-        results.append(run_scene(name, args.k, args.seeds))
+        results.append(run_scene(name, args.k, args.seeds, args.pixel_map))
         print(f"{name}: {results[-1]['objects']} objects, {time.perf_counter() - t0:.0f} s", flush=True)
     text = markdown(results)
     print(text)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "objects.json").write_text(json.dumps(results, indent=1))
-        (args.out / "objects.md").write_text(text + "\n")
+        tag = "_pixelmap" if args.pixel_map else ""
+        (args.out / f"objects{tag}.json").write_text(json.dumps(results, indent=1))
+        (args.out / f"objects{tag}.md").write_text(text + "\n")
     return 0
 
 
