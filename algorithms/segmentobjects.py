@@ -6,7 +6,8 @@ from qgis.core import QgsProcessingOutputNumber
 from .base import DiffLcAlgorithm
 from .objectparams import (COMPACTNESS, OBJECT_SIZE, OUTPUT, SIZE_UNIT, SIZE_UNITS, add_output,
                            add_segment_parameters, gpkg_output_path)
-from .params import add_input_parameters, add_method_parameters, mask_from_parameters, raster_path
+from .params import (add_input_parameters, add_mask_parameter, add_method_parameters, mask_from_parameters, raster_path,
+                     settings_from_parameters)
 
 HELP = """<p>Segments a scene into homogeneous regions (objects) for object-based image analysis: the polygons
 can then be classified with <i>Train object classifier</i> / <i>Classify objects</i>.</p>
@@ -34,8 +35,6 @@ class SegmentObjects(DiffLcAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802
         add_input_parameters(self, labels=False)
-        from .params import add_mask_parameter
-
         add_mask_parameter(self, "objects only inside")
         add_segment_parameters(self)
         add_method_parameters(self, adaptation=False, features=False)
@@ -44,7 +43,6 @@ class SegmentObjects(DiffLcAlgorithm):
 
     def process(self, parameters, context, feedback):
         from ..engine.jobs.objects import SegmentRequest, segment_objects
-        from .params import settings_from_parameters
 
         hsi = raster_path(self, parameters, "HSI", context)
         sar = raster_path(self, parameters, "SAR", context, optional=True)

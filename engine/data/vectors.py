@@ -12,7 +12,6 @@ Only this module, ``raster_io``, ``labels`` and ``gdal_scope`` import osgeo.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -69,8 +68,14 @@ class IdReader:
         self.band = self.ds = None
 
 
+@dataclass
+class PolygonizeStats:
+    polygons: int
+    repaired: int  # rings GDAL's polygonize left invalid, repaired with MakeValid
+
+
 def polygonize_ids(ids_path: str, out_path: str, layer_name: str, pixels: np.ndarray, areas: Optional[np.ndarray],
-                   progress=None) -> Dict[str, int]:
+                   progress=None) -> PolygonizeStats:
     """One polygon per object id of ``ids_path`` into a new GeoPackage ``out_path`` (fields object_id, pixels,
     area_m2, area_ha; ``areas`` in m², None without a CRS). Invalid rings are repaired with ``MakeValid``."""
     src = gdal.Open(ids_path)
@@ -109,7 +114,7 @@ def polygonize_ids(ids_path: str, out_path: str, layer_name: str, pixels: np.nda
             progress.step(0.8 + 0.2 * polygons / total)
     layer.CommitTransaction()
     ds = src = None
-    return {"polygons": polygons, "repaired": repaired}
+    return PolygonizeStats(polygons, repaired)
 
 
 def _valid(geom):
@@ -348,8 +353,20 @@ def probability_field(name: str) -> str:
     return "p_" + (re.sub(r"[^0-9A-Za-z_]+", "_", str(name)).strip("_").lower() or "class")
 
 
+@dataclass
+class CopyFields:
+    """The names the prediction fields got in the copy (suffixed '_pred' where the source has the name already)."""
+
+    class_value: str
+    class_name: str
+    confidence: str
+    pixels: str
+    note: str
+    probabilities: List[str]
+
+
 def write_classified_copy(source: str, out_path: str, layer_name: str, fields_out: PredictionFields,
-                          classes, progress=None) -> Dict[str, str]:
+                          classes, progress=None) -> CopyFields:
     """Copy every feature of ``source`` (attributes, geometry, CRS) into a new GeoPackage ``out_path`` with the
     prediction fields, and store the categorized style (``layer_styles``, default). Returns the new field names."""
     ds, layer = _open_layer(source, "polygon layer")
@@ -406,8 +423,7 @@ def write_classified_copy(source: str, out_path: str, layer_name: str, fields_ou
     qml = categorized_qml(base[0], classes)
     store_style(out, layer_name, geometry_column, qml)
     ds = out = None
-    return {"class": base[0], "class_name": base[1], "confidence": base[2], "pixels": base[3], "note": base[4],
-            "probabilities": ",".join(probs)}
+    return CopyFields(base[0], base[1], base[2], base[3], base[4], probs)
 
 
 def categorized_qml(field_name: str, classes) -> str:
@@ -459,9 +475,19 @@ def store_style(ds, table: str, geometry_column: str, qml: str) -> None:
     styles.CreateFeature(f)
 
 
-def read_object_table(source: str, layer_name: str, map_field: str, reference_field: str):
-    """(map values, reference values, areas in m² (or the CRS's units²), area unit) per polygon feature with both
-    fields set: what object accuracy counts."""
+@dataclass
+class ObjectTable:
+    """Per polygon with both fields set: map value, reference value, area (m², or map units² without a CRS)."""
+
+    predicted: List
+    reference: List
+    area: np.ndarray
+    unit: str  # 'm2' | 'map units²'
+    skipped: int  # polygons without a map class or a reference
+
+
+def read_object_table(source: str, layer_name: str, map_field: str, reference_field: str) -> ObjectTable:
+    """What object accuracy counts; in a geographic CRS areas come from an equal-area projection (EPSG:6933)."""
     ds, layer = _open_layer(source, f"polygon layer '{layer_name}'")
     if _kind(layer) not in ("polygons", "mixed"):
         raise UserInputError(f"the layer '{layer_name}' holds {_kind(layer)}: object accuracy needs polygons")
@@ -505,7 +531,7 @@ def read_object_table(source: str, layer_name: str, map_field: str, reference_fi
         ref.append(feat.GetField(ri))
         area.append(a)
     ds = None
-    return pred, ref, np.asarray(area, np.float64), unit, skipped
+    return ObjectTable(pred, ref, np.asarray(area, np.float64), unit, skipped)
 
 
 scope_module(globals())  # GDAL raises inside this module's calls only (gdal_scope)

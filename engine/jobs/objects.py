@@ -79,6 +79,8 @@ def segment_objects(request: SegmentRequest, progress: Optional[Progress] = None
     t0 = time.perf_counter()
     inputs = open_inputs(request.hsi, request.sar, progress.sub(0.0, 0.03), scan_bands=True, mask=request.mask)
     info = inputs.hsi_info
+    if not (request.object_pixels or request.object_area_m2):
+        raise UserInputError("give the target object size (an area in m² or ha, or a number of pixels)")
     if request.object_pixels:
         target = float(request.object_pixels)
     else:
@@ -130,10 +132,10 @@ def segment_objects(request: SegmentRequest, progress: Optional[Progress] = None
     if result.cut_objects:
         progress.log(f"{result.cut_objects} object(s) were cut at a window edge (they would have held back more "
                      "than half a window of rows)")
-    if stats["repaired"]:
-        progress.log(f"{stats['repaired']} polygon(s) repaired with MakeValid")
-    outcome = SegmentOutcome(request.output, result.n_objects, stats["polygons"], result.cut_objects,
-                             stats["repaired"], target, len(result.windows), round(time.perf_counter() - t0, 2))
+    if stats.repaired:
+        progress.log(f"{stats.repaired} polygon(s) repaired with MakeValid")
+    outcome = SegmentOutcome(request.output, result.n_objects, stats.polygons, result.cut_objects,
+                             stats.repaired, target, len(result.windows), round(time.perf_counter() - t0, 2))
     progress.log(f"{outcome.objects:,} objects → {outcome.polygons:,} polygons in {outcome.seconds:.1f} s "
                  f"({len(result.windows)} windows)")
     progress.report(1.0)
@@ -460,7 +462,7 @@ def classify_objects(bundle_path: Optional[str], hsi: str, sar: Optional[str], p
     try:
         names = write_classified_copy(polys.source, tmp, layer, fields, classes, progress.sub(0.9, 0.99))
         with open(qml_tmp, "w", encoding="utf-8") as fh:
-            fh.write(categorized_qml(names["class"], classes))
+            fh.write(categorized_qml(names.class_value, classes))
         moves = [(tmp, output)]
         if files.is_own_sidecar(qml_path):
             moves.append((qml_tmp, qml_path))
@@ -499,7 +501,8 @@ def assess_objects(source: str, layer_name: str, map_field: str, reference_field
     from .report import write_accuracy_report
 
     progress = progress or Progress()
-    pred, ref, area, unit, skipped = read_object_table(source, layer_name, map_field, reference_field)
+    table = read_object_table(source, layer_name, map_field, reference_field)
+    pred, ref, area, unit, skipped = table.predicted, table.reference, table.area, table.unit, table.skipped
     if not pred:
         raise UserInputError(f"no polygon of '{layer_name}' has both a '{map_field}' and a '{reference_field}' value: "
                              "fill in the reference field, or choose the fields again")

@@ -2,10 +2,6 @@
 the jobs end to end on tiny synthetic rasters (no QGIS)."""
 from __future__ import annotations
 
-import json
-import sqlite3
-import zipfile
-
 import numpy as np
 import pytest
 

@@ -2,7 +2,6 @@
 polygons (field or points), the classified copy and its style, the bad inputs."""
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import sys
@@ -15,7 +14,7 @@ from osgeo import ogr, osr
 pytest.importorskip("skimage")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "qgis"))
 
-from helpers_rasters import EPSG, HSI_NODATA, sample_pixels, synthetic_scene, write_points  # noqa: E402
+from helpers_rasters import EPSG, sample_pixels, synthetic_scene, write_points  # noqa: E402
 
 from engine.errors import UserInputError  # noqa: E402
 from engine.jobs.objects import (ObjectTrainRequest, PointLabels, PolygonInput, SegmentRequest,  # noqa: E402
@@ -119,8 +118,6 @@ def test_object_classifier_from_label_points_classifies_objects_styled(scene, se
     feats = _features(out)
     assert len(feats) == len(_features(objects))
     # the class of each object against the truth's majority inside it
-    from osgeo import gdal
-
     right = n = 0
     for f in feats:
         assert {"class", "class_name", "confidence", "p_water", "p_forest", "obj_pixels", "obj_note"} <= set(f)

@@ -3,8 +3,6 @@ classifyobjects (chained), trainandclassifyobjects, accuracy on a classified pol
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 
 import numpy as np
 import pytest
