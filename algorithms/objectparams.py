@@ -51,7 +51,13 @@ HELP = {
 
 
 def _help(param):
-    param.setHelp(HELP[param.name()])
+    """The parameter's help; a number's starts with its range, as every numeric parameter's does (base.number_range)."""
+    if param.type() == "number":
+        from .base import number_range
+
+        param.setHelp(f"{param.name()}: {number_range(param)}. {HELP[param.name()]}.")
+    else:
+        param.setHelp(HELP[param.name()])
     return param
 
 
