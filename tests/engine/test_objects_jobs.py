@@ -293,3 +293,34 @@ def test_a_cancel_at_any_check_leaves_no_output_and_no_temporary(scene, parcels,
                              Progress(is_canceled=cancel))
         files.remove_temporaries()  # what the algorithms' error boundary does
         assert list(out.parent.iterdir()) == [], stop
+
+
+def test_segmentobjects_inside_a_mask_only(scene, tmp_path):
+    from engine.jobs import MaskSpec
+
+    gt = scene.geotransform
+    x0, x1, y0, y1 = gt[0] + 10 * gt[1], gt[0] + 50 * gt[1], gt[3] + 20 * gt[5], gt[3] + 60 * gt[5]
+    square = ogr.CreateGeometryFromWkt(f"POLYGON (({x0} {y0}, {x1} {y0}, {x1} {y1}, {x0} {y1}, {x0} {y0}))")
+    out = tmp_path / "masked.gpkg"
+    outcome = segment_objects(SegmentRequest(scene.hsi, None, str(out), _settings(), object_pixels=50,
+                                             mask=MaskSpec("square", polygons_wkb=[bytes(square.ExportToWkb())])))
+    rows = _features(out)
+    assert sum(r["pixels"] for r in rows) == 40 * 40 and len(rows) == outcome.objects
+    for r in rows:
+        assert ogr.CreateGeometryFromWkt(r["_wkt"]).Within(square.Buffer(1e-6))
+
+
+def test_an_empty_geometry_is_kept_counted_and_gets_no_pixel(scene, tmp_path):
+    from engine.data.raster_io import read_info
+    from engine.data.vectors import read_polygons
+
+    path = _polygons(tmp_path / "e.gpkg", [(0, 5, 0, 5)], [1], gt=scene.geotransform)
+    ds = ogr.Open(str(path), 1)
+    layer = ds.GetLayer(0)
+    f = ogr.Feature(layer.GetLayerDefn())
+    f.SetField("landcover", 2)
+    layer.CreateFeature(f)  # no geometry at all
+    ds = None
+    polys = read_polygons(path, "e", read_info(scene.hsi), "landcover")
+    assert polys.n == 2 and polys.empty == 1 and polys.values == [1, 2]
+    assert np.isfinite(polys.centroids[0]).all() and np.isnan(polys.centroids[1]).all()
