@@ -27,6 +27,10 @@ ALGORITHM_MODULES = [
     "changestatistics",
     "detectchanges",
     "applychangemodel",
+    "segmentobjects",
+    "trainobjectclassifier",
+    "classifyobjects",
+    "trainandclassifyobjects",
 ]
 
 LOG_TAG = "Diffusion Land Cover"

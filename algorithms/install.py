@@ -16,7 +16,7 @@ from qgis.core import QgsProcessingException
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Used when the requirement files are not shipped beside the plugin (they are, in the ZIP).
-DEFAULT_REQUIREMENTS = {"torch": "2.13.0", "scikit-learn": "1.9.1", "safetensors": "0.8.0"}
+DEFAULT_REQUIREMENTS = {"torch": "2.13.0", "scikit-learn": "1.9.1", "safetensors": "0.8.0", "scikit-image": "0.24.0"}
 DEFAULT_PINS = {"numpy": "1.24.2", "scipy": "1.10.1"}
 NUMPY_PIN_REASON = ("numpy and scipy are pinned to the versions QGIS already uses: pip would otherwise pull "
                     "numpy 2, which breaks GDAL's Python bindings (osgeo.gdal_array) and with them QGIS's "

@@ -129,12 +129,15 @@ def _kinds() -> Dict[str, Tuple[str, str, str]]:
     to another)."""
     from . import ADAPTED_FORMAT
     from ..tasks.changedetect import MODEL_FORMAT
+    from ..tasks.objects import OBJECT_FORMAT
 
     return {FORMAT: ("a land-cover model", "saved by Train classifier / Train and classify",
                      "Classify with a trained model (difflc:classify)"),
             MODEL_FORMAT: ("a change model", "saved by Detect changes", "Apply change model (difflc:applychangemodel)"),
             ADAPTED_FORMAT: ("an adapted backbone", "saved by Adapt backbone",
-                             "the ADAPTED input of Train classifier (difflc:trainclassifier)")}
+                             "the ADAPTED input of Train classifier (difflc:trainclassifier)"),
+            OBJECT_FORMAT: ("an object model", "saved by Train object classifier / Train and classify objects",
+                            "Classify objects (difflc:classifyobjects)")}
 
 
 def wrong_kind(path: str, found, wanted: Tuple[str, ...]) -> str:

@@ -122,6 +122,24 @@ def area_estimation_html(est: Optional[Dict]) -> str:
             f"<p>{e(str(est.get('area_note', '')))}.</p><p>{e(str(est.get('assumptions', '')))}</p>")
 
 
+def by_area_html(by_area: Optional[Dict]) -> str:
+    """Object accuracy weighted by area (engine.jobs.objects.assess_objects): OA, kappa, per-class F1 by area."""
+    if not by_area:
+        return ""
+    e = html.escape
+    unit = e(str(by_area.get("unit", "")))
+    rows = "".join(f"<tr><th>{e(str(c['name']))}</th><td>{_num(c['reference_area'], 2)}</td>"
+                   f"<td>{_num(c['map_area'], 2)}</td><td>{_fmt(c['precision'])}</td><td>{_fmt(c['recall'])}</td>"
+                   f"<td>{_fmt(c['f1'])}</td></tr>" for c in by_area.get("per_class", []))
+    return (f'<h2 id="by-area">By area (each polygon weighted by its area, {unit})</h2>'
+            f"<table><tr><th>Overall accuracy (area-weighted)</th><td>{_fmt(by_area.get('overall_accuracy'))}</td></tr>"
+            f"<tr><th>Cohen's kappa (area-weighted)</th><td>{_fmt(by_area.get('kappa'), pct=False)}</td></tr>"
+            f"<tr><th>Mean F1 (area-weighted)</th><td>{_fmt(by_area.get('mean_f1'))}</td></tr>"
+            f"<tr><th>Total area ({unit})</th><td>{_num(by_area.get('total_area'), 2)}</td></tr></table>"
+            f'<table id="by-area-classes"><tr><th>class</th><th>reference area ({unit})</th><th>map area ({unit})</th>'
+            f"<th>precision</th><th>recall</th><th>F1</th></tr>{rows}</table>")
+
+
 def _div(v, d):
     return None if v is None else v / d
 
@@ -156,6 +174,7 @@ def render_html(metrics: Dict, title: str, extra: Optional[Dict] = None, figures
 {confusion_svg(cm, names) if cm else ""}
 {accuracy_charts_html(metrics)}
 {area_estimation_html(metrics.get("area_estimation"))}
+{by_area_html(metrics.get("by_area"))}
 {extra_html}
 </body></html>
 """
