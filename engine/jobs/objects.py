@@ -372,7 +372,7 @@ def train_objects(request: ObjectTrainRequest, progress: Optional[Progress] = No
                 "feature_check": head.config.get("feature_check"), "seconds": round(time.perf_counter() - t0, 1),
                 "device": str(device)}
     model = FittedModel(settings, reps, backbone.model, backbone.info, backbone.tensors, extractor, head,
-                        list(feats.group_sizes), training, sigma=0.0)
+                        list(feats.group_sizes), training)
     metadata, tensors = bundle_payload(model)
     metadata.update({
         "format": OBJECT_FORMAT, "classes": [c.to_dict() for c in classes],
