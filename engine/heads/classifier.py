@@ -233,7 +233,7 @@ def train_forest_head(x: np.ndarray, y: np.ndarray, group_sizes: Sequence[int], 
         progress.log(f"Diffusion-feature check (out-of-bag, training labels): the bands-only forest is right "
                      f"where the forest with diffusion features is wrong on {wins} pixels, the reverse on {losses} "
                      f"{why}: " + ("keeping the diffusion features." if use_features else
-                                   "using the bands alone (the features did not measurably help on these labels)."))
+                                   "using the bands alone (the features did not help on these labels)."))
         if not use_features:
             forest = shift_features(bands, offset, x.shape[1])
     config = {"kind": "forest", "group_sizes": [int(g) for g in group_sizes], "n_classes": k,
