@@ -36,6 +36,18 @@ def _srs(wkt: str):
     return srs
 
 
+def _to_raster_crs(layer, crs_wkt: str):
+    """(the raster's SRS, a transformation from ``layer``'s SRS to it, or None when they agree or one is unknown)."""
+    src_srs = layer.GetSpatialRef()
+    dst_srs = _srs(crs_wkt)
+    if src_srs is not None:
+        src_srs = src_srs.Clone()
+        src_srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    transform = (osr.CoordinateTransformation(src_srs, dst_srs)
+                 if src_srs is not None and dst_srs is not None and not src_srs.IsSame(dst_srs) else None)
+    return dst_srs, transform
+
+
 def id_raster(path: str, ref, write_rows: Callable) -> None:
     """Create an Int32 one-band GeoTIFF on the grid of ``ref`` (nodata 0) and let ``write_rows(band)`` fill it
     with ``band.WriteArray(block, 0, row)`` calls (the segmentation streams into it)."""
@@ -203,13 +215,7 @@ def read_polygons(source: str, layer_name: str, ref, field_name: Optional[str] =
             names = [layer.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(layer.GetLayerDefn().GetFieldCount())]
             raise UserInputError(f"the polygon layer '{layer_name}' has no field '{field_name}' (fields: "
                                  f"{', '.join(names) or 'none'})")
-    src_srs = layer.GetSpatialRef()
-    dst_srs = _srs(ref.crs_wkt)
-    if src_srs is not None:
-        src_srs = src_srs.Clone()
-        src_srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    transform = (osr.CoordinateTransformation(src_srs, dst_srs)
-                 if src_srs is not None and dst_srs is not None and not src_srs.IsSame(dst_srs) else None)
+    dst_srs, transform = _to_raster_crs(layer, ref.crs_wkt)
     mds = ogr.GetDriverByName("Memory").CreateDataSource("")
     mem = mds.CreateLayer("objects", srs=dst_srs, geom_type=ogr.wkbUnknown)
     mem.CreateField(ogr.FieldDefn("oid", ogr.OFTInteger64))
@@ -287,13 +293,7 @@ def points_in_polygons(polygons: PolygonSource, source: str, layer_name: str, fi
     idx = layer.GetLayerDefn().GetFieldIndex(field_name)
     if idx < 0:
         raise UserInputError(f"the label layer '{layer_name}' has no field '{field_name}'")
-    src_srs = layer.GetSpatialRef()
-    dst_srs = _srs(ref.crs_wkt)
-    if src_srs is not None:
-        src_srs = src_srs.Clone()
-        src_srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    transform = (osr.CoordinateTransformation(src_srs, dst_srs)
-                 if src_srs is not None and dst_srs is not None and not src_srs.IsSame(dst_srs) else None)
+    _, transform = _to_raster_crs(layer, ref.crs_wkt)
     _, mem = polygons.mem
     where, values = [], []
     for feat in layer:

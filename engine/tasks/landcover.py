@@ -23,8 +23,9 @@ from ..progress import Progress
 from ..data.readers import ArrayReader, StackedReader, read_padded, sample_valid_pixels
 from ..settings import MODALITY_IDS, PipelineSettings
 
+from .spatial import Regulariser  # numpy only
+
 if TYPE_CHECKING:  # torch-heavy modules, imported where they run
-    from .spatial import Regulariser
     from ..data.representations import RepresentationModel
     from ..heads.classifier import ForestHead, TrainedHead
     from ..networks.backbone import ADMUNet
@@ -52,14 +53,8 @@ class FittedModel:
     head: Union["ForestHead", "TrainedHead"]
     group_sizes: List[int]
     report: Dict = field(default_factory=dict)
-    # the spatial regularisation of the class probabilities before the argmax (engine.tasks.spatial.Regulariser)
-    regulariser: "Regulariser" = None  # type: ignore[assignment]
-
-    def __post_init__(self):
-        if self.regulariser is None:
-            from .spatial import Regulariser
-
-            self.regulariser = Regulariser()
+    # the spatial regularisation of the class probabilities before the argmax
+    regulariser: Regulariser = field(default_factory=Regulariser)
 
     @property
     def sigma(self) -> float:
@@ -555,7 +550,7 @@ def repeated_folds(y: np.ndarray, settings: PipelineSettings) -> List[List[np.nd
 
 @dataclass
 class RegulariserChoice:
-    regulariser: "Regulariser"
+    regulariser: Regulariser
     selection: Optional[Dict] = None  # engine.heads.selection.Selection.to_dict(), None when fixed
     folds: int = 0
 
@@ -573,7 +568,7 @@ def choose_regulariser(reader: StackedReader, reps, extractor, labels: TrainingP
     regularises those out-of-fold patches (with the windows' guide planes) and is scored at the held-out pixels.
     """
     from ..heads.selection import select_simplest
-    from .spatial import Regulariser, candidates, centre_regularised, choose_sigma
+    from .spatial import candidates, centre_regularised, choose_sigma
 
     sp = settings.spatial
     if sp.sigma is not None:
@@ -775,8 +770,6 @@ def from_bundle(metadata: Dict, tensors: Dict, device: str = "auto",
     head_state = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
     head = load_head(metadata["head"], head_state)
     reps = RepresentationModel.from_dict(metadata["representations"])
-    from .spatial import Regulariser
-
     try:  # files before 0.2 had no smoothing, before 0.3 only a Gaussian σ
         regulariser = Regulariser.from_dict(metadata.get("spatial"))
     except (TypeError, ValueError) as exc:
