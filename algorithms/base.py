@@ -527,10 +527,11 @@ def error_boundary(feedback=None):
             if isinstance(exc, SystemExit):
                 raise
             original = exc
-            if isinstance(exc, Cancelled) and received:
-                # The handler runs wherever the main thread is, also inside a library's bare ``except:`` (an
-                # import that tries an optional module, for one), which swallows Terminated; the cancel it
-                # asked for then stops the run as Cancelled. The user still hears the true reason.
+            if received and not isinstance(exc, Terminated):
+                # The handler runs wherever the main thread is: inside a library's bare ``except:`` that swallows
+                # Terminated (the cancel it asked for then stops the run as Cancelled), or inside a C extension's
+                # import, which turns it into an ImportError (GDAL's gdal_array importing numpy's C API). Whatever
+                # exception carries it, the run failed because it was stopped: the user hears the true reason.
                 exc = Terminated(received[0])
             text = "".join(traceback.format_exception(type(original), original, original.__traceback__)) \
                 if _debug() else ""

@@ -154,6 +154,35 @@ def test_a_stop_swallowed_by_a_library_is_still_reported_as_the_signal(qgis_app)
     assert "Cancelled by the user" in str(info.value)
 
 
+def test_a_stop_turned_into_another_exception_is_still_reported_as_the_signal(qgis_app):
+    """A C extension's import that a signal interrupts re-raises it as an ImportError (CI saw SIGINT land while
+    GDAL's gdal_array imported numpy's C API, and the user read "unexpected ImportError ... a bug"). The run was
+    stopped: the message must say so, for whatever exception carries the stop; without a stop the same
+    ImportError stays a bug report."""
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    from diffusion_landcover.algorithms.base import error_boundary
+
+    def import_interrupted(signum):
+        try:
+            signal.raise_signal(signum)
+            for _ in range(100):
+                time.sleep(0.001)
+        except BaseException:  # noqa: B902 - what numpy's import_array does with any error
+            raise ImportError("numpy.core.multiarray failed to import") from None
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with pytest.raises(QgsProcessingException) as info:
+            with error_boundary(QgsProcessingFeedback()):
+                import_interrupted(signum)
+        assert signal.Signals(signum).name in str(info.value) and "bug" not in str(info.value), str(info.value)
+
+    with pytest.raises(QgsProcessingException) as info:
+        with error_boundary(QgsProcessingFeedback()):
+            raise ImportError("numpy.core.multiarray failed to import")
+    assert "unexpected ImportError" in str(info.value)
+
+
 def test_a_stop_inside_an_uninterrupted_step_is_raised_when_it_ends():
     from diffusion_landcover.engine.stopping import Terminated, stop_signals_unwind, uninterrupted
 
