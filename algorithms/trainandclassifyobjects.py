@@ -46,9 +46,9 @@ class TrainAndClassifyObjects(DiffLcAlgorithm):
         report = self.parameterAsFileOutput(parameters, REPORT, context) or None
         progress = self.progress_for(feedback)
         request = object_train_request(self, parameters, context, model, report)
-        request.save, request.pool_all = False, True
-        trained = train_objects(request, progress.sub(0.0, 0.9))
-        result = classify_objects(None, request.hsi, request.sar, request.polygons, output, progress.sub(0.9, 1.0),
+        request.save = False
+        trained = train_objects(request, progress.sub(0.0, 0.5))
+        result = classify_objects(None, request.hsi, request.sar, request.polygons, output, progress.sub(0.5, 1.0),
                                   device=request.settings.device, trained=trained)
         for name, count in result.class_objects.items():
             feedback.pushInfo(f"{name}: {count} polygons")

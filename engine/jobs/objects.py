@@ -175,7 +175,6 @@ class ObjectTrainRequest:
     model_path: Optional[str] = None
     report_path: Optional[str] = None
     save: bool = True
-    pool_all: bool = False  # one-step: pool every polygon now, classification reuses it
 
 
 @dataclass
@@ -185,7 +184,6 @@ class ObjectTrainOutcome:
     validation_oa: Optional[float]
     label_report: Dict
     model: Optional[object] = None  # landcover.FittedModel (head on object features)
-    pooled: Optional["Pooled"] = None  # every polygon's features, when pool_all
 
 
 @dataclass
@@ -268,23 +266,29 @@ def _centroid_inputs(polys, need: np.ndarray, inputs, reps, extractor, settings,
     return {int(i): x[k] for k, i in enumerate(which)}
 
 
+def _burn(polys, inputs, folder: str, progress: Progress):
+    from ..data.vectors import IdReader, burn_ids
+
+    ids_path = os.path.join(folder, "ids.tif")
+    burn_ids(polys, inputs.hsi_info, ids_path, progress)
+    return IdReader(ids_path)
+
+
 def pool_layer(inputs, polys, reps, extractor, settings: PipelineSettings, run_network: bool,
                wanted: Optional[np.ndarray], progress: Progress) -> Pooled:
     """Burn the polygons' ids on the raster grid (a temporary GeoTIFF), pool every object's pixels, and let
-    objects without a pixel centre inside use the pixel under their centroid."""
-    from ..data.vectors import IdReader, burn_ids
+    objects without a pixel centre inside use the pixel under their centroid. Keeps every object's inputs (what
+    training needs); classification streams instead (``predict_layer``)."""
     from ..tasks.objects import object_features, object_group_sizes, pool_objects
 
     group_sizes = object_group_sizes(extractor.groups, reps.spectrum_dim)
     with _scratch() as folder:
-        ids_path = os.path.join(folder, "ids.tif")
-        burn_ids(polys, inputs.hsi_info, ids_path, progress.sub(0.0, 0.05))
-        ids = IdReader(ids_path)
+        ids = _burn(polys, inputs, folder, progress.sub(0.0, 0.05))
         try:
             pooler = pool_objects(inputs.reader, ids, polys.n, reps, extractor, settings.tiles,
                                   run_network=run_network, wanted=None if wanted is None else np.append(False, wanted),
                                   batch_size=settings.features.batch_size, progress=progress.sub(0.05, 0.9))
-            burnt = _burnt_counts(ids, polys.n, progress)
+            burnt, _ = _burnt_counts(ids, polys.n, progress)
         finally:
             ids.close()
     need = (pooler.count[1:] == 0) & (burnt == 0)
@@ -295,15 +299,65 @@ def pool_layer(inputs, polys, reps, extractor, settings: PipelineSettings, run_n
     return Pooled(object_features(pooler, extractor.dim, group_sizes, centroid), burnt, polys)
 
 
-def _burnt_counts(ids, n: int, progress: Progress) -> np.ndarray:
+@dataclass
+class LayerPredictions:
+    """Per polygon of one layer on one scene: the head's predictions and what the log and the fields report."""
+
+    predictions: object  # tasks.objects.ObjectPredictions
+    pixels: np.ndarray  # valid pixels pooled
+    subpixel: np.ndarray  # bool: classified from the pixel under its centroid
+    burnt: np.ndarray  # pixel centres on the raster (0: outside it, or an empty geometry)
+    polygons: object  # data.vectors.PolygonSource
+
+
+def predict_layer(inputs, polys, model, run_network: bool, progress: Progress) -> LayerPredictions:
+    """Classify every polygon while its pixels stream past: an object is pooled, classified and let go as soon as
+    the rows below it start, so memory follows the objects crossing the rows being read, not the layer's size."""
+    from ..tasks.objects import ObjectPredictor, assemble, pool_objects
+
+    predictor = ObjectPredictor(model.head, polys.n, model.extractor.dim)
+    with _scratch() as folder:
+        ids = _burn(polys, inputs, folder, progress.sub(0.0, 0.05))
+        try:
+            burnt, last_row = _burnt_counts(ids, polys.n, progress)
+            pooler = pool_objects(inputs.reader, ids, polys.n, model.representations, model.extractor,
+                                  model.settings.tiles, run_network=run_network,
+                                  batch_size=model.settings.features.batch_size, progress=progress.sub(0.05, 0.9),
+                                  last_row=last_row, on_closed=predictor)
+        finally:
+            ids.close()
+    pixels = pooler.count[1:].copy()
+    need = (pixels == 0) & (burnt == 0)
+    subpixel = np.zeros(polys.n, bool)
+    if need.any():
+        centroid = _centroid_inputs(polys, need, inputs, model.representations, model.extractor, model.settings,
+                                    progress.sub(0.9, 1.0))
+        if centroid:
+            which = np.array(sorted(centroid), np.int64)
+            v = np.stack([np.asarray(centroid[i], np.float64) for i in which])
+            ok = np.isfinite(v).all(axis=1)
+            which, v = which[ok], v[ok]
+            if which.size:
+                predictor.predict(which, assemble(v, np.zeros_like(v), model.extractor.dim))
+                subpixel[which] = True
+    return LayerPredictions(predictor.result(), pixels, subpixel, burnt, polys)
+
+
+def _burnt_counts(ids, n: int, progress: Progress) -> Tuple[np.ndarray, np.ndarray]:
+    """(pixel centres per object [n], each object's last row [n + 1], -1 = none) in one pass over the id raster."""
     from ..data.readers import row_blocks
 
     counts = np.zeros(n + 1, np.int64)
+    last = np.full(n + 1, -1, np.int64)
     for row, rows in row_blocks(ids.height, ids.width, itemsize=8):
         block = ids.read_ids(row, 0, rows, ids.width)
-        counts += np.bincount(np.clip(block.ravel(), 0, n), minlength=n + 1)
+        flat = np.clip(block.ravel(), 0, n)
+        counts += np.bincount(flat, minlength=n + 1)
+        uniq, first_from_end = np.unique(flat[::-1], return_index=True)
+        last[uniq] = row + (flat.size - 1 - first_from_end) // ids.width
         progress.check()
-    return counts[1:]
+    last[0] = -1
+    return counts[1:], last
 
 
 def _polygon_log(polys, progress: Progress) -> None:
@@ -345,7 +399,7 @@ def train_objects(request: ObjectTrainRequest, progress: Optional[Progress] = No
     extractor = FeatureExtractor(backbone.model, settings.features,
                                  active_modalities(settings, inputs.reader.sar is not None), device)
     labelled = index >= 0
-    pooled = pool_layer(inputs, polys, reps, extractor, settings, True, None if request.pool_all else labelled,
+    pooled = pool_layer(inputs, polys, reps, extractor, settings, True, labelled,
                         progress.sub(0.4, 0.85))
     feats = pooled.features
     use = labelled & feats.usable
@@ -399,8 +453,7 @@ def train_objects(request: ObjectTrainRequest, progress: Optional[Progress] = No
                               extra={"labels": report, "training": {k: v for k, v in training.items()
                                                                     if k != "validation"}})
     progress.report(1.0)
-    return ObjectTrainOutcome(bundle, metadata, val.get("overall_accuracy"), report, model,
-                              pooled if request.pool_all else None)
+    return ObjectTrainOutcome(bundle, metadata, val.get("overall_accuracy"), report, model)
 
 
 @dataclass
@@ -420,7 +473,7 @@ def classify_objects(bundle_path: Optional[str], hsi: str, sar: Optional[str], p
     from ..data.labels import ClassInfo
     from ..data.vectors import PredictionFields, categorized_qml, read_polygons, write_classified_copy
     from ..tasks.landcover import first_read_column, from_bundle
-    from ..tasks.objects import OBJECT_FORMAT, predict_objects
+    from ..tasks.objects import OBJECT_FORMAT
 
     progress = progress or Progress()
     t0 = time.perf_counter()
@@ -439,22 +492,18 @@ def classify_objects(bundle_path: Optional[str], hsi: str, sar: Optional[str], p
     except (KeyError, IndexError, TypeError, AttributeError) as exc:
         raise BundleError(f"the model file {bundle_path} was edited or is incomplete ({type(exc).__name__}: "
                           f"{exc}): restore the original file or retrain") from None
-    pooled = trained.pooled if in_memory and trained.pooled is not None else None
-    if pooled is None:
-        polys = read_polygons(polygons.source, polygons.name, inputs.hsi_info, None, progress.sub(0.03, 0.05))
-        _polygon_log(polys, progress)
-        run_network = first_read_column(model.head, True) == 0
-        pooled = pool_layer(inputs, polys, model.representations, model.extractor, model.settings, run_network, None,
-                            progress.sub(0.05, 0.9))
-    polys, feats = pooled.polygons, pooled.features
-    pred = predict_objects(model.head, feats)
+    polys = read_polygons(polygons.source, polygons.name, inputs.hsi_info, None, progress.sub(0.03, 0.05))
+    _polygon_log(polys, progress)
+    run_network = first_read_column(model.head, True) == 0
+    done = predict_layer(inputs, polys, model, run_network, progress.sub(0.05, 0.9))
+    polys, pred = done.polygons, done.predictions
     values = np.array([c.value for c in classes], np.int64)
     out_values = np.where(pred.index >= 0, values[np.clip(pred.index, 0, None)], -1)
-    notes = ["subpixel" if s else "" for s in feats.subpixel]
+    notes = ["subpixel" if s else "" for s in done.subpixel]
     for i in np.flatnonzero(pred.index < 0):
-        notes[i] = "no data" if pooled.burnt[i] > 0 else "outside the raster or empty"
+        notes[i] = "no data" if done.burnt[i] > 0 else "outside the raster or empty"
     fields = PredictionFields(out_values, [classes[k].name if k >= 0 else None for k in pred.index], pred.confidence,
-                              pred.probabilities, feats.pixels, notes, [c.name for c in classes])
+                              pred.probabilities, done.pixels, notes, [c.name for c in classes])
     layer = os.path.splitext(os.path.basename(output))[0] or "objects"
     qml_path = os.path.splitext(output)[0] + ".qml"
     tmp = files.temp_beside(output, ".gpkg")
@@ -476,10 +525,10 @@ def classify_objects(bundle_path: Optional[str], hsi: str, sar: Optional[str], p
     nulls = int((pred.index < 0).sum())
     counts = np.bincount(pred.index[pred.index >= 0], minlength=len(classes))
     if nulls:
-        outside = int(((pred.index < 0) & (pooled.burnt == 0)).sum())
+        outside = int(((pred.index < 0) & (done.burnt == 0)).sum())
         progress.log(f"{nulls} polygon(s) kept with a NULL class: {outside} outside the raster (or empty, or smaller "
                      f"than a pixel over nodata), {nulls - outside} only on nodata pixels")
-    sub = int((feats.subpixel & (pred.index >= 0)).sum())
+    sub = int((done.subpixel & (pred.index >= 0)).sum())
     if sub:
         progress.log(f"{sub} polygon(s) smaller than a pixel: classified from the pixel under the centroid "
                      "(obj_note = 'subpixel')")

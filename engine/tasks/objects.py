@@ -20,8 +20,10 @@ plus the rows carried over, whatever the scene height.
 **Pooling** (``ObjectPooler``): per-object sums, sums of squares and counts of the head inputs (diffusion
 features ‖ standardised bands, ``landcover.head_inputs``), accumulated window by window through
 ``tiling.predict_tiled`` — each pixel once, from its home window, as pixel classification sees it — so an object
-spanning many windows gets exactly its own pixels' mean and standard deviation. Accumulators are
-[n_objects, D] float64: memory grows with the number of objects, never with the scene.
+spanning many windows gets exactly its own pixels' mean and standard deviation. Only objects the stream has
+reached and not yet closed hold accumulators: given each object's last row, ``pool_objects`` closes an object as
+soon as the rows below it start, hands its statistics to the caller (who classifies them at once) and frees its
+slot. Memory then follows the objects crossing the rows being read, not the layer's size.
 """
 from __future__ import annotations
 
@@ -154,13 +156,41 @@ def segment_scene(reader, reps, settings: SegmentSettings, write: Callable[[int,
 # pooling
 
 class ObjectPooler:
-    """Sums, sums of squares and counts per object id (1..n) of D-dimensional pixel values, added block by block."""
+    """Sums, sums of squares and counts per object id (1..n) of D-dimensional pixel values, added block by block.
 
-    def __init__(self, n_objects: int, dim: int):
+    Accumulators live in slots given to an object at its first pixel and freed when it is closed, so memory is
+    the objects open at once (a few rows of them in a streamed run), plus 8 bytes per object for its count.
+    """
+
+    def __init__(self, n_objects: int, dim: int, capacity: int = 1024):
         self.n, self.dim = int(n_objects), int(dim)
-        self.sum = np.zeros((self.n + 1, self.dim), np.float64)
-        self.sq = np.zeros((self.n + 1, self.dim), np.float64)
         self.count = np.zeros(self.n + 1, np.int64)
+        self.closed = np.zeros(self.n + 1, bool)
+        self._slot = np.full(self.n + 1, -1, np.int64)
+        capacity = max(1, min(int(capacity), self.n + 1))
+        self._sum = np.zeros((capacity, self.dim), np.float64)
+        self._sq = np.zeros((capacity, self.dim), np.float64)
+        self._free: List[int] = list(range(capacity - 1, -1, -1))
+
+    @property
+    def open_objects(self) -> int:
+        return int(self._sum.shape[0] - len(self._free))
+
+    def _slots(self, uniq: np.ndarray) -> np.ndarray:
+        new = uniq[self._slot[uniq] < 0]
+        if new.size:
+            if self.closed[new].any():
+                raise ValueError(f"pixels of object {int(new[self.closed[new]][0])} arrived after it was closed")
+            short = new.size - len(self._free)
+            if short > 0:
+                old = self._sum.shape[0]
+                grown = max(old * 2, old + short)
+                self._sum = np.concatenate([self._sum, np.zeros((grown - old, self.dim))])
+                self._sq = np.concatenate([self._sq, np.zeros((grown - old, self.dim))])
+                self._free = list(range(grown - 1, old - 1, -1)) + self._free
+            self._slot[new] = self._free[-new.size:]
+            del self._free[-new.size:]
+        return self._slot[uniq]
 
     def add(self, ids: np.ndarray, x: np.ndarray) -> None:
         """``ids`` [N] in 1..n, ``x`` [N, D]."""
@@ -170,22 +200,45 @@ class ObjectPooler:
         order = np.argsort(ids, kind="stable")
         ids, x = ids[order], np.asarray(x, np.float64)[order]
         uniq, first = np.unique(ids, return_index=True)
-        self.sum[uniq] += np.add.reduceat(x, first, axis=0)
-        self.sq[uniq] += np.add.reduceat(x * x, first, axis=0)
+        slots = self._slots(uniq)
+        self._sum[slots] += np.add.reduceat(x, first, axis=0)
+        self._sq[slots] += np.add.reduceat(x * x, first, axis=0)
         self.count[uniq] += np.diff(np.append(first, ids.size))
 
+    def _moments(self, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        count = self.count[ids].copy()
+        mean = np.full((ids.size, self.dim), np.nan)
+        std = np.full((ids.size, self.dim), np.nan)
+        slots = self._slot[ids]
+        has = slots >= 0
+        if has.any():
+            n = count[has].astype(np.float64)[:, None]
+            m = self._sum[slots[has]] / n
+            var = self._sq[slots[has]] / n
+            var -= m * m
+            np.maximum(var, 0.0, out=var)
+            mean[has], std[has] = m, np.sqrt(var, out=var)
+        return mean, std, count
+
     def mean_std(self, rows: Optional[slice] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(mean [n, D], std [n, D] (population), count [n]) of objects ``rows`` (0-based; default all); NaN rows for
-        objects without a pixel."""
+        """(mean [n, D], std [n, D] (population), count [n]) of objects ``rows`` (0-based; default all) not closed
+        yet; NaN rows for objects without a pixel."""
         rows = rows or slice(0, self.n)
-        sel = slice(rows.start + 1, rows.stop + 1)
-        n = self.count[sel].astype(np.float64)[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = self.sum[sel] / n
-            var = self.sq[sel] / n
-        var -= mean * mean
-        np.maximum(var, 0.0, out=var)
-        return mean, np.sqrt(var, out=var), self.count[sel].copy()
+        return self._moments(np.arange(rows.start + 1, rows.stop + 1))
+
+    def close(self, ids: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``mean_std`` of objects ``ids`` (1..n) whose pixels have all been added; their slots are freed (a pixel
+        of a closed object arriving later is an error, not a silent restart)."""
+        ids = np.asarray(ids, np.int64)
+        out = self._moments(ids)
+        slots = self._slot[ids]
+        slots = slots[slots >= 0]
+        self._sum[slots] = 0.0
+        self._sq[slots] = 0.0
+        self._free.extend(slots.tolist())
+        self._slot[ids] = -1
+        self.closed[ids] = True
+        return out
 
     def head_inputs(self, n_diffusion: int, chunk: int = 8192) -> np.ndarray:
         """[n, 2D] float32 = [mean_f, std_f, mean_bands, std_bands], built in chunks of objects (no [n, D] float64
@@ -222,18 +275,23 @@ class _WithIds:
 
 def pool_objects(reader, ids_reader, n_objects: int, reps, extractor, tiles, run_network: bool = True,
                  wanted: Optional[np.ndarray] = None, batch_size: int = 16,
-                 progress: Optional[Progress] = None) -> ObjectPooler:
+                 progress: Optional[Progress] = None, last_row: Optional[np.ndarray] = None,
+                 on_closed: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]] = None,
+                 close_chunk: int = 8192) -> ObjectPooler:
     """Pool the head inputs of every pixel of each object (``ids_reader``: one band, 0/NaN = none).
 
     Windows whose cores hold no ``wanted`` object (bool [n + 1], default all) are skipped, so training pools
     only where labelled objects lie. Each pixel counts once, with the features of its home window.
+
+    With ``last_row`` ([n + 1]: each object's last scene row, -1 = none) and ``on_closed(ids, mean, std, count)``,
+    objects are closed as soon as the stream has passed their last row (and every one by the end), in chunks of
+    at most ``close_chunk``; the pooler then holds only the open ones.
     """
     from .landcover import head_inputs
     from .tiling import predict_tiled
 
     progress = progress or Progress()
     c = reader.band_count
-    pooler: Optional[ObjectPooler] = None
     dim = extractor.dim + int(reps.spectrum_dim)
     pooler = ObjectPooler(n_objects, dim)
     want = np.ones(n_objects + 1, bool) if wanted is None else np.asarray(wanted, bool)
@@ -248,9 +306,28 @@ def pool_objects(reader, ids_reader, n_objects: int, reps, extractor, tiles, run
             pooler.add(ids[use], x.transpose(0, 2, 3, 1)[use])
         return np.zeros((block.shape[0], 1, block.shape[2], block.shape[3]), np.float32)
 
+    streamed = last_row is not None and on_closed is not None
+    if streamed:
+        by_last = np.argsort(np.asarray(last_row, np.int64)[1:], kind="stable") + 1
+        ends = np.asarray(last_row, np.int64)[by_last]
+    done = [0]
+
+    def close_until(stop_row: Optional[int]) -> None:
+        upto = by_last.size if stop_row is None else int(np.searchsorted(ends, stop_row, side="left"))
+        while done[0] < upto:
+            ids = by_last[done[0]:min(upto, done[0] + close_chunk)]
+            on_closed(ids, *pooler.close(ids))
+            done[0] += ids.size
+
+    def rows_done(row: int, values: np.ndarray) -> None:
+        if streamed:
+            close_until(row + values.shape[1])
+
     combined = _WithIds(reader, ids_reader)
-    predict_tiled(reader.height, reader.width, combined.read, predict_patches, 1, lambda row, values: None, tiles,
+    predict_tiled(reader.height, reader.width, combined.read, predict_patches, 1, rows_done, tiles,
                   progress=progress, batch_size=batch_size)
+    if streamed:
+        close_until(None)
     return pooler
 
 
@@ -343,16 +420,30 @@ class ObjectPredictions:
     probabilities: np.ndarray
 
 
-def predict_objects(head, features: ObjectFeatures, chunk: int = 65536) -> ObjectPredictions:
-    """Class probabilities of every object with valid pixels, in chunks (no copy of the [n, 2D] inputs)."""
-    n = features.x.shape[0]
-    k = int(head.n_classes)
-    probs = np.full((n, k), np.nan, np.float32)
-    ok = features.usable
-    for a in range(0, n, chunk):
-        sel = np.flatnonzero(ok[a:a + chunk]) + a
-        if sel.size:
-            probs[sel] = head.predict_proba(features.x[sel])
-    index = np.where(ok, np.nan_to_num(probs, nan=-1).argmax(axis=1), -1).astype(np.int64)
-    conf = np.where(ok, np.nan_to_num(probs, nan=0).max(axis=1), np.nan).astype(np.float32)
-    return ObjectPredictions(index, conf, probs)
+class ObjectPredictor:
+    """Class probabilities per object, filled chunk by chunk: as the streamed pooling closes objects
+    (``pool_objects(on_closed=predictor)``), so the whole layer's [n, 2D] inputs never exist at once."""
+
+    def __init__(self, head, n_objects: int, n_diffusion: int):
+        self.head, self.n_diffusion = head, int(n_diffusion)
+        n, k = int(n_objects), int(head.n_classes)
+        self.index = np.full(n, -1, np.int64)
+        self.confidence = np.full(n, np.nan, np.float32)
+        self.probabilities = np.full((n, k), np.nan, np.float32)
+
+    def __call__(self, ids: np.ndarray, mean: np.ndarray, std: np.ndarray, count: np.ndarray) -> None:
+        self.predict(np.asarray(ids, np.int64) - 1, assemble(mean, std, self.n_diffusion))
+
+    def predict(self, which: np.ndarray, x: np.ndarray) -> None:
+        """Objects ``which`` (0-based) from their head inputs ``x`` [len(which), 2D]; NaN rows stay unclassified."""
+        ok = ~np.isnan(x).any(axis=1)
+        if ok.any():
+            probs = np.asarray(self.head.predict_proba(x[ok]), np.float32)
+            where = np.asarray(which)[ok]
+            self.probabilities[where] = probs
+            self.index[where] = probs.argmax(axis=1)
+            self.confidence[where] = probs.max(axis=1)
+
+    def result(self) -> ObjectPredictions:
+        return ObjectPredictions(self.index, self.confidence, self.probabilities)
+

@@ -153,6 +153,76 @@ def test_streamed_pooling_gives_each_polygon_exactly_its_own_pixels_statistics()
     np.testing.assert_allclose(x[0, 3:6], std[0, :3], rtol=1e-6)
 
 
+def test_a_closed_object_frees_its_slot_and_a_late_pixel_is_an_error():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 3))
+    ids = np.repeat(np.arange(1, 7), 10)
+    pooler = ObjectPooler(6, 3, capacity=2)
+    pooler.add(ids[:20], x[:20])
+    assert pooler.open_objects == 2
+    mean, std, count = pooler.close(np.array([1, 2]))
+    np.testing.assert_allclose(mean[1], x[10:20].mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std[0], x[:10].std(axis=0), rtol=1e-9)
+    assert count.tolist() == [10, 10] and pooler.open_objects == 0
+    pooler.add(ids[20:60], x[20:60])  # four more: the two freed slots are reused, then the store grows
+    assert pooler.open_objects == 4
+    mean, _, _ = pooler.mean_std()
+    np.testing.assert_allclose(mean[5], x[50:60].mean(axis=0), rtol=1e-12)
+    with pytest.raises(ValueError, match="object 1 arrived after it was closed"):
+        pooler.add(np.array([1]), x[:1])
+
+
+def test_streamed_pooling_closes_objects_as_the_rows_pass_and_equals_keeping_them_all():
+    """16,384 objects of 2x2 pixels on a tall scene: each object is handed out (once) with the statistics the
+    whole-layer pooling gives, and no more than about a band of windows' objects is held at once."""
+    from engine.settings import TileSettings
+
+    rng = np.random.default_rng(5)
+    h, w = 1024, 64
+    hsi = rng.random((4, h, w)).astype(np.float32)
+    hsi[:, 300:310, :7] = np.nan
+    ids = (np.arange(h)[:, None] // 2) * (w // 2) + np.arange(w)[None, :] // 2 + 1
+    n = int(ids.max())
+    last_row = np.full(n + 1, -1, np.int64)
+    last_row[ids.ravel()] = np.broadcast_to(np.arange(h)[:, None], (h, w)).ravel()
+    reader = StackedReader(ArrayReader(hsi))
+    reps = _reps(reader)
+    tiles = TileSettings(patch=32, stride=32)
+    dense = pool_objects(reader, ArrayReader(ids[None].astype(np.float64)), n, reps, PixelwiseExtractor(), tiles)
+    want_mean, want_std, want_count = dense.mean_std()
+    seen = np.zeros(n + 1, np.int64)
+    peak = [0]
+    def on_closed(which, mean, std, count):
+        seen[which] += 1
+        np.testing.assert_array_equal(mean, want_mean[which - 1])
+        np.testing.assert_array_equal(std, want_std[which - 1])
+        np.testing.assert_array_equal(count, want_count[which - 1])
+
+    holder = []
+
+    class Tracking(ObjectPooler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            holder.append(self)
+
+        def add(self, *a):
+            super().add(*a)
+            peak[0] = max(peak[0], self.open_objects)
+
+    import engine.tasks.objects as objects_module
+
+    original = objects_module.ObjectPooler
+    objects_module.ObjectPooler = Tracking
+    try:
+        pool_objects(reader, ArrayReader(ids[None].astype(np.float64)), n, reps, PixelwiseExtractor(), tiles,
+                     last_row=last_row, on_closed=on_closed, close_chunk=1000)
+    finally:
+        objects_module.ObjectPooler = original
+    assert (seen[1:] == 1).all()
+    assert 0 < peak[0] <= 2 * 16 * 32  # a band of 32 rows holds 16 x 32 objects; never the layer's 16,384
+    assert holder[0]._sum.shape[0] <= 1024
+
+
 def test_pooling_skips_windows_without_a_wanted_object():
     from engine.settings import TileSettings
 

@@ -175,7 +175,7 @@ def test_parcels_in_another_crs_with_a_partly_filled_field_classified_nulls_kept
 
     progress = Progress(on_message=messages.append)
     request = ObjectTrainRequest(scene.hsi, scene.sar, PolygonInput(path, "parcels", "landcover"), _settings(),
-                                 save=False, pool_all=True)
+                                 save=False)
     trained = train_objects(request, progress)
     assert trained.label_report["used"] == 6 and trained.bundle is None
     out = tmp_path / "parcels_classified.gpkg"
